@@ -1,0 +1,192 @@
+// Command fleetctl runs the local fleet of real kube-apiservers for the demo and for manual
+// fault injection. hack/fleet.sh builds the binaries it needs and calls it; see
+// `hack/fleet.sh help`.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"sync"
+	"text/tabwriter"
+	"time"
+
+	"github.com/hashicorp/go-multierror"
+
+	"github.com/fleetcache/fleetcache/internal/testfleet"
+)
+
+const usage = `usage: hack/fleet.sh [flags] VERB [cluster]
+
+Verbs for the whole fleet:
+  up                start the fleet (creating it on first use) and wait until ready
+  down              kill every process; data, PKI and ports are kept for the next up
+  status            processes and readiness of every cluster
+  seed              fill every cluster with its deterministic inventory
+  kubeconfig        print the path of the fleet's kubeconfig
+  destroy           down, then delete the fleet's folder
+  reap              kill any etcd/kube-apiserver whose command line names the folder
+
+Fault verbs for one cluster:
+  stop C            SIGSTOP its kube-apiserver (requests hang)
+  cont C            SIGCONT it
+  kill C            SIGKILL its kube-apiserver
+  restart C         kill (if running) and start again, wait until ready
+  kill-etcd C       SIGKILL its etcd
+  start-etcd C      start its etcd again
+
+Flags:
+`
+
+func main() {
+	dir := flag.String("dir", envOr("FLEET_DIR", ".cache/fleet"), "fleet state folder (env FLEET_DIR)")
+	clusters := flag.Int("clusters", 3, "number of clusters for up")
+	bin := flag.String("bin", os.Getenv("FLEETCACHE_BIN"), "folder with etcd and kube-apiserver (env FLEETCACHE_BIN)")
+	pods := flag.Int("pods", 0, "seed: pods per cluster (0: the small default plan)")
+	flag.Usage = func() { fmt.Fprint(os.Stderr, usage); flag.PrintDefaults() }
+	flag.Parse()
+	if flag.NArg() == 0 {
+		flag.Usage()
+		os.Exit(2)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	defer stop()
+	abs, err := filepath.Abs(*dir)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "fleet:", err)
+		os.Exit(1)
+	}
+	opts := testfleet.Options{Dir: abs, Clusters: *clusters, BinDir: *bin, Detach: true}
+	if err := run(ctx, opts, flag.Arg(0), flag.Args()[1:], *pods); err != nil {
+		fmt.Fprintln(os.Stderr, "fleet:", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, opts testfleet.Options, verb string, args []string, pods int) error {
+	switch verb {
+	case "up":
+		start := time.Now()
+		f, err := testfleet.Up(ctx, opts)
+		if err != nil {
+			return err
+		}
+		fmt.Printf("fleet of %d clusters ready in %s\n", len(f.Clusters), time.Since(start).Round(time.Millisecond))
+		printStatus(ctx, f)
+		fmt.Printf("\nkubeconfig: %s\nlogs:       %s/<cluster>/{kube-apiserver,etcd}.log\n", f.Kubeconfig, f.Dir)
+		return nil
+	case "reap":
+		killed, err := testfleet.Reap(opts.Dir)
+		if len(killed) > 0 {
+			fmt.Printf("killed %v\n", killed)
+		}
+		return err
+	}
+
+	f, err := testfleet.Open(opts)
+	if err != nil {
+		return err
+	}
+	switch verb {
+	case "down":
+		return f.Down()
+	case "destroy":
+		if err := f.Down(); err != nil {
+			return err
+		}
+		return os.RemoveAll(f.Dir)
+	case "status":
+		printStatus(ctx, f)
+		return nil
+	case "kubeconfig":
+		fmt.Println(f.Kubeconfig)
+		return nil
+	case "seed":
+		return seed(ctx, f, pods)
+	}
+
+	if len(args) != 1 {
+		return fmt.Errorf("%s needs exactly one cluster name", verb)
+	}
+	c, err := f.Cluster(args[0])
+	if err != nil {
+		return err
+	}
+	switch verb {
+	case "stop":
+		return c.Stop()
+	case "cont":
+		return c.Cont()
+	case "kill":
+		return c.Kill()
+	case "restart":
+		return c.Restart(ctx)
+	case "kill-etcd":
+		return c.KillEtcd()
+	case "start-etcd":
+		return c.StartEtcd()
+	}
+	return fmt.Errorf("unknown verb %q (try: hack/fleet.sh help)", verb)
+}
+
+func seed(ctx context.Context, f *testfleet.Fleet, pods int) error {
+	var (
+		mu   sync.Mutex
+		errs *multierror.Error
+		wg   sync.WaitGroup
+	)
+	start := time.Now()
+	for _, c := range f.Clusters {
+		wg.Go(func() {
+			p, err := testfleet.Seed(ctx, c, testfleet.SeedOptions{Pods: pods})
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				errs = multierror.Append(errs, err)
+				return
+			}
+			var parts []string
+			for _, r := range []string{"namespaces", "nodes", "deployments", "replicasets", "pods", "services", "configmaps", "secrets", "widgets"} {
+				parts = append(parts, fmt.Sprintf("%d %s", p.Count(r), r))
+			}
+			fmt.Printf("seeded %-8s %s\n", c.Name, strings.Join(parts, ", "))
+		})
+	}
+	wg.Wait()
+	if errs.ErrorOrNil() == nil {
+		fmt.Printf("seeded %d clusters in %s\n", len(f.Clusters), time.Since(start).Round(time.Millisecond))
+	}
+	return errs.ErrorOrNil()
+}
+
+func printStatus(ctx context.Context, f *testfleet.Fleet) {
+	w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(w, "CLUSTER\tSERVER\tAPISERVER PID\tETCD PID\tREADY")
+	for _, c := range f.Clusters {
+		s := c.Status(ctx)
+		ready := "yes"
+		if !s.Ready {
+			ready = "no: " + s.ReadyzProblem
+		}
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\n", s.Name, s.Server, pid(s.APIServerPID), pid(s.EtcdPID), ready)
+	}
+	w.Flush()
+}
+
+func pid(p int) string {
+	if p == 0 {
+		return "-"
+	}
+	return fmt.Sprint(p)
+}
+
+func envOr(key, def string) string {
+	if v := os.Getenv(key); v != "" {
+		return v
+	}
+	return def
+}

@@ -140,7 +140,7 @@ func (c *Cluster) WaitReady(ctx context.Context) error {
 			return nil
 		}
 		last = err
-		if _, ok := c.apiserver.pid(); !ok {
+		if c.apiserver.exitedSinceStart() {
 			return fmt.Errorf("cluster %s: kube-apiserver exited; see %s", c.Name, c.apiserver.logFile)
 		}
 		select {

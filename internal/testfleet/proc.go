@@ -97,6 +97,29 @@ func processRuns(pid int, bin string) bool {
 	return true
 }
 
+// exitedSinceStart reports whether the process this proc started has ended. Unlike pid,
+// it does not look at the command line, which is briefly the parent's during exec.
+func (p *proc) exitedSinceStart() bool {
+	if p.exited != nil {
+		select {
+		case <-p.exited:
+			return true
+		default:
+			return false
+		}
+	}
+	raw, err := os.ReadFile(p.pidFile)
+	if err != nil {
+		return true
+	}
+	stat, err := os.ReadFile("/proc/" + strings.TrimSpace(string(raw)) + "/stat")
+	if err != nil {
+		return true
+	}
+	i := bytes.LastIndexByte(stat, ')')
+	return i >= 0 && i+2 < len(stat) && stat[i+2] == 'Z'
+}
+
 var errNotRunning = errors.New("not running")
 
 func (p *proc) signal(sig syscall.Signal) error {

@@ -1,0 +1,283 @@
+package clusters
+
+import (
+	"context"
+	"crypto/sha256"
+	"os"
+	"sort"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// Source lists the clusters to cache; it is asked again on every reload.
+type Source interface {
+	Targets() ([]Target, error)
+}
+
+// KubeconfigSource reads targets from kubeconfig files.
+type KubeconfigSource struct {
+	Paths  []string
+	Filter ContextFilter
+}
+
+// Targets implements Source.
+func (s KubeconfigSource) Targets() ([]Target, error) { return LoadKubeconfig(s.Paths, s.Filter) }
+
+// Files are the files whose change triggers a reload.
+func (s KubeconfigSource) Files() []string { return s.Paths }
+
+// FleetOptions configure a Fleet. Zero values mean defaults.
+type FleetOptions struct {
+	// Cluster options shared by every cluster. Its OnChange is reserved for the fleet.
+	Cluster Options
+	// ReloadInterval is how often the source's files are checked for changes. Default 2s.
+	ReloadInterval time.Duration
+	// StopTimeout bounds how long a removed or restarted cluster may take to stop.
+	// Default 10s.
+	StopTimeout time.Duration
+	Logger      *zap.Logger
+}
+
+// Fleet runs one Cluster per target of its Source and keeps the set in line with it:
+// on Reload (or when a watched file changes) new targets start, removed ones stop and
+// their objects leave the cache, changed ones restart, and unchanged ones are untouched.
+type Fleet struct {
+	source Source
+	opts   FleetOptions
+	log    *zap.Logger
+	reload chan struct{}
+
+	mu        sync.RWMutex
+	clusters  map[string]*running
+	loadErr   error
+	listeners []func(added, removed []*Cluster)
+}
+
+type running struct {
+	cluster *Cluster
+	cancel  context.CancelFunc
+}
+
+// NewFleet returns a fleet that starts when Start is called.
+func NewFleet(source Source, opts FleetOptions) *Fleet {
+	if opts.ReloadInterval == 0 {
+		opts.ReloadInterval = 2 * time.Second
+	}
+	if opts.StopTimeout == 0 {
+		opts.StopTimeout = 10 * time.Second
+	}
+	if opts.Logger == nil {
+		opts.Logger = zap.NewNop()
+	}
+	opts.Cluster.Logger = opts.Logger
+	return &Fleet{source: source, opts: opts, log: opts.Logger, reload: make(chan struct{}, 1), clusters: map[string]*running{}}
+}
+
+// OnClustersChanged registers fn to be called after clusters were added or removed (a
+// restarted cluster is removed, then added). Register before Start.
+func (f *Fleet) OnClustersChanged(fn func(added, removed []*Cluster)) {
+	f.mu.Lock()
+	f.listeners = append(f.listeners, fn)
+	f.mu.Unlock()
+}
+
+// Reload asks the fleet to read its source again (e.g. on SIGHUP).
+func (f *Fleet) Reload() {
+	select {
+	case f.reload <- struct{}{}:
+	default:
+	}
+}
+
+// Start runs the fleet until ctx ends, then stops every cluster (each bounded by the stop
+// timeout) and returns. A source that fails to load is reported by LoadError and retried
+// on the next change; the clusters already running keep running.
+func (f *Fleet) Start(ctx context.Context) error {
+	f.apply(ctx)
+	var watched fileState
+	if fs, ok := f.source.(interface{ Files() []string }); ok {
+		watched = statFiles(fs.Files())
+	}
+	ticker := time.NewTicker(f.opts.ReloadInterval)
+	defer ticker.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			f.stopAll()
+			return nil
+		case <-f.reload:
+			f.log.Info("reloading cluster sources")
+			f.apply(ctx)
+		case <-ticker.C:
+			if fs, ok := f.source.(interface{ Files() []string }); ok {
+				if now := statFiles(fs.Files()); now != watched {
+					watched = now
+					f.log.Info("kubeconfig changed; reloading")
+					f.apply(ctx)
+				}
+			}
+		}
+	}
+}
+
+// fileState summarises the watched files' contents.
+type fileState [32]byte
+
+func statFiles(paths []string) fileState {
+	h := sha256.New()
+	for _, p := range paths {
+		h.Write([]byte(p))
+		b, err := os.ReadFile(p)
+		if err != nil {
+			h.Write([]byte(err.Error()))
+		}
+		h.Write(b)
+	}
+	var s fileState
+	copy(s[:], h.Sum(nil))
+	return s
+}
+
+func (f *Fleet) apply(ctx context.Context) {
+	targets, err := f.source.Targets()
+	f.mu.Lock()
+	f.loadErr = err
+	f.mu.Unlock()
+	if err != nil {
+		f.log.Error("cannot load clusters; keeping the running ones", zap.Error(err))
+		return
+	}
+	want := map[string]Target{}
+	for _, t := range targets {
+		want[t.Name] = t
+	}
+
+	f.mu.Lock()
+	var stop []*running
+	for name, r := range f.clusters {
+		t, ok := want[name]
+		if !ok || t.Fingerprint != r.cluster.target.Fingerprint {
+			stop = append(stop, r)
+			delete(f.clusters, name)
+			reason := "removed from the kubeconfig"
+			if ok {
+				reason = "its kubeconfig entry changed; restarting"
+			}
+			f.log.Info("stopping cluster", zap.String("cluster", name), zap.String("why", reason))
+		}
+	}
+	var added []*Cluster
+	for _, t := range targets {
+		if _, ok := f.clusters[t.Name]; ok {
+			continue
+		}
+		opts := f.opts.Cluster
+		c := New(t, opts)
+		cctx, cancel := context.WithCancel(ctx)
+		f.clusters[t.Name] = &running{cluster: c, cancel: cancel}
+		added = append(added, c)
+		go func() { _ = c.Start(cctx) }()
+	}
+	listeners := append([]func(added, removed []*Cluster){}, f.listeners...)
+	f.mu.Unlock()
+
+	removed := f.stopClusters(stop)
+	if len(added) > 0 || len(removed) > 0 {
+		for _, fn := range listeners {
+			fn(added, removed)
+		}
+	}
+}
+
+// stopClusters cancels each cluster and waits for it, at most StopTimeout each, in
+// parallel: a hung cluster cannot hold up the others.
+func (f *Fleet) stopClusters(rs []*running) []*Cluster {
+	var wg sync.WaitGroup
+	out := make([]*Cluster, len(rs))
+	for i, r := range rs {
+		out[i] = r.cluster
+		r.cancel()
+		wg.Go(func() {
+			select {
+			case <-r.cluster.Done():
+			case <-time.After(f.opts.StopTimeout):
+				f.log.Warn("cluster did not stop in time; abandoning it", zap.String("cluster", r.cluster.Name()), zap.Duration("timeout", f.opts.StopTimeout))
+			}
+		})
+	}
+	wg.Wait()
+	return out
+}
+
+func (f *Fleet) stopAll() {
+	f.mu.Lock()
+	var rs []*running
+	for name, r := range f.clusters {
+		rs = append(rs, r)
+		delete(f.clusters, name)
+	}
+	f.mu.Unlock()
+	f.stopClusters(rs)
+}
+
+// Clusters returns the running clusters sorted by name.
+func (f *Fleet) Clusters() []*Cluster {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	out := make([]*Cluster, 0, len(f.clusters))
+	for _, r := range f.clusters {
+		out = append(out, r.cluster)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name() < out[j].Name() })
+	return out
+}
+
+// Cluster returns the named cluster, or nil.
+func (f *Fleet) Cluster(name string) *Cluster {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	if r, ok := f.clusters[name]; ok {
+		return r.cluster
+	}
+	return nil
+}
+
+// Status returns every cluster's status, sorted by name.
+func (f *Fleet) Status() []ClusterStatus {
+	cs := f.Clusters()
+	out := make([]ClusterStatus, len(cs))
+	for i, c := range cs {
+		out[i] = c.Status()
+	}
+	return out
+}
+
+// LoadError is the error of the last source load, if it failed.
+func (f *Fleet) LoadError() error {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.loadErr
+}
+
+// Ready reports whether every cluster has finished its initial sync or given up waiting
+// for it (InitialSyncTimeout): a daemon is ready once the answers it gives are as complete
+// as they are going to get soon.
+func (f *Fleet) Ready() bool {
+	for _, c := range f.Clusters() {
+		if !c.settled() {
+			return false
+		}
+	}
+	return true
+}
+
+func (c *Cluster) settled() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.initialSync.IsZero() || c.target.Err != nil {
+		return true
+	}
+	return !c.started.IsZero() && c.opts.Clock.Since(c.started) > c.opts.InitialSyncTimeout
+}

@@ -1,0 +1,508 @@
+package clusters_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/zap/zaptest"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+
+	"github.com/fleetcache/fleetcache/clusters"
+	"github.com/fleetcache/fleetcache/internal/testfleet"
+)
+
+var seedOnce sync.Once
+
+// seeded seeds every cluster of the fleet once per test binary.
+func seeded(t *testing.T) {
+	t.Helper()
+	if fleet == nil {
+		t.Skip("needs the real fleet (not started with -short)")
+	}
+	seedOnce.Do(func() {
+		for _, c := range fleet.Clusters {
+			if _, err := testfleet.Seed(context.Background(), c, testfleet.SeedOptions{}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	})
+}
+
+var testResources = []string{"namespaces", "nodes", "pods", "deployments.apps", "replicasets.apps", "services", "configmaps", "secrets", "widgets.example.com"}
+
+// readerKubeconfig writes a copy of the fleet's kubeconfig and returns its path; fleetcache
+// reads through the "-reader" contexts, aliased to the cluster names.
+func readerKubeconfig(t *testing.T) (string, clusters.ContextFilter) {
+	t.Helper()
+	raw, err := os.ReadFile(fleet.Kubeconfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "kubeconfig")
+	if err := os.WriteFile(path, raw, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	filter := clusters.ContextFilter{Include: []string{"*-reader"}, Aliases: map[string]string{}}
+	for _, c := range fleet.Clusters {
+		filter.Aliases[c.Name+"-reader"] = c.Name
+	}
+	return path, filter
+}
+
+// fastOptions shortens every interval so that tests converge in seconds.
+func fastOptions(resources ...string) clusters.FleetOptions {
+	var specs []clusters.ResourceSpec
+	for _, r := range resources {
+		specs = append(specs, clusters.ResourceSpec{Name: r})
+	}
+	return clusters.FleetOptions{
+		ReloadInterval: 200 * time.Millisecond,
+		Cluster: clusters.Options{
+			Resources:           specs,
+			RequestTimeout:      2 * time.Second,
+			ListTimeout:         10 * time.Second,
+			InitialSyncTimeout:  20 * time.Second,
+			ProbeInterval:       time.Second,
+			RediscoveryInterval: time.Second,
+			ListLimiter:         clusters.NewListLimiter(2),
+		},
+	}
+}
+
+func startFleet(t *testing.T, src clusters.Source, opts clusters.FleetOptions) *clusters.Fleet {
+	t.Helper()
+	opts.Logger = zaptest.NewLogger(t)
+	f := clusters.NewFleet(src, opts)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { _ = f.Start(ctx); close(done) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case <-done:
+		case <-time.After(30 * time.Second):
+			t.Error("fleet did not stop within 30s")
+		}
+	})
+	return f
+}
+
+// eventually polls cond until it holds or the timeout passes; the last message explains a
+// failure.
+func eventually(t *testing.T, timeout time.Duration, what string, cond func() (bool, string)) {
+	t.Helper()
+	var msg string
+	err := wait.PollUntilContextTimeout(context.Background(), 100*time.Millisecond, timeout, true, func(context.Context) (bool, error) {
+		var ok bool
+		ok, msg = cond()
+		return ok, nil
+	})
+	if err != nil {
+		t.Fatalf("%s: not within %s: %s", what, timeout, msg)
+	}
+}
+
+func phaseIs(f *clusters.Fleet, cluster string, want clusters.Phase) func() (bool, string) {
+	return func() (bool, string) {
+		c := f.Cluster(cluster)
+		if c == nil {
+			return false, "no cluster " + cluster
+		}
+		s := c.Status()
+		return s.Phase == want, fmt.Sprintf("cluster %s is %s (%s: %s)", cluster, s.Phase, s.Reason, s.Message)
+	}
+}
+
+func resourceStatus(f *clusters.Fleet, cluster, resource string) (clusters.ResourceStatus, bool) {
+	c := f.Cluster(cluster)
+	if c == nil {
+		return clusters.ResourceStatus{}, false
+	}
+	for _, r := range c.Status().Resources {
+		if r.Resource == resource || r.Requested == resource {
+			return r, true
+		}
+	}
+	return clusters.ResourceStatus{}, false
+}
+
+// kubectlCount counts a resource's objects in a cluster with the real kubectl.
+func kubectlCount(t *testing.T, cluster, resource string) int {
+	t.Helper()
+	out, err := exec.Command(filepath.Join(os.Getenv("FLEETCACHE_BIN"), "kubectl"), "--kubeconfig", fleet.Kubeconfig,
+		"--context", cluster+"-reader", "get", resource, "-A", "-o", "name").CombinedOutput()
+	if err != nil {
+		t.Fatalf("kubectl get %s in %s: %v\n%s", resource, cluster, err, out)
+	}
+	return len(strings.Fields(string(out)))
+}
+
+func assertCountsMatchKubectl(t *testing.T, f *clusters.Fleet, cluster string) {
+	t.Helper()
+	for _, res := range testResources {
+		if res == "widgets.example.com" && !testfleet.HasWidgets(mustCluster(t, cluster).Index) {
+			continue
+		}
+		var got clusters.ResourceStatus
+		// Events for just-made objects may still be on their way: wait for the counts to meet.
+		eventually(t, 10*time.Second, cluster+"/"+res+" count", func() (bool, string) {
+			var ok bool
+			got, ok = resourceStatus(f, cluster, res)
+			want := kubectlCount(t, cluster, res)
+			return ok && got.Objects == want, fmt.Sprintf("cache has %d, kubectl %d", got.Objects, want)
+		})
+		if got.Objects == 0 {
+			t.Errorf("%s/%s: no objects at all; the seed should have made some", cluster, res)
+		}
+	}
+}
+
+func mustCluster(t *testing.T, name string) *testfleet.Cluster {
+	t.Helper()
+	c, err := fleet.Cluster(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func TestFleetSyncsAndCountsMatchKubectl(t *testing.T) {
+	seeded(t)
+	path, filter := readerKubeconfig(t)
+	f := startFleet(t, clusters.KubeconfigSource{Paths: []string{path}, Filter: filter}, fastOptions(testResources...))
+	for _, c := range fleet.Clusters {
+		eventually(t, 30*time.Second, c.Name+" synced", phaseIs(f, c.Name, clusters.PhaseSynced))
+	}
+	if !f.Ready() {
+		t.Error("fleet not ready although every cluster is synced")
+	}
+	for _, c := range fleet.Clusters {
+		assertCountsMatchKubectl(t, f, c.Name)
+		s := f.Cluster(c.Name).Status()
+		if s.Version != "v1.37.2" || s.InitialSyncTime == nil || s.LastProbeTime == nil {
+			t.Errorf("%s: incomplete status: version %q, initial sync %v, last probe %v", c.Name, s.Version, s.InitialSyncTime, s.LastProbeTime)
+		}
+		for _, r := range s.Resources {
+			if r.Phase == clusters.PhaseNotServed {
+				continue
+			}
+			if !r.WatchConnected || r.LastListTime == nil || r.InitialSyncTime == nil {
+				t.Errorf("%s/%s: watch %v, last list %v, initial sync %v", c.Name, r.Resource, r.WatchConnected, r.LastListTime, r.InitialSyncTime)
+			}
+		}
+	}
+	// The Widget CRD exists only in some clusters; the others report it as not served.
+	for _, c := range fleet.Clusters {
+		r, ok := resourceStatus(f, c.Name, "widgets.example.com")
+		want := clusters.PhaseSynced
+		if !testfleet.HasWidgets(c.Index) {
+			want = clusters.PhaseNotServed
+		}
+		if !ok || r.Phase != want {
+			t.Errorf("%s/widgets.example.com: %v (%+v), want %s", c.Name, ok, r, want)
+		}
+	}
+}
+
+func TestCRDInstalledLaterIsPickedUp(t *testing.T) {
+	seeded(t)
+	var late *testfleet.Cluster
+	for _, c := range fleet.Clusters {
+		if !testfleet.HasWidgets(c.Index) {
+			late = c
+		}
+	}
+	path, filter := readerKubeconfig(t)
+	f := startFleet(t, clusters.KubeconfigSource{Paths: []string{path}, Filter: filter}, fastOptions("pods", "widgets.example.com"))
+	eventually(t, 30*time.Second, late.Name+" synced", phaseIs(f, late.Name, clusters.PhaseSynced))
+	if r, _ := resourceStatus(f, late.Name, "widgets.example.com"); r.Phase != clusters.PhaseNotServed {
+		t.Fatalf("before the CRD: widgets in %s are %s, want NotServed", late.Name, r.Phase)
+	}
+
+	// Install the CRD and two widgets the way Seed does for other clusters.
+	ctx := context.Background()
+	dyn := dynamic.NewForConfigOrDie(late.AdminConfig())
+	crds := dyn.Resource(schemaCRD)
+	if _, err := crds.Create(ctx, testfleet.WidgetCRD(), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = crds.Delete(ctx, testfleet.WidgetCRDName, metav1.DeleteOptions{}) })
+	for _, name := range []string{"late-1", "late-2"} {
+		w := widget("default", name)
+		eventually(t, 20*time.Second, "create widget", func() (bool, string) {
+			_, err := dyn.Resource(testfleet.WidgetGVR).Namespace("default").Create(ctx, w, metav1.CreateOptions{})
+			return err == nil, fmt.Sprint(err)
+		})
+	}
+	eventually(t, 20*time.Second, "widgets cached from "+late.Name, func() (bool, string) {
+		r, _ := resourceStatus(f, late.Name, "widgets.example.com")
+		return r.Phase == clusters.PhaseSynced && r.Objects == 2, fmt.Sprintf("%s with %d objects", r.Phase, r.Objects)
+	})
+
+	// Deleting the CRD takes its objects out of the cache again.
+	if err := crds.Delete(ctx, testfleet.WidgetCRDName, metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 30*time.Second, "widgets dropped from "+late.Name, func() (bool, string) {
+		r, _ := resourceStatus(f, late.Name, "widgets.example.com")
+		return r.Phase == clusters.PhaseNotServed && r.Objects == 0, fmt.Sprintf("%s with %d objects", r.Phase, r.Objects)
+	})
+}
+
+func TestUnreachableAndUnauthorizedContexts(t *testing.T) {
+	seeded(t)
+	a := fleet.Clusters[0]
+	cfg := clientcmdapi.NewConfig()
+	cfg.Clusters["good"] = &clientcmdapi.Cluster{Server: a.Server(), CertificateAuthorityData: a.CAData()}
+	cfg.Clusters["nowhere"] = &clientcmdapi.Cluster{Server: "https://127.0.0.1:1", CertificateAuthorityData: a.CAData()}
+	cfg.AuthInfos["reader"] = &clientcmdapi.AuthInfo{Token: a.ReaderToken()}
+	cfg.AuthInfos["forged"] = &clientcmdapi.AuthInfo{Token: "not-a-valid-token"}
+	cfg.Contexts["ok"] = &clientcmdapi.Context{Cluster: "good", AuthInfo: "reader"}
+	cfg.Contexts["dead"] = &clientcmdapi.Context{Cluster: "nowhere", AuthInfo: "reader"}
+	cfg.Contexts["badcreds"] = &clientcmdapi.Context{Cluster: "good", AuthInfo: "forged"}
+	cfg.Contexts["broken"] = &clientcmdapi.Context{Cluster: "missing-cluster", AuthInfo: "reader"}
+	path := filepath.Join(t.TempDir(), "kubeconfig")
+	if err := clientcmd.WriteToFile(*cfg, path); err != nil {
+		t.Fatal(err)
+	}
+	f := startFleet(t, clusters.KubeconfigSource{Paths: []string{path}}, fastOptions("pods", "configmaps"))
+
+	eventually(t, 30*time.Second, "ok synced", phaseIs(f, "ok", clusters.PhaseSynced))
+	eventually(t, 30*time.Second, "dead unreachable", phaseIs(f, "dead", clusters.PhaseUnreachable))
+	eventually(t, 30*time.Second, "badcreds unauthorized", phaseIs(f, "badcreds", clusters.PhaseUnauthorized))
+	eventually(t, 30*time.Second, "broken invalid", phaseIs(f, "broken", clusters.PhaseInvalid))
+
+	for name, want := range map[string]string{"dead": "connection refused", "badcreds": "Unauthorized", "broken": "missing-cluster"} {
+		if s := f.Cluster(name).Status(); !strings.Contains(s.Message, want) {
+			t.Errorf("%s: message %q does not say %q", name, s.Message, want)
+		}
+	}
+	// The healthy cluster keeps following changes while the others fail.
+	cs := kubernetes.NewForConfigOrDie(a.AdminConfig())
+	cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "while-others-fail", Namespace: "default"}}
+	before, _ := resourceStatus(f, "ok", "configmaps")
+	if _, err := cs.CoreV1().ConfigMaps("default").Create(context.Background(), cm, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cs.CoreV1().ConfigMaps("default").Delete(context.Background(), cm.Name, metav1.DeleteOptions{}) })
+	eventually(t, 10*time.Second, "new configmap cached", func() (bool, string) {
+		r, _ := resourceStatus(f, "ok", "configmaps")
+		return r.Objects == before.Objects+1, fmt.Sprintf("%d objects, want %d", r.Objects, before.Objects+1)
+	})
+	if f.Ready() {
+		// The unreachable and unauthorized clusters have not synced and their initial sync
+		// timeout (20s here) may not have passed yet; if it has, ready is right too.
+		t.Log("fleet ready: the initial sync timeout has passed")
+	}
+}
+
+func TestStoppedClusterLeavesSyncedAndComesBack(t *testing.T) {
+	seeded(t)
+	path, filter := readerKubeconfig(t)
+	f := startFleet(t, clusters.KubeconfigSource{Paths: []string{path}, Filter: filter}, fastOptions(testResources...))
+	for _, c := range fleet.Clusters {
+		eventually(t, 30*time.Second, c.Name+" synced", phaseIs(f, c.Name, clusters.PhaseSynced))
+	}
+	victim, other := fleet.Clusters[2], fleet.Clusters[0]
+	if err := victim.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	stopped := true
+	t.Cleanup(func() {
+		if stopped {
+			_ = victim.Cont()
+		}
+	})
+	eventually(t, 30*time.Second, victim.Name+" leaves Synced", func() (bool, string) {
+		s := f.Cluster(victim.Name).Status()
+		return s.Phase != clusters.PhaseSynced, "still " + string(s.Phase)
+	})
+	if s := f.Cluster(victim.Name).Status(); s.Phase != clusters.PhaseUnreachable {
+		t.Errorf("stopped cluster is %s (%s), want Unreachable", s.Phase, s.Message)
+	}
+
+	// The others keep following their clusters.
+	cs := kubernetes.NewForConfigOrDie(other.AdminConfig())
+	cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "during-stop", Namespace: "default"}}
+	if _, err := cs.CoreV1().ConfigMaps("default").Create(context.Background(), cm, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cs.CoreV1().ConfigMaps("default").Delete(context.Background(), cm.Name, metav1.DeleteOptions{}) })
+	assertCountsMatchKubectl(t, f, other.Name)
+
+	if err := victim.Cont(); err != nil {
+		t.Fatal(err)
+	}
+	stopped = false
+	eventually(t, 30*time.Second, victim.Name+" back to Synced", phaseIs(f, victim.Name, clusters.PhaseSynced))
+	assertCountsMatchKubectl(t, f, victim.Name)
+}
+
+func TestKubeconfigEditsApplyWithoutRestart(t *testing.T) {
+	seeded(t)
+	path, filter := readerKubeconfig(t)
+	raw, err := clientcmd.LoadFromFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, b, c := fleet.Clusters[0].Name, fleet.Clusters[1].Name, fleet.Clusters[2].Name
+	write := func(mutate func(*clientcmdapi.Config)) {
+		t.Helper()
+		cp := raw.DeepCopy()
+		mutate(cp)
+		if err := clientcmd.WriteToFile(*cp, path); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Start with a and b only.
+	write(func(k *clientcmdapi.Config) { delete(k.Contexts, c+"-reader") })
+	f := startFleet(t, clusters.KubeconfigSource{Paths: []string{path}, Filter: filter}, fastOptions("pods", "configmaps"))
+	eventually(t, 30*time.Second, a+" synced", phaseIs(f, a, clusters.PhaseSynced))
+	eventually(t, 30*time.Second, b+" synced", phaseIs(f, b, clusters.PhaseSynced))
+	if f.Cluster(c) != nil {
+		t.Fatalf("%s cached although not in the kubeconfig", c)
+	}
+	keptA := f.Cluster(a)
+
+	// Add c, remove b.
+	write(func(k *clientcmdapi.Config) { delete(k.Contexts, b+"-reader") })
+	eventually(t, 30*time.Second, c+" added and synced", phaseIs(f, c, clusters.PhaseSynced))
+	eventually(t, 10*time.Second, b+" removed", func() (bool, string) { return f.Cluster(b) == nil, "still there" })
+	if f.Cluster(a) != keptA {
+		t.Errorf("%s was restarted although its entry did not change", a)
+	}
+	keptC := f.Cluster(c)
+
+	// Change a's token to a wrong one: a restarts and reports Unauthorized; c is untouched.
+	write(func(k *clientcmdapi.Config) {
+		delete(k.Contexts, b+"-reader")
+		k.AuthInfos[a+"-reader"].Token = "revoked"
+	})
+	eventually(t, 30*time.Second, a+" unauthorized", phaseIs(f, a, clusters.PhaseUnauthorized))
+	if f.Cluster(a) == keptA {
+		t.Errorf("%s was not restarted after its token changed", a)
+	}
+	if f.Cluster(c) != keptC {
+		t.Errorf("%s was restarted although its entry did not change", c)
+	}
+	for _, s := range f.Status() {
+		if s.Name == b {
+			t.Errorf("removed cluster %s still reported", b)
+		}
+	}
+
+	// A broken file keeps the running clusters and reports the error.
+	if err := os.WriteFile(path, []byte("not: [valid"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "load error reported", func() (bool, string) { return f.LoadError() != nil, "no error" })
+	if f.Cluster(c) != keptC {
+		t.Errorf("a broken kubeconfig restarted %s", c)
+	}
+}
+
+func TestSecretValuesNeverCached(t *testing.T) {
+	seeded(t)
+	path, filter := readerKubeconfig(t)
+	f := startFleet(t, clusters.KubeconfigSource{Paths: []string{path}, Filter: filter}, fastOptions("secrets"))
+	a := fleet.Clusters[0]
+	eventually(t, 30*time.Second, a.Name+" synced", phaseIs(f, a.Name, clusters.PhaseSynced))
+
+	// A secret written after the sync arrives through the watch, not the list.
+	ctx := context.Background()
+	cs := kubernetes.NewForConfigOrDie(a.AdminConfig())
+	value := []byte("s3cr3t-value-" + fmt.Sprint(time.Now().UnixNano()))
+	sec := &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Name: "watched-secret", Namespace: "default", Annotations: map[string]string{
+			corev1.LastAppliedConfigAnnotation: `{"data":{"token":"` + string(value) + `"}}`,
+		}},
+		Data:       map[string][]byte{"token": value},
+		StringData: map[string]string{"other": string(value)},
+	}
+	if _, err := cs.CoreV1().Secrets("default").Create(ctx, sec, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cs.CoreV1().Secrets("default").Delete(ctx, sec.Name, metav1.DeleteOptions{}) })
+	listed, err := cs.CoreV1().Secrets("").List(ctx, metav1.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	secretValues := [][]byte{value}
+	for _, s := range listed.Items {
+		for _, v := range s.Data {
+			if len(v) >= 6 {
+				secretValues = append(secretValues, v)
+			}
+		}
+	}
+
+	var found *clusters.Object
+	eventually(t, 10*time.Second, "watched secret cached", func() (bool, string) {
+		for _, inf := range f.Cluster(a.Name).Informers() {
+			if obj, ok, _ := inf.Informer.GetStore().GetByKey("default/watched-secret"); ok {
+				found = obj.(*clusters.Object)
+				return true, ""
+			}
+		}
+		return false, "not yet"
+	})
+	checked := 0
+	for _, inf := range f.Cluster(a.Name).Informers() {
+		for _, item := range inf.Informer.GetStore().List() {
+			obj := item.(*clusters.Object)
+			decoded, err := obj.Decode()
+			if err != nil {
+				t.Fatal(err)
+			}
+			s := decoded.(*corev1.Secret)
+			for k, v := range s.Data {
+				if len(v) != 0 {
+					t.Errorf("secret %s/%s key %s kept a value", s.Namespace, s.Name, k)
+				}
+			}
+			if len(s.StringData) != 0 {
+				t.Errorf("secret %s/%s kept stringData", s.Namespace, s.Name)
+			}
+			for _, v := range secretValues {
+				if bytes.Contains(obj.Raw(), v) {
+					t.Errorf("secret %s/%s: cached bytes contain a secret value", s.Namespace, s.Name)
+				}
+			}
+			checked++
+		}
+	}
+	if checked < len(listed.Items) {
+		t.Errorf("checked %d cached secrets, the cluster has %d", checked, len(listed.Items))
+	}
+	decoded, _ := found.Decode()
+	if _, ok := decoded.(*corev1.Secret).Data["token"]; !ok {
+		t.Error("the key name of the watched secret was dropped; key names should stay")
+	}
+}
+
+var schemaCRD = schema.GroupVersionResource{Group: "apiextensions.k8s.io", Version: "v1", Resource: "customresourcedefinitions"}
+
+func widget(ns, name string) *unstructured.Unstructured {
+	return &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": "example.com/v1",
+		"kind":       "Widget",
+		"metadata":   map[string]any{"namespace": ns, "name": name},
+		"spec":       map[string]any{"color": "teal", "size": int64(3)},
+	}}
+}

@@ -1,0 +1,293 @@
+package clusters
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/watch"
+	"k8s.io/client-go/tools/cache"
+)
+
+// resourceCache is one informer: one resource of one cluster, in one namespace or all.
+// It observes its own list and watch calls (client-go's watch error handler is not called
+// for connection errors, 429 or 410) and derives the resource's phase from what it saw.
+type resourceCache struct {
+	cluster   *Cluster
+	requested string
+	gvr       schema.GroupVersionResource
+	display   string // "deployments.apps"
+	namespace string
+	codec     *codec
+	informer  cache.SharedIndexInformer
+	log       *zap.Logger
+
+	cancel context.CancelFunc
+	done   chan struct{}
+
+	mu    sync.Mutex
+	facts resourceFacts
+	cond  Condition
+}
+
+type resourceFacts struct {
+	synced, stopped, notServed   bool
+	errPhase                     Phase
+	errReason, errMessage        string
+	watchConnected               bool
+	initialSync, lastList, lastEv time.Time
+}
+
+func (rc *resourceCache) status() ResourceStatus {
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	s := ResourceStatus{
+		Condition: rc.cond, Resource: rc.display, Namespace: rc.namespace, Kind: rc.codec.gvk.Kind,
+		WatchConnected: rc.facts.watchConnected,
+	}
+	if rc.requested != rc.display {
+		s.Requested = rc.requested
+	}
+	if !rc.facts.stopped && rc.informer != nil {
+		s.Objects = len(rc.informer.GetStore().ListKeys())
+	}
+	s.InitialSyncTime = timePtr(rc.facts.initialSync)
+	s.LastListTime = timePtr(rc.facts.lastList)
+	s.LastEventTime = timePtr(rc.facts.lastEv)
+	return s
+}
+
+func timePtr(t time.Time) *time.Time {
+	if t.IsZero() {
+		return nil
+	}
+	return &t
+}
+
+// update changes the facts under the lock, recomputes the phase and, when it changed,
+// records the transition, logs it and tells the cluster.
+func (rc *resourceCache) update(fn func(f *resourceFacts)) {
+	rc.mu.Lock()
+	fn(&rc.facts)
+	next := rc.derive()
+	changed := next.Phase != rc.cond.Phase || next.Reason != rc.cond.Reason
+	if changed {
+		next.LastTransitionTime = rc.cluster.opts.Clock.Now()
+		rc.cond = next
+	} else {
+		rc.cond.Message = next.Message
+	}
+	rc.mu.Unlock()
+	if changed {
+		rc.log.Info("resource phase changed", conditionFields(next)...)
+		rc.cluster.resourceChanged()
+	}
+}
+
+func (rc *resourceCache) derive() Condition {
+	f := rc.facts
+	switch {
+	case f.stopped:
+		return Condition{Phase: PhaseStopped, Reason: "Stopped"}
+	case f.notServed:
+		return Condition{Phase: PhaseNotServed, Reason: "NotServed", Message: fmt.Sprintf("the cluster does not serve %s", rc.display)}
+	case f.errPhase == PhaseForbidden || f.errPhase == PhaseUnauthorized:
+		return Condition{Phase: f.errPhase, Reason: f.errReason, Message: f.errMessage}
+	case !f.synced:
+		return Condition{Phase: PhaseSyncing, Reason: f.errReason, Message: f.errMessage}
+	case f.errPhase != "":
+		return Condition{Phase: PhaseDegraded, Reason: f.errReason, Message: f.errMessage}
+	}
+	return Condition{Phase: PhaseSynced}
+}
+
+func (rc *resourceCache) recordError(verb string, err error) {
+	phase, reason := classify(err)
+	if phase == PhaseNotServed {
+		// The resource went away (e.g. its CRD was deleted): rediscovery decides.
+		rc.cluster.kickDiscovery()
+	}
+	rc.update(func(f *resourceFacts) {
+		f.errPhase, f.errReason = phase, reason
+		f.errMessage = fmt.Sprintf("%s %s: %v", verb, rc.display, err)
+	})
+}
+
+func (rc *resourceCache) clearError(f *resourceFacts) { f.errPhase, f.errReason, f.errMessage = "", "", "" }
+
+// run starts the informer and marks the resource synced once its first list is stored.
+func (rc *resourceCache) run(ctx context.Context) {
+	defer close(rc.done)
+	rc.update(func(f *resourceFacts) {})
+	go rc.informer.RunWithContext(ctx)
+	if cache.WaitForCacheSync(ctx.Done(), rc.informer.HasSynced) {
+		rc.update(func(f *resourceFacts) {
+			f.synced = true
+			if f.initialSync.IsZero() {
+				f.initialSync = rc.cluster.opts.Clock.Now()
+			}
+		})
+	}
+	<-ctx.Done()
+}
+
+// observedLW wraps a ListerWatcher: it bounds every call with a timeout (a frozen
+// apiserver hangs instead of refusing), caps concurrent lists fleet-wide, and records what
+// happened on the resource.
+type observedLW struct {
+	inner cache.ListerWatcherWithContext
+	rc    *resourceCache
+}
+
+func (lw *observedLW) ListWithContext(ctx context.Context, opts metav1.ListOptions) (runtime.Object, error) {
+	opts2 := lw.rc.cluster.opts
+	if err := opts2.ListLimiter.acquire(ctx); err != nil {
+		return nil, err
+	}
+	defer opts2.ListLimiter.release()
+	ctx, cancel := context.WithTimeout(ctx, opts2.ListTimeout)
+	defer cancel()
+	obj, err := lw.inner.ListWithContext(ctx, opts)
+	if err != nil {
+		lw.rc.recordError("list", err)
+		return nil, err
+	}
+	now := opts2.Clock.Now()
+	lw.rc.update(func(f *resourceFacts) {
+		f.lastList = now
+		lw.rc.clearError(f)
+	})
+	return obj, nil
+}
+
+func (lw *observedLW) WatchWithContext(ctx context.Context, opts metav1.ListOptions) (watch.Interface, error) {
+	o := lw.rc.cluster.opts
+	// A watch-list stream (sendInitialEvents) is this informer's list: cap it like one
+	// until its initial-events-end bookmark.
+	initial := opts.SendInitialEvents != nil && *opts.SendInitialEvents
+	if initial {
+		if err := o.ListLimiter.acquire(ctx); err != nil {
+			return nil, err
+		}
+	}
+	release := sync.OnceFunc(func() {
+		if initial {
+			o.ListLimiter.release()
+		}
+	})
+	wctx, cancel := context.WithCancel(ctx)
+	// Only establishing the stream is bounded; the stream itself lives until the server
+	// ends it (its timeoutSeconds) or the informer stops.
+	timer := time.AfterFunc(o.RequestTimeout, cancel)
+	w, err := lw.inner.WatchWithContext(wctx, opts)
+	timer.Stop()
+	if err != nil {
+		cancel()
+		release()
+		lw.rc.recordError("watch", err)
+		return nil, err
+	}
+	lw.rc.update(func(f *resourceFacts) {
+		f.watchConnected = true
+		if !initial {
+			lw.rc.clearError(f)
+		}
+	})
+	ow := &observedWatch{inner: w, out: make(chan watch.Event), stop: make(chan struct{}), rc: lw.rc, initial: initial, release: release, cancel: cancel}
+	go ow.run()
+	return ow, nil
+}
+
+// observedWatch forwards a watch stream and records its events and its end.
+type observedWatch struct {
+	inner   watch.Interface
+	out     chan watch.Event
+	stop    chan struct{}
+	once    sync.Once
+	rc      *resourceCache
+	initial bool
+	release func()
+	cancel  context.CancelFunc
+}
+
+func (w *observedWatch) ResultChan() <-chan watch.Event { return w.out }
+
+func (w *observedWatch) Stop() {
+	w.once.Do(func() {
+		close(w.stop)
+		w.inner.Stop()
+	})
+}
+
+func (w *observedWatch) run() {
+	defer func() {
+		close(w.out)
+		w.release()
+		w.cancel()
+		w.rc.update(func(f *resourceFacts) { f.watchConnected = false })
+	}()
+	clock := w.rc.cluster.opts.Clock
+	for {
+		select {
+		case ev, ok := <-w.inner.ResultChan():
+			if !ok {
+				return
+			}
+			w.observe(ev, clock.Now())
+			select {
+			case w.out <- ev:
+			case <-w.stop:
+				return
+			}
+		case <-w.stop:
+			return
+		}
+	}
+}
+
+func (w *observedWatch) observe(ev watch.Event, now time.Time) {
+	switch ev.Type {
+	case watch.Error:
+		w.rc.recordError("watch", apiStatusError(ev.Object))
+		return
+	case watch.Bookmark:
+		if w.initial {
+			if m, err := metaAccessor(ev.Object); err == nil && m.GetAnnotations()[metav1.InitialEventsAnnotationKey] == "true" {
+				w.release()
+				w.rc.update(func(f *resourceFacts) {
+					f.lastList, f.lastEv = now, now
+					w.rc.clearError(f)
+				})
+				return
+			}
+		}
+	}
+	w.rc.mu.Lock()
+	w.rc.facts.lastEv = now
+	w.rc.mu.Unlock()
+}
+
+// List and Watch satisfy cache.ListerWatcher; the reflector uses the context variants.
+func (lw *observedLW) List(opts metav1.ListOptions) (runtime.Object, error) {
+	return lw.ListWithContext(context.Background(), opts)
+}
+
+func (lw *observedLW) Watch(opts metav1.ListOptions) (watch.Interface, error) {
+	return lw.WatchWithContext(context.Background(), opts)
+}
+
+func conditionFields(c Condition) []zap.Field {
+	fields := []zap.Field{zap.String("phase", string(c.Phase))}
+	if c.Reason != "" {
+		fields = append(fields, zap.String("reason", c.Reason))
+	}
+	if c.Message != "" {
+		fields = append(fields, zap.String("message", c.Message))
+	}
+	return fields
+}

@@ -1,0 +1,126 @@
+package clusters
+
+import (
+	"context"
+	"errors"
+	"net"
+	"strings"
+	"time"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+)
+
+// Phase is where a cluster or one of its resources stands.
+type Phase string
+
+const (
+	// PhasePending: not started yet.
+	PhasePending Phase = "Pending"
+	// PhaseSyncing: the initial list has not completed.
+	PhaseSyncing Phase = "Syncing"
+	// PhaseSynced: the initial list completed and the watch is healthy; the cache follows
+	// the cluster (with the lag the freshness fields report).
+	PhaseSynced Phase = "Synced"
+	// PhaseDegraded: synced once, but list or watch calls now fail and are retried; the
+	// cache holds the last known state, which may be stale.
+	PhaseDegraded Phase = "Degraded"
+	// PhaseUnreachable: the apiserver does not answer (refused, timed out, DNS, TLS).
+	PhaseUnreachable Phase = "Unreachable"
+	// PhaseUnauthorized: the apiserver rejects the credentials (401).
+	PhaseUnauthorized Phase = "Unauthorized"
+	// PhaseForbidden: the credentials may not list or watch the resource (403).
+	PhaseForbidden Phase = "Forbidden"
+	// PhaseNotServed: the cluster does not serve the resource (e.g. its CRD is not
+	// installed). Discovery is retried, and caching starts when it appears.
+	PhaseNotServed Phase = "NotServed"
+	// PhaseStopped: removed from the configuration or shutting down; holds no objects.
+	PhaseStopped Phase = "Stopped"
+)
+
+// Phases lists every phase, for state-set metrics.
+var Phases = []Phase{PhasePending, PhaseInvalid, PhaseSyncing, PhaseSynced, PhaseDegraded, PhaseUnreachable, PhaseUnauthorized, PhaseForbidden, PhaseNotServed, PhaseStopped}
+
+// Condition is a phase with why and since when.
+type Condition struct {
+	Phase Phase `json:"phase"`
+	// Reason is a CamelCase machine-readable cause, e.g. "ListTimeout", "Forbidden".
+	Reason string `json:"reason,omitempty"`
+	// Message says the same for a person, with the underlying error.
+	Message            string    `json:"message,omitempty"`
+	LastTransitionTime time.Time `json:"lastTransitionTime"`
+}
+
+// ResourceStatus is the state of one cached resource in one cluster.
+type ResourceStatus struct {
+	Condition
+	// Resource is the resolved resource, e.g. "deployments.apps"; Requested is how the
+	// configuration named it (e.g. "deploy").
+	Resource  string `json:"resource"`
+	Requested string `json:"requested,omitempty"`
+	Namespace string `json:"namespace,omitempty"` // empty: all namespaces
+	Kind      string `json:"kind,omitempty"`
+	// Objects currently cached.
+	Objects int `json:"objects"`
+	// InitialSyncTime is when the first complete list was stored.
+	InitialSyncTime *time.Time `json:"initialSyncTime,omitempty"`
+	// LastListTime is when the last list (or the initial part of a watch-list stream)
+	// completed successfully.
+	LastListTime *time.Time `json:"lastListTime,omitempty"`
+	// LastEventTime is when the last watch event (bookmarks included) arrived.
+	LastEventTime *time.Time `json:"lastEventTime,omitempty"`
+	// WatchConnected is true while a watch stream is open.
+	WatchConnected bool `json:"watchConnected"`
+}
+
+// ClusterStatus is the state of one cluster and all its resources.
+type ClusterStatus struct {
+	Condition
+	Name    string `json:"name"`
+	Context string `json:"context"`
+	Server  string `json:"server"`
+	// Version is the apiserver's git version, once known.
+	Version string `json:"version,omitempty"`
+	// InitialSyncTime is when every resource first reached Synced (or NotServed).
+	InitialSyncTime *time.Time `json:"initialSyncTime,omitempty"`
+	// LastProbeTime is when the apiserver last answered the health probe.
+	LastProbeTime *time.Time       `json:"lastProbeTime,omitempty"`
+	Resources     []ResourceStatus `json:"resources"`
+}
+
+// Objects is the number of objects cached for the cluster.
+func (s ClusterStatus) Objects() int {
+	n := 0
+	for _, r := range s.Resources {
+		n += r.Objects
+	}
+	return n
+}
+
+// classify maps an error from a list, watch or discovery call to a phase and reason.
+func classify(err error) (Phase, string) {
+	var netErr net.Error
+	switch {
+	case apierrors.IsUnauthorized(err):
+		return PhaseUnauthorized, "Unauthorized"
+	case apierrors.IsForbidden(err):
+		return PhaseForbidden, "Forbidden"
+	case apierrors.IsNotFound(err):
+		return PhaseNotServed, "NotFound"
+	case errors.Is(err, context.DeadlineExceeded), apierrors.IsTimeout(err), apierrors.IsServerTimeout(err),
+		errors.As(err, &netErr) && netErr.Timeout():
+		return PhaseUnreachable, "Timeout"
+	case apierrors.IsTooManyRequests(err):
+		return PhaseDegraded, "TooManyRequests"
+	case strings.Contains(err.Error(), "connection refused"):
+		return PhaseUnreachable, "ConnectionRefused"
+	case errors.As(err, &netErr):
+		return PhaseUnreachable, "NetworkError"
+	case apierrors.IsResourceExpired(err), apierrors.IsGone(err):
+		return PhaseDegraded, "Expired"
+	}
+	return PhaseDegraded, "Error"
+}
+
+// PhaseInvalid: the kubeconfig context cannot be used (no such cluster or user entry,
+// unreadable credentials file, ...). Fix the kubeconfig; it is reloaded on change.
+const PhaseInvalid Phase = "Invalid"

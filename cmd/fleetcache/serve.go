@@ -1,0 +1,203 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/go-logr/zapr"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/klog/v2"
+
+	"github.com/fleetcache/fleetcache/clusters"
+	"github.com/fleetcache/fleetcache/internal/config"
+	"github.com/fleetcache/fleetcache/internal/metrics"
+	"github.com/fleetcache/fleetcache/internal/server"
+	"github.com/fleetcache/fleetcache/internal/version"
+)
+
+// listFlag collects a flag given several times or as a comma/colon separated list.
+type listFlag struct {
+	vals []string
+	sep  string
+}
+
+func (l *listFlag) String() string { return strings.Join(l.vals, l.sep) }
+func (l *listFlag) Set(s string) error {
+	for _, v := range strings.Split(s, l.sep) {
+		if v = strings.TrimSpace(v); v != "" {
+			l.vals = append(l.vals, v)
+		}
+	}
+	return nil
+}
+
+// loadConfig reads the file (if any), then applies the flags that were set.
+func loadConfig(args []string) (*config.Config, error) {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	var (
+		file       = fs.String("config", "", "configuration file (see config.example.yaml); flags override it")
+		listen     = fs.String("listen", "", "address for the API, /metrics and health (default "+config.DefaultListen+")")
+		kubeconfig = &listFlag{sep: string(os.PathListSeparator)}
+		include    = &listFlag{sep: ","}
+		exclude    = &listFlag{sep: ","}
+		resources  = &listFlag{sep: ","}
+		resync     = fs.Duration("resync-period", 0, "informer resync period (0: none)")
+		qps        = fs.Float64("qps", 0, "per-cluster client QPS (default 50)")
+		burst      = fs.Int("burst", 0, "per-cluster client burst (default 100)")
+		reqTimeout = fs.Duration("request-timeout", 0, "timeout of discovery, probes and watch set-up (default 10s)")
+		syncTO     = fs.Duration("initial-sync-timeout", 0, "after this a cluster still syncing no longer holds back readiness (default 2m)")
+		maxLists   = fs.Int("max-concurrent-lists", 0, "fleet-wide cap on concurrent initial lists (default 4)")
+		logLevel   = fs.String("log-level", "", "debug, info, warn or error (default info)")
+		logFormat  = fs.String("log-format", "", "json or console (default json)")
+	)
+	fs.Var(kubeconfig, "kubeconfig", "kubeconfig file(s), colon-separated or repeated (default $KUBECONFIG or ~/.kube/config)")
+	fs.Var(include, "context", "only these contexts (globs, comma-separated or repeated)")
+	fs.Var(exclude, "exclude-context", "never these contexts (globs)")
+	fs.Var(resources, "resources", `resources to cache, kubectl-style ("pods,deployments.apps"; "*" for all)`)
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected arguments: %v", fs.Args())
+	}
+	cfg := &config.Config{}
+	if *file != "" {
+		var err error
+		if cfg, err = config.Load(*file); err != nil {
+			return nil, err
+		}
+	}
+	fs.Visit(func(f *flag.Flag) {
+		switch f.Name {
+		case "listen":
+			cfg.Listen = *listen
+		case "kubeconfig":
+			cfg.Kubeconfig = kubeconfig.vals
+		case "context":
+			cfg.Contexts.Include = include.vals
+		case "exclude-context":
+			cfg.Contexts.Exclude = exclude.vals
+		case "resources":
+			cfg.Resources = nil
+			for _, r := range resources.vals {
+				cfg.Resources = append(cfg.Resources, clusters.ResourceSpec{Name: r})
+			}
+		case "resync-period":
+			cfg.ResyncPeriod = metav1.Duration{Duration: *resync}
+		case "qps":
+			cfg.Cluster.QPS = float32(*qps)
+		case "burst":
+			cfg.Cluster.Burst = *burst
+		case "request-timeout":
+			cfg.Cluster.RequestTimeout = metav1.Duration{Duration: *reqTimeout}
+		case "initial-sync-timeout":
+			cfg.Cluster.InitialSyncTimeout = metav1.Duration{Duration: *syncTO}
+		case "max-concurrent-lists":
+			cfg.MaxConcurrentInitialLists = *maxLists
+		case "log-level":
+			cfg.Log.Level = *logLevel
+		case "log-format":
+			cfg.Log.Format = *logFormat
+		}
+	})
+	cfg.SetDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	return cfg, nil
+}
+
+func newLogger(c config.LogConfig) (*zap.Logger, error) {
+	zc := zap.NewProductionConfig()
+	if c.Format == "console" {
+		zc = zap.NewDevelopmentConfig()
+		zc.EncoderConfig.EncodeLevel = zapcore.CapitalColorLevelEncoder
+	}
+	zc.EncoderConfig.TimeKey = "ts"
+	zc.EncoderConfig.EncodeTime = zapcore.ISO8601TimeEncoder
+	zc.Sampling = nil
+	level, err := zapcore.ParseLevel(c.Level)
+	if err != nil {
+		return nil, err
+	}
+	zc.Level = zap.NewAtomicLevelAt(level)
+	return zc.Build()
+}
+
+func serve(args []string) error {
+	cfg, err := loadConfig(args)
+	if err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return err
+	}
+	log, err := newLogger(cfg.Log)
+	if err != nil {
+		return err
+	}
+	defer log.Sync()
+	// client-go logs through klog; send it to the same structured stream.
+	klog.SetLogger(zapr.NewLogger(log.Named("client-go")))
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	fleet := clusters.NewFleet(
+		clusters.KubeconfigSource{Paths: cfg.Kubeconfig, Filter: cfg.Contexts},
+		clusters.FleetOptions{Cluster: cfg.ClusterOptions(), Logger: log},
+	)
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	go func() {
+		for range hup {
+			fleet.Reload()
+		}
+	}()
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), metrics.NewCollector(fleet))
+
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	srv := &http.Server{Handler: server.Handler(fleet, reg), ReadHeaderTimeout: 10 * time.Second}
+	log.Info("fleetcache starting", zap.String("version", version.Version), zap.String("listen", ln.Addr().String()),
+		zap.Strings("kubeconfig", cfg.Kubeconfig), zap.Int("resources", len(cfg.Resources)))
+
+	fleetDone := make(chan struct{})
+	go func() {
+		_ = fleet.Start(ctx)
+		close(fleetDone)
+	}()
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- srv.Serve(ln) }()
+
+	select {
+	case <-ctx.Done():
+	case err := <-serveErr:
+		return fmt.Errorf("http server: %w", err)
+	}
+	stop() // a second signal now kills the process
+	log.Info("shutting down")
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_ = srv.Shutdown(shutdownCtx)
+	<-fleetDone
+	log.Info("stopped")
+	return nil
+}

@@ -1,0 +1,222 @@
+// Package config reads and validates fleetcache's configuration file
+// (config.example.yaml documents every field) and applies command-line overrides.
+package config
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/go-multierror"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/util/validation"
+	"k8s.io/apimachinery/pkg/util/validation/field"
+	"sigs.k8s.io/yaml"
+
+	"github.com/fleetcache/fleetcache/clusters"
+)
+
+// Config is the whole configuration. The zero value of every field means its default.
+type Config struct {
+	// Listen is the address of the HTTP API, /metrics and the health endpoints.
+	Listen string `json:"listen,omitempty"`
+	// Kubeconfig files, merged as kubectl merges them. Default: $KUBECONFIG, else
+	// ~/.kube/config.
+	Kubeconfig []string                `json:"kubeconfig,omitempty"`
+	Contexts   clusters.ContextFilter  `json:"contexts,omitempty"`
+	Resources  []clusters.ResourceSpec `json:"resources,omitempty"`
+	// ResyncPeriod replays the cache to handlers periodically; 0 disables it.
+	ResyncPeriod metav1.Duration `json:"resyncPeriod,omitempty"`
+	Cluster      ClusterConfig   `json:"cluster,omitempty"`
+	// MaxConcurrentInitialLists caps lists running at once across the fleet. Default 4.
+	MaxConcurrentInitialLists int       `json:"maxConcurrentInitialLists,omitempty"`
+	Log                       LogConfig `json:"log,omitempty"`
+}
+
+// ClusterConfig applies to every cluster.
+type ClusterConfig struct {
+	QPS                 float32         `json:"qps,omitempty"`
+	Burst               int             `json:"burst,omitempty"`
+	RequestTimeout      metav1.Duration `json:"requestTimeout,omitempty"`
+	ListTimeout         metav1.Duration `json:"listTimeout,omitempty"`
+	InitialSyncTimeout  metav1.Duration `json:"initialSyncTimeout,omitempty"`
+	ProbeInterval       metav1.Duration `json:"probeInterval,omitempty"`
+	RediscoveryInterval metav1.Duration `json:"rediscoveryInterval,omitempty"`
+}
+
+// LogConfig selects the log format and level.
+type LogConfig struct {
+	Level  string `json:"level,omitempty"`  // debug, info (default), warn, error
+	Format string `json:"format,omitempty"` // json (default) or console
+}
+
+// Defaults that are not the clusters package's.
+const (
+	DefaultListen                    = "127.0.0.1:8080"
+	DefaultMaxConcurrentInitialLists = 4
+)
+
+// Load reads a YAML (or JSON) file. Unknown fields are errors: a misspelt field would
+// otherwise be silently ignored.
+func Load(path string) (*Config, error) {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read config: %w", err)
+	}
+	var c Config
+	if err := yaml.UnmarshalStrict(raw, &c); err != nil {
+		return nil, fmt.Errorf("config %s: %w", path, err)
+	}
+	return &c, nil
+}
+
+// SetDefaults fills what the file and flags left empty.
+func (c *Config) SetDefaults() {
+	if c.Listen == "" {
+		c.Listen = DefaultListen
+	}
+	if len(c.Kubeconfig) == 0 {
+		c.Kubeconfig = clusters.DefaultKubeconfigPaths()
+	}
+	if len(c.Resources) == 0 {
+		c.Resources = clusters.DefaultResources()
+	}
+	if c.MaxConcurrentInitialLists == 0 {
+		c.MaxConcurrentInitialLists = DefaultMaxConcurrentInitialLists
+	}
+	if c.Log.Level == "" {
+		c.Log.Level = "info"
+	}
+	if c.Log.Format == "" {
+		c.Log.Format = "json"
+	}
+}
+
+// Validate reports every problem at once, each prefixed with its field path.
+func (c *Config) Validate() error {
+	var errs field.ErrorList
+	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
+		errs = append(errs, field.Invalid(field.NewPath("listen"), c.Listen, err.Error()))
+	}
+	for i, p := range c.Kubeconfig {
+		if _, err := os.Stat(p); err != nil {
+			errs = append(errs, field.Invalid(field.NewPath("kubeconfig").Index(i), p, "cannot read: "+err.Error()))
+		}
+	}
+	ctxPath := field.NewPath("contexts")
+	for name, globs := range map[string][]string{"include": c.Contexts.Include, "exclude": c.Contexts.Exclude} {
+		for i, g := range globs {
+			if _, err := filepath.Match(g, ""); err != nil || g == "" {
+				errs = append(errs, field.Invalid(ctxPath.Child(name).Index(i), g, "not a valid glob"))
+			}
+		}
+	}
+	seen := map[string]string{}
+	for ctx, alias := range c.Contexts.Aliases {
+		p := ctxPath.Child("aliases").Key(ctx)
+		if msgs := validation.IsDNS1123Subdomain(alias); len(msgs) > 0 {
+			errs = append(errs, field.Invalid(p, alias, "a cluster name must be a DNS-1123 subdomain: "+strings.Join(msgs, "; ")))
+		}
+		if other, dup := seen[alias]; dup {
+			errs = append(errs, field.Duplicate(p, alias+" (also the alias of "+other+")"))
+		}
+		seen[alias] = ctx
+	}
+	for i, r := range c.Resources {
+		p := field.NewPath("resources").Index(i)
+		if strings.TrimSpace(r.Name) == "" {
+			errs = append(errs, field.Required(p.Child("name"), `a resource name as kubectl takes it, e.g. "pods" or "deployments.apps"`))
+		}
+		for j, ns := range r.Namespaces {
+			if msgs := validation.IsDNS1123Label(ns); len(msgs) > 0 {
+				errs = append(errs, field.Invalid(p.Child("namespaces").Index(j), ns, strings.Join(msgs, "; ")))
+			}
+		}
+		if _, err := labels.Parse(r.LabelSelector); err != nil {
+			errs = append(errs, field.Invalid(p.Child("labelSelector"), r.LabelSelector, err.Error()))
+		}
+		if _, err := fields.ParseSelector(r.FieldSelector); err != nil {
+			errs = append(errs, field.Invalid(p.Child("fieldSelector"), r.FieldSelector, err.Error()))
+		}
+	}
+	durations := map[string]time.Duration{
+		"resyncPeriod":                c.ResyncPeriod.Duration,
+		"cluster.requestTimeout":      c.Cluster.RequestTimeout.Duration,
+		"cluster.listTimeout":         c.Cluster.ListTimeout.Duration,
+		"cluster.initialSyncTimeout":  c.Cluster.InitialSyncTimeout.Duration,
+		"cluster.probeInterval":       c.Cluster.ProbeInterval.Duration,
+		"cluster.rediscoveryInterval": c.Cluster.RediscoveryInterval.Duration,
+	}
+	for name, d := range durations {
+		if d < 0 {
+			errs = append(errs, field.Invalid(path(name), d.String(), "must not be negative"))
+		}
+	}
+	if c.Cluster.QPS < 0 {
+		errs = append(errs, field.Invalid(path("cluster.qps"), c.Cluster.QPS, "must not be negative"))
+	}
+	if c.Cluster.Burst < 0 {
+		errs = append(errs, field.Invalid(path("cluster.burst"), c.Cluster.Burst, "must not be negative"))
+	}
+	if c.MaxConcurrentInitialLists < 0 {
+		errs = append(errs, field.Invalid(path("maxConcurrentInitialLists"), c.MaxConcurrentInitialLists, "must not be negative"))
+	}
+	if !oneOf(c.Log.Level, "", "debug", "info", "warn", "error") {
+		errs = append(errs, field.NotSupported(path("log.level"), c.Log.Level, []string{"debug", "info", "warn", "error"}))
+	}
+	if !oneOf(c.Log.Format, "", "json", "console") {
+		errs = append(errs, field.NotSupported(path("log.format"), c.Log.Format, []string{"json", "console"}))
+	}
+
+	var result *multierror.Error
+	for _, e := range errs {
+		result = multierror.Append(result, e)
+	}
+	if result != nil {
+		result.ErrorFormat = listErrors
+	}
+	return result.ErrorOrNil()
+}
+
+func listErrors(errs []error) string {
+	lines := make([]string, len(errs))
+	for i, e := range errs {
+		lines[i] = "  - " + e.Error()
+	}
+	return fmt.Sprintf("invalid configuration (%d problems):\n%s", len(errs), strings.Join(lines, "\n"))
+}
+
+func path(dotted string) *field.Path {
+	parts := strings.Split(dotted, ".")
+	return field.NewPath(parts[0], parts[1:]...)
+}
+
+func oneOf(s string, options ...string) bool {
+	for _, o := range options {
+		if s == o {
+			return true
+		}
+	}
+	return false
+}
+
+// ClusterOptions converts the configuration into the clusters package's options.
+func (c *Config) ClusterOptions() clusters.Options {
+	return clusters.Options{
+		Resources:           c.Resources,
+		ResyncPeriod:        c.ResyncPeriod.Duration,
+		QPS:                 c.Cluster.QPS,
+		Burst:               c.Cluster.Burst,
+		RequestTimeout:      c.Cluster.RequestTimeout.Duration,
+		ListTimeout:         c.Cluster.ListTimeout.Duration,
+		InitialSyncTimeout:  c.Cluster.InitialSyncTimeout.Duration,
+		ProbeInterval:       c.Cluster.ProbeInterval.Duration,
+		RediscoveryInterval: c.Cluster.RediscoveryInterval.Duration,
+		ListLimiter:         clusters.NewListLimiter(c.MaxConcurrentInitialLists),
+	}
+}

@@ -300,7 +300,9 @@ func TestUnreachableAndUnauthorizedContexts(t *testing.T) {
 	if _, err := cs.CoreV1().ConfigMaps("default").Create(context.Background(), cm, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = cs.CoreV1().ConfigMaps("default").Delete(context.Background(), cm.Name, metav1.DeleteOptions{}) })
+	t.Cleanup(func() {
+		_ = cs.CoreV1().ConfigMaps("default").Delete(context.Background(), cm.Name, metav1.DeleteOptions{})
+	})
 	eventually(t, 10*time.Second, "new configmap cached", func() (bool, string) {
 		r, _ := resourceStatus(f, "ok", "configmaps")
 		return r.Objects == before.Objects+1, fmt.Sprintf("%d objects, want %d", r.Objects, before.Objects+1)
@@ -343,7 +345,9 @@ func TestStoppedClusterLeavesSyncedAndComesBack(t *testing.T) {
 	if _, err := cs.CoreV1().ConfigMaps("default").Create(context.Background(), cm, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = cs.CoreV1().ConfigMaps("default").Delete(context.Background(), cm.Name, metav1.DeleteOptions{}) })
+	t.Cleanup(func() {
+		_ = cs.CoreV1().ConfigMaps("default").Delete(context.Background(), cm.Name, metav1.DeleteOptions{})
+	})
 	assertCountsMatchKubectl(t, f, other.Name)
 
 	if err := victim.Cont(); err != nil {

@@ -36,10 +36,10 @@ type resourceCache struct {
 }
 
 type resourceFacts struct {
-	synced, stopped, notServed   bool
-	errPhase                     Phase
-	errReason, errMessage        string
-	watchConnected               bool
+	synced, stopped, notServed    bool
+	errPhase                      Phase
+	errReason, errMessage         string
+	watchConnected                bool
 	initialSync, lastList, lastEv time.Time
 }
 
@@ -118,7 +118,9 @@ func (rc *resourceCache) recordError(verb string, err error) {
 	})
 }
 
-func (rc *resourceCache) clearError(f *resourceFacts) { f.errPhase, f.errReason, f.errMessage = "", "", "" }
+func (rc *resourceCache) clearError(f *resourceFacts) {
+	f.errPhase, f.errReason, f.errMessage = "", "", ""
+}
 
 // run starts the informer and marks the resource synced once its first list is stored.
 func (rc *resourceCache) run(ctx context.Context) {

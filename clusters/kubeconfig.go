@@ -17,8 +17,9 @@ import (
 
 // ContextFilter selects and names kubeconfig contexts.
 type ContextFilter struct {
-	// Include and Exclude are shell globs (path.Match syntax) over context names. A context
-	// is used when it matches some Include pattern (none given: all) and no Exclude one.
+	// Include and Exclude are shell globs (*, ?, [a-z]) over context names; * matches '/'
+	// too. A context is used when it matches some Include pattern (none given: all) and no
+	// Exclude one.
 	Include []string `json:"include,omitempty"`
 	Exclude []string `json:"exclude,omitempty"`
 	// Aliases renames contexts: context name -> cluster name.
@@ -29,13 +30,13 @@ type ContextFilter struct {
 func (f ContextFilter) Match(context string) bool {
 	included := len(f.Include) == 0
 	for _, p := range f.Include {
-		if ok, _ := filepath.Match(p, context); ok {
+		if globMatch(p, context) {
 			included = true
 			break
 		}
 	}
 	for _, p := range f.Exclude {
-		if ok, _ := filepath.Match(p, context); ok {
+		if globMatch(p, context) {
 			return false
 		}
 	}
@@ -152,4 +153,12 @@ func clientConfig(raw *clientcmdapi.Config, rules clientcmd.ClientConfigLoader, 
 		return nil, fmt.Errorf("context %q: %w", ctxName, err)
 	}
 	return cfg, nil
+}
+
+// globMatch is filepath.Match without the special meaning of '/', which context names
+// (EKS ARNs) contain.
+func globMatch(pattern, name string) bool {
+	const sep = "\x1f"
+	ok, _ := filepath.Match(strings.ReplaceAll(pattern, "/", sep), strings.ReplaceAll(name, "/", sep))
+	return ok
 }

@@ -510,3 +510,30 @@ func widget(ns, name string) *unstructured.Unstructured {
 		"spec":       map[string]any{"color": "teal", "size": int64(3)},
 	}}
 }
+
+func TestForbiddenResourcesAreReported(t *testing.T) {
+	seeded(t)
+	victim := fleet.Clusters[1]
+	ctx := context.Background()
+	if err := victim.UnbindReader(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = victim.BindReader(ctx) })
+	path, filter := readerKubeconfig(t)
+	f := startFleet(t, clusters.KubeconfigSource{Paths: []string{path}, Filter: filter}, fastOptions("pods", "configmaps"))
+	eventually(t, 30*time.Second, victim.Name+" forbidden", phaseIs(f, victim.Name, clusters.PhaseForbidden))
+	r, _ := resourceStatus(f, victim.Name, "pods")
+	if r.Phase != clusters.PhaseForbidden || !strings.Contains(r.Message, "forbidden") {
+		t.Errorf("pods in %s: %s %q, want Forbidden with the apiserver's message", victim.Name, r.Phase, r.Message)
+	}
+	for _, c := range fleet.Clusters {
+		if c != victim {
+			eventually(t, 30*time.Second, c.Name+" synced", phaseIs(f, c.Name, clusters.PhaseSynced))
+		}
+	}
+	// Restoring the binding lets the retrying informers in (client-go backs off up to 30s).
+	if err := victim.BindReader(ctx); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 60*time.Second, victim.Name+" synced after the binding is back", phaseIs(f, victim.Name, clusters.PhaseSynced))
+}

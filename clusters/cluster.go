@@ -38,6 +38,8 @@ type ResourceSpec struct {
 	// LabelSelector and FieldSelector are passed to the apiserver's list and watch.
 	LabelSelector string `json:"labelSelector,omitempty"`
 	FieldSelector string `json:"fieldSelector,omitempty"`
+	// Indexes to build over the resource, in addition to DefaultIndexes.
+	Indexes []IndexSpec `json:"indexes,omitempty"`
 }
 
 // Options tune a cluster. The zero value of a field means its default (see setDefaults).
@@ -62,10 +64,10 @@ type Options struct {
 	RediscoveryInterval time.Duration
 	// ListLimiter caps concurrent initial lists across the fleet. Nil: no cap.
 	ListLimiter *ListLimiter
-	// Indexers are added to every informer (the aggregator's indexes).
-	Indexers cache.Indexers
-	Logger   *zap.Logger
-	Clock    clock.Clock
+	// Handler receives every object change and informer stop (the aggregator). Nil: none.
+	Handler EventHandler
+	Logger  *zap.Logger
+	Clock   clock.Clock
 	// OnChange is called (without locks held) whenever a phase changes.
 	OnChange func(*Cluster)
 }
@@ -318,6 +320,7 @@ type resolved struct {
 	gvr        schema.GroupVersionResource
 	gvk        schema.GroupVersionKind
 	namespaced bool
+	names      []string
 	spec       ResourceSpec
 }
 
@@ -366,11 +369,33 @@ func (c *Cluster) discover(ctx context.Context, cached discovery.CachedDiscovery
 		if err != nil {
 			return fmt.Errorf("resolve %q: %w", spec.Name, err)
 		}
-		r := resolved{requested: spec.Name, gvr: gvr, gvk: gvk, namespaced: mapping.Scope.Name() == meta.RESTScopeNameNamespace, spec: spec}
+		r := resolved{requested: spec.Name, gvr: gvr, gvk: gvk, namespaced: mapping.Scope.Name() == meta.RESTScopeNameNamespace, spec: spec, names: discoveredNames(lists, gvr)}
 		want[r.display()] = r
 	}
 	c.reconcileResources(ctx, want, notServed)
 	return nil
+}
+
+func namesOf(r metav1.APIResource) []string {
+	names := []string{r.Name, strings.ToLower(r.Kind)}
+	if r.SingularName != "" {
+		names = append(names, r.SingularName)
+	}
+	return append(names, r.ShortNames...)
+}
+
+func discoveredNames(lists []*metav1.APIResourceList, gvr schema.GroupVersionResource) []string {
+	for _, l := range lists {
+		if l.GroupVersion != gvr.GroupVersion().String() {
+			continue
+		}
+		for _, r := range l.APIResources {
+			if r.Name == gvr.Resource {
+				return namesOf(r)
+			}
+		}
+	}
+	return []string{gvr.Resource}
 }
 
 // listable returns every top-level resource that supports list and watch, in its
@@ -392,7 +417,7 @@ func listable(lists []*metav1.APIResourceList) []resolved {
 				continue // lists come in preferred-version order
 			}
 			seen.Insert(gr)
-			out = append(out, resolved{gvr: gv.WithResource(r.Name), gvk: gv.WithKind(r.Kind), namespaced: r.Namespaced})
+			out = append(out, resolved{gvr: gv.WithResource(r.Name), gvk: gv.WithKind(r.Kind), namespaced: r.Namespaced, names: namesOf(r)})
 		}
 	}
 	return out
@@ -495,6 +520,14 @@ func (c *Cluster) newResourceCache(r resolved, ns string) (*resourceCache, error
 	if ns != "" {
 		rc.log = rc.log.With(zap.String("namespace", ns))
 	}
+	rc.ref = &InformerRef{
+		Cluster: c.target.Name, Resource: r.display(), Namespace: ns, Kind: r.gvk.Kind, APIVersion: r.gvk.GroupVersion().String(),
+		Namespaced: r.namespaced, Names: r.names, ID: informerIDs.Add(1),
+	}
+	indexes, err := compileIndexes(append(append([]IndexSpec(nil), DefaultIndexes[r.display()]...), r.spec.Indexes...))
+	if err != nil {
+		return nil, err
+	}
 	tweak := func(o *metav1.ListOptions) {
 		o.LabelSelector = r.spec.LabelSelector
 		o.FieldSelector = r.spec.FieldSelector
@@ -523,7 +556,7 @@ func (c *Cluster) newResourceCache(r resolved, ns string) (*resourceCache, error
 		lw = cache.NewFilteredListWatchFromClient(client, r.gvr.Resource, ns, tweak)
 		example = typed
 		gvk := r.gvk
-		rc.codec = &codec{gvk: gvk, newTyped: func() protoObject {
+		rc.codec = &codec{gvk: gvk, indexes: indexes, newTyped: func() protoObject {
 			obj, _ := scheme.Scheme.New(gvk)
 			return obj.(protoObject)
 		}}
@@ -544,15 +577,19 @@ func (c *Cluster) newResourceCache(r resolved, ns string) (*resourceCache, error
 			},
 		}
 		example = nil // unstructured: any kind
-		rc.codec = &codec{gvk: r.gvk}
+		rc.codec = &codec{gvk: r.gvk, indexes: indexes}
 	}
 	rc.informer = cache.NewSharedIndexInformerWithOptions(&observedLW{inner: lw, rc: rc}, example, cache.SharedIndexInformerOptions{
 		ResyncPeriod:      c.opts.ResyncPeriod,
-		Indexers:          c.opts.Indexers,
 		ObjectDescription: c.target.Name + "/" + r.display(),
 	})
 	if err := rc.informer.SetTransform(rc.codec.compact); err != nil {
 		return nil, err
+	}
+	if c.opts.Handler != nil {
+		if _, err := rc.informer.AddEventHandler(handlerFuncs(rc.ref, c.opts.Handler)); err != nil {
+			return nil, err
+		}
 	}
 	return rc, nil
 }

@@ -25,6 +25,7 @@ type resourceCache struct {
 	namespace string
 	codec     *codec
 	informer  cache.SharedIndexInformer
+	ref       *InformerRef
 	log       *zap.Logger
 
 	cancel context.CancelFunc
@@ -123,8 +124,12 @@ func (rc *resourceCache) clearError(f *resourceFacts) {
 }
 
 // run starts the informer and marks the resource synced once its first list is stored.
+// When ctx ends it tells the handler that the informer's objects are gone.
 func (rc *resourceCache) run(ctx context.Context) {
 	defer close(rc.done)
+	if h := rc.cluster.opts.Handler; h != nil {
+		defer h.OnStop(rc.ref)
+	}
 	rc.update(func(f *resourceFacts) {})
 	go rc.informer.RunWithContext(ctx)
 	if cache.WaitForCacheSync(ctx.Done(), rc.informer.HasSynced) {

@@ -9,6 +9,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/kubernetes/scheme"
 )
 
 // lastAppliedAnnotation is kubectl's client-side-apply copy of the whole object: as large as
@@ -30,6 +31,10 @@ type Object struct {
 	// metadata are only in the encoded form.
 	metav1.ObjectMeta
 
+	// Fields are the values of the resource's indexes (IndexSpec), extracted once when
+	// the object was stored.
+	Fields []Field
+
 	raw   []byte
 	codec *codec
 }
@@ -40,6 +45,8 @@ type codec struct {
 	// newTyped returns an empty typed object for protobuf decoding; nil means JSON and
 	// unstructured.
 	newTyped func() protoObject
+	// indexes are evaluated on the full object before it is compacted.
+	indexes []compiledIndex
 }
 
 // protoObject is what every generated Kubernetes API type implements.
@@ -74,11 +81,23 @@ func (o *Object) Decode() (runtime.Object, error) {
 // shared: never modify it.
 func (o *Object) Raw() []byte { return o.raw }
 
-// DeepCopyObject copies the decoded metadata; the encoded bytes are immutable and shared.
+// DeepCopyObject copies the decoded metadata and fields; the encoded bytes are immutable
+// and shared.
 func (o *Object) DeepCopyObject() runtime.Object {
 	c := *o
 	o.ObjectMeta.DeepCopyInto(&c.ObjectMeta)
+	c.Fields = append([]Field(nil), o.Fields...)
 	return &c
+}
+
+// Field returns the first value of the named index, and whether there was one.
+func (o *Object) Field(name string) (string, bool) {
+	for _, f := range o.Fields {
+		if f.Name == name {
+			return f.Value, true
+		}
+	}
+	return "", false
 }
 
 // trim removes from a decoded object what fleetcache never keeps. It modifies obj, which
@@ -139,7 +158,8 @@ func (c *codec) compact(in any) (any, error) {
 		return in, nil
 	}
 	trim(m)
-	out := &Object{TypeMeta: metav1.TypeMeta{APIVersion: c.gvk.GroupVersion().String(), Kind: c.gvk.Kind}, codec: c}
+	fields := extract(c.indexes, obj)
+	out := &Object{Fields: fields, TypeMeta: metav1.TypeMeta{APIVersion: c.gvk.GroupVersion().String(), Kind: c.gvk.Kind}, codec: c}
 	out.ObjectMeta = metav1.ObjectMeta{
 		Name:              m.GetName(),
 		Namespace:         m.GetNamespace(),
@@ -164,4 +184,42 @@ func (c *codec) compact(in any) (any, error) {
 		return nil, fmt.Errorf("encode %s %s/%s: %w", c.gvk.Kind, m.GetNamespace(), m.GetName(), err)
 	}
 	return out, nil
+}
+
+// Compactor turns decoded objects of one kind into their cached form, exactly as the
+// informers do, evaluating DefaultIndexes of the resource and the given indexes. It is
+// for tests, benchmarks and tools, and not safe for concurrent use.
+type Compactor struct{ codec *codec }
+
+// NewCompactor returns a Compactor for gvk; typed objects of built-in kinds are encoded as
+// protobuf, everything else as JSON.
+func NewCompactor(gvk schema.GroupVersionKind, resource string, indexes ...IndexSpec) (*Compactor, error) {
+	c := &codec{gvk: gvk}
+	if obj, err := scheme.Scheme.New(gvk); err == nil {
+		if _, ok := obj.(protoObject); ok {
+			c.newTyped = func() protoObject { o, _ := scheme.Scheme.New(gvk); return o.(protoObject) }
+		}
+	}
+	compiled, err := compileIndexes(append(append([]IndexSpec(nil), DefaultIndexes[resource]...), indexes...))
+	if err != nil {
+		return nil, err
+	}
+	c.indexes = compiled
+	return &Compactor{codec: c}, nil
+}
+
+// Compact converts obj, which it modifies; a typed object must be of the Compactor's kind
+// and an unstructured one is kept as JSON.
+func (c *Compactor) Compact(obj runtime.Object) (*Object, error) {
+	codec := c.codec
+	if _, ok := obj.(*unstructured.Unstructured); ok && codec.newTyped != nil {
+		cp := *codec
+		cp.newTyped = nil
+		codec = &cp
+	}
+	out, err := codec.compact(obj)
+	if err != nil {
+		return nil, err
+	}
+	return out.(*Object), nil
 }

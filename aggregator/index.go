@@ -1,0 +1,338 @@
+package aggregator
+
+import (
+	"sort"
+	"strconv"
+	"sync"
+
+	"github.com/google/btree"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/watch"
+
+	"github.com/fleetcache/fleetcache/clusters"
+)
+
+// StatusSource tells the index how each cluster is doing, for the freshness of answers.
+type StatusSource interface {
+	Status() []clusters.ClusterStatus
+}
+
+// Options tune an Index; zero values mean defaults.
+type Options struct {
+	// HistorySize is how many recent events each cluster's resource keeps for watches
+	// that resume from a cursor. Default 4096.
+	HistorySize int
+	// WatchBuffer is each watcher's event buffer; a watcher that falls this far behind is
+	// ended with an error rather than slowing down ingest. Default 1024.
+	WatchBuffer int
+}
+
+// Index is the unified multi-cluster index. It implements clusters.EventHandler; its query
+// methods are safe for concurrent use.
+type Index struct {
+	opts   Options
+	status StatusSource
+
+	mu        sync.RWMutex
+	resources map[string]*resourceIndex // by resource name, e.g. "deployments.apps"
+	names     map[string]string         // every name a resource answers to -> resource name
+	stopped   map[uint64]bool           // informer runs that ended: late events are ignored
+}
+
+var _ clusters.EventHandler = (*Index)(nil)
+
+// New returns an empty index. status may be nil (answers then carry no freshness).
+func New(status StatusSource, opts Options) *Index {
+	if opts.HistorySize == 0 {
+		opts.HistorySize = 4096
+	}
+	if opts.WatchBuffer == 0 {
+		opts.WatchBuffer = 1024
+	}
+	return &Index{opts: opts, status: status, resources: map[string]*resourceIndex{}, names: map[string]string{}, stopped: map[uint64]bool{}}
+}
+
+// resourceIndex holds one resource across clusters.
+type resourceIndex struct {
+	name       string
+	kind       string
+	apiVersion string
+	namespaced bool
+
+	mu     sync.RWMutex
+	shards map[string]*shard // by cluster
+
+	// wmu guards watchers. Lock order: shard.mu, then wmu.
+	wmu      sync.RWMutex
+	watchers map[*watcher]struct{}
+}
+
+// shard is one resource in one cluster.
+type shard struct {
+	cluster string
+
+	mu      sync.RWMutex
+	tree    *btree.BTreeG[*entry]
+	byLabel map[string]map[*entry]struct{}    // "key=value"
+	byField map[string]map[*entry]struct{}    // "index\x00value"
+	byOwner map[types.UID]map[*entry]struct{} // owner UID
+	nsCount map[string]int
+	history history
+	lastRV  uint64
+}
+
+// entry is one object in a shard; it points at the cluster cache's object.
+type entry struct {
+	key string // namespace + "/" + name; "/" + name for cluster-scoped objects
+	obj *clusters.Object
+	src uint64 // the informer run that delivered it
+}
+
+func entryLess(a, b *entry) bool { return a.key < b.key }
+
+func objectKey(ns, name string) string { return ns + "/" + name }
+
+func newShard(cluster string, historySize int) *shard {
+	return &shard{
+		cluster: cluster,
+		tree:    btree.NewG(32, entryLess),
+		byLabel: map[string]map[*entry]struct{}{},
+		byField: map[string]map[*entry]struct{}{},
+		byOwner: map[types.UID]map[*entry]struct{}{},
+		nsCount: map[string]int{},
+		history: newHistory(historySize),
+	}
+}
+
+func addTo[K comparable](m map[K]map[*entry]struct{}, k K, e *entry) {
+	set := m[k]
+	if set == nil {
+		set = map[*entry]struct{}{}
+		m[k] = set
+	}
+	set[e] = struct{}{}
+}
+
+func removeFrom[K comparable](m map[K]map[*entry]struct{}, k K, e *entry) {
+	if set := m[k]; set != nil {
+		delete(set, e)
+		if len(set) == 0 {
+			delete(m, k)
+		}
+	}
+}
+
+func labelKey(k, v string) string { return k + "=" + v }
+func fieldKey(k, v string) string { return k + "\x00" + v }
+
+// insert adds or replaces e; it returns the entry it replaced, if any. s.mu is held.
+func (s *shard) insert(e *entry) *entry {
+	old, replaced := s.tree.ReplaceOrInsert(e)
+	if replaced {
+		s.unindex(old)
+	} else {
+		s.nsCount[e.obj.Namespace]++
+	}
+	for k, v := range e.obj.Labels {
+		addTo(s.byLabel, labelKey(k, v), e)
+	}
+	for _, f := range e.obj.Fields {
+		addTo(s.byField, fieldKey(f.Name, f.Value), e)
+	}
+	for _, o := range e.obj.OwnerReferences {
+		addTo(s.byOwner, o.UID, e)
+	}
+	return old
+}
+
+func (s *shard) unindex(e *entry) {
+	for k, v := range e.obj.Labels {
+		removeFrom(s.byLabel, labelKey(k, v), e)
+	}
+	for _, f := range e.obj.Fields {
+		removeFrom(s.byField, fieldKey(f.Name, f.Value), e)
+	}
+	for _, o := range e.obj.OwnerReferences {
+		removeFrom(s.byOwner, o.UID, e)
+	}
+}
+
+// remove deletes the entry with key; it returns it, if there was one. s.mu is held.
+func (s *shard) remove(key string) *entry {
+	old, ok := s.tree.Delete(&entry{key: key})
+	if !ok {
+		return nil
+	}
+	s.unindex(old)
+	if s.nsCount[old.obj.Namespace]--; s.nsCount[old.obj.Namespace] <= 0 {
+		delete(s.nsCount, old.obj.Namespace)
+	}
+	return old
+}
+
+// resource returns the resource's index, creating it for ref.
+func (ix *Index) resource(ref *clusters.InformerRef) *resourceIndex {
+	ix.mu.RLock()
+	r := ix.resources[ref.Resource]
+	ix.mu.RUnlock()
+	if r != nil {
+		return r
+	}
+	ix.mu.Lock()
+	defer ix.mu.Unlock()
+	if r = ix.resources[ref.Resource]; r == nil {
+		r = &resourceIndex{name: ref.Resource, kind: ref.Kind, apiVersion: ref.APIVersion, namespaced: ref.Namespaced,
+			shards: map[string]*shard{}, watchers: map[*watcher]struct{}{}}
+		ix.resources[ref.Resource] = r
+	}
+	ix.names[ref.Resource] = ref.Resource
+	for _, n := range ref.Names {
+		if _, taken := ix.names[n]; !taken {
+			ix.names[n] = ref.Resource
+		}
+	}
+	return r
+}
+
+func (r *resourceIndex) shard(cluster string, historySize int) *shard {
+	r.mu.RLock()
+	s := r.shards[cluster]
+	r.mu.RUnlock()
+	if s != nil {
+		return s
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if s = r.shards[cluster]; s == nil {
+		s = newShard(cluster, historySize)
+		r.shards[cluster] = s
+	}
+	return s
+}
+
+func (ix *Index) isStopped(id uint64) bool {
+	ix.mu.RLock()
+	defer ix.mu.RUnlock()
+	return ix.stopped[id]
+}
+
+// OnAdd implements clusters.EventHandler.
+func (ix *Index) OnAdd(ref *clusters.InformerRef, obj *clusters.Object) {
+	ix.upsert(ref, nil, obj)
+}
+
+// OnUpdate implements clusters.EventHandler.
+func (ix *Index) OnUpdate(ref *clusters.InformerRef, old, obj *clusters.Object) {
+	ix.upsert(ref, old, obj)
+}
+
+func (ix *Index) upsert(ref *clusters.InformerRef, old, obj *clusters.Object) {
+	if ix.isStopped(ref.ID) {
+		return
+	}
+	r := ix.resource(ref)
+	s := r.shard(ref.Cluster, ix.opts.HistorySize)
+	e := &entry{key: objectKey(obj.Namespace, obj.Name), obj: obj, src: ref.ID}
+	s.mu.Lock()
+	prev := s.insert(e)
+	typ := watch.Added
+	var prevObj *clusters.Object
+	if prev != nil {
+		typ, prevObj = watch.Modified, prev.obj
+	}
+	r.emit(s, typ, obj, prevObj)
+	s.mu.Unlock()
+}
+
+// OnDelete implements clusters.EventHandler.
+func (ix *Index) OnDelete(ref *clusters.InformerRef, obj *clusters.Object) {
+	if ix.isStopped(ref.ID) {
+		return
+	}
+	r := ix.resource(ref)
+	s := r.shard(ref.Cluster, ix.opts.HistorySize)
+	s.mu.Lock()
+	old := s.remove(objectKey(obj.Namespace, obj.Name))
+	if old == nil {
+		s.mu.Unlock()
+		return
+	}
+	r.emit(s, watch.Deleted, obj, nil)
+	s.mu.Unlock()
+}
+
+// OnStop implements clusters.EventHandler: the informer's objects leave the index (each
+// with a DELETED event for watchers), unless a newer run has replaced them.
+func (ix *Index) OnStop(ref *clusters.InformerRef) {
+	ix.mu.Lock()
+	ix.stopped[ref.ID] = true
+	r := ix.resources[ref.Resource]
+	ix.mu.Unlock()
+	if r == nil {
+		return
+	}
+	r.mu.RLock()
+	s := r.shards[ref.Cluster]
+	r.mu.RUnlock()
+	if s == nil {
+		return
+	}
+	s.mu.Lock()
+	var gone []*entry
+	s.tree.Ascend(func(e *entry) bool {
+		if e.src == ref.ID {
+			gone = append(gone, e)
+		}
+		return true
+	})
+	for _, e := range gone {
+		s.remove(e.key)
+		r.emit(s, watch.Deleted, e.obj, nil)
+	}
+	s.mu.Unlock()
+}
+
+// Resources lists the resources in the index, sorted.
+func (ix *Index) Resources() []ResourceInfo {
+	ix.mu.RLock()
+	defer ix.mu.RUnlock()
+	out := make([]ResourceInfo, 0, len(ix.resources))
+	for _, r := range ix.resources {
+		info := ResourceInfo{Name: r.name, Kind: r.kind, APIVersion: r.apiVersion, Namespaced: r.namespaced}
+		for n, target := range ix.names {
+			if target == r.name && n != r.name {
+				info.Aliases = append(info.Aliases, n)
+			}
+		}
+		sort.Strings(info.Aliases)
+		out = append(out, info)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+// ResourceInfo describes one indexed resource.
+type ResourceInfo struct {
+	Name       string   `json:"name"`
+	Kind       string   `json:"kind"`
+	APIVersion string   `json:"apiVersion"`
+	Namespaced bool     `json:"namespaced"`
+	Aliases    []string `json:"aliases,omitempty"`
+}
+
+// lookup resolves a resource name as kubectl would (plural, name.group, singular, short
+// name, kind in lower case).
+func (ix *Index) lookup(name string) (*resourceIndex, bool) {
+	ix.mu.RLock()
+	defer ix.mu.RUnlock()
+	if canonical, ok := ix.names[name]; ok {
+		return ix.resources[canonical], true
+	}
+	return nil, false
+}
+
+// parseRV reads an etcd-backed resourceVersion; non-numeric ones order as 0.
+func parseRV(rv string) uint64 {
+	n, _ := strconv.ParseUint(rv, 10, 64)
+	return n
+}

@@ -1,0 +1,564 @@
+package aggregator
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/selection"
+
+	"github.com/fleetcache/fleetcache/clusters"
+)
+
+// Query selects objects of one resource across clusters. The zero value of each filter
+// selects everything.
+type Query struct {
+	Resource string
+	// Clusters is a glob over cluster names ("prod-*"); empty means all. A name without
+	// glob characters that names no cluster is ErrUnknownCluster.
+	Clusters string
+	// Namespace limits to one namespace; empty means all.
+	Namespace     string
+	LabelSelector labels.Selector
+	FieldSelector fields.Selector
+	// Limit caps the items of one List page; 0 means no limit.
+	Limit int
+	// Continue resumes a List from the token of the previous page.
+	Continue string
+}
+
+func (q *Query) normalize() {
+	if q.LabelSelector == nil {
+		q.LabelSelector = labels.Everything()
+	}
+	if q.FieldSelector == nil {
+		q.FieldSelector = fields.Everything()
+	}
+}
+
+// hash identifies the query's selection (not its paging) for continue tokens.
+func (q *Query) hash(resource string) string {
+	h := sha256.Sum256([]byte(strings.Join([]string{resource, q.Clusters, q.Namespace, q.LabelSelector.String(), q.FieldSelector.String()}, "\x00")))
+	return hex.EncodeToString(h[:8])
+}
+
+// Item is one object with the cluster it came from. Object is shared with the cache:
+// never modify it.
+type Item struct {
+	Cluster  string
+	Resource string
+	Object   *clusters.Object
+}
+
+// Freshness says how current one cluster's part of an answer is.
+type Freshness struct {
+	Cluster string `json:"cluster"`
+	// Phase of the cluster, and of the queried resource in it.
+	Phase         clusters.Phase `json:"phase"`
+	ResourcePhase clusters.Phase `json:"resourcePhase,omitempty"`
+	// LastEventTime is when the cluster's cache last heard from the apiserver about the
+	// resource (watch event or bookmark).
+	LastEventTime *time.Time `json:"lastEventTime,omitempty"`
+	Message       string     `json:"message,omitempty"`
+}
+
+// ListResult is one page of a List.
+type ListResult struct {
+	Resource ResourceInfo
+	Items    []Item
+	// Continue is set when more items may follow; pass it back in Query.Continue.
+	Continue string
+	// Clusters is the freshness of every selected cluster, sorted by name.
+	Clusters []Freshness
+	// Partial is true when some selected cluster's resource is not Synced: its part of the
+	// answer may be missing or stale.
+	Partial bool
+}
+
+// plan is a query resolved against the index.
+type plan struct {
+	q        Query
+	resource *resourceIndex
+	shards   []*shard // selected, sorted by cluster
+	clusters []string // selected cluster names, also those without a shard yet
+}
+
+func (ix *Index) plan(q Query) (*plan, error) {
+	q.normalize()
+	r, ok := ix.lookup(q.Resource)
+	if !ok {
+		return nil, fmt.Errorf("%w %q: not cached (the resources cached are listed by GET /api/v1/resources)", ErrUnknownResource, q.Resource)
+	}
+	if q.Clusters != "" {
+		if _, err := filepath.Match(q.Clusters, ""); err != nil {
+			return nil, fmt.Errorf("%w: cluster pattern %q: %v", ErrUnknownCluster, q.Clusters, err)
+		}
+	}
+	p := &plan{q: q, resource: r}
+	known := map[string]bool{}
+	for _, c := range ix.clusterNames() {
+		known[c] = true
+	}
+	r.mu.RLock()
+	for name := range r.shards {
+		known[name] = true
+	}
+	for name := range known {
+		if q.Clusters == "" || globMatch(q.Clusters, name) {
+			p.clusters = append(p.clusters, name)
+			if s := r.shards[name]; s != nil {
+				p.shards = append(p.shards, s)
+			}
+		}
+	}
+	r.mu.RUnlock()
+	if q.Clusters != "" && !strings.ContainsAny(q.Clusters, "*?[") && len(p.clusters) == 0 {
+		return nil, fmt.Errorf("%w %q", ErrUnknownCluster, q.Clusters)
+	}
+	sort.Strings(p.clusters)
+	sort.Slice(p.shards, func(i, j int) bool { return p.shards[i].cluster < p.shards[j].cluster })
+	return p, nil
+}
+
+func globMatch(pattern, name string) bool {
+	ok, _ := filepath.Match(pattern, name)
+	return ok
+}
+
+func (ix *Index) clusterNames() []string {
+	if ix.status == nil {
+		return nil
+	}
+	var out []string
+	for _, s := range ix.status.Status() {
+		out = append(out, s.Name)
+	}
+	return out
+}
+
+// freshness reports the selected clusters' state for the resource.
+func (ix *Index) freshness(p *plan) ([]Freshness, bool) {
+	out := make([]Freshness, 0, len(p.clusters))
+	partial := false
+	if ix.status == nil {
+		return out, false
+	}
+	statuses := map[string]clusters.ClusterStatus{}
+	for _, s := range ix.status.Status() {
+		statuses[s.Name] = s
+	}
+	for _, name := range p.clusters {
+		s, ok := statuses[name]
+		f := Freshness{Cluster: name, Phase: s.Phase, Message: s.Message}
+		if !ok {
+			f.Phase = clusters.PhaseStopped
+		}
+		for _, r := range s.Resources {
+			if r.Resource == p.resource.name {
+				if f.ResourcePhase == "" || r.Phase != clusters.PhaseSynced {
+					f.ResourcePhase = r.Phase
+				}
+				if r.LastEventTime != nil && (f.LastEventTime == nil || r.LastEventTime.After(*f.LastEventTime)) {
+					f.LastEventTime = r.LastEventTime
+				}
+			}
+		}
+		if f.Phase != clusters.PhaseSynced || (f.ResourcePhase != clusters.PhaseSynced && f.ResourcePhase != clusters.PhaseNotServed) {
+			partial = true
+		}
+		out = append(out, f)
+	}
+	return out, partial
+}
+
+// matcher evaluates a query's selectors on entries.
+type matcher struct {
+	ns     string
+	labels labels.Selector
+	fields fields.Selector
+	// needsFields is false when the field selector is empty.
+	needsFields bool
+}
+
+func newMatcher(q Query) matcher {
+	return matcher{ns: q.Namespace, labels: q.LabelSelector, fields: q.FieldSelector, needsFields: !q.FieldSelector.Empty()}
+}
+
+func (m matcher) matches(obj *clusters.Object) bool {
+	if m.ns != "" && obj.Namespace != m.ns {
+		return false
+	}
+	if !m.labels.Empty() && !m.labels.Matches(labels.Set(obj.Labels)) {
+		return false
+	}
+	if m.needsFields && !m.fields.Matches(&objectFields{obj: obj}) {
+		return false
+	}
+	return true
+}
+
+// objectFields lets apimachinery's field selectors read any field path of an object:
+// metadata from the decoded part, indexed fields from the index values, anything else
+// by decoding the object (once per object and query).
+type objectFields struct {
+	obj     *clusters.Object
+	decoded map[string]any
+}
+
+func (f *objectFields) Has(string) bool { return true }
+
+func (f *objectFields) Get(path string) string {
+	switch path {
+	case "metadata.name":
+		return f.obj.Name
+	case "metadata.namespace":
+		return f.obj.Namespace
+	}
+	if v, ok := f.obj.Field(path); ok {
+		return v
+	}
+	if f.decoded == nil {
+		f.decoded = map[string]any{}
+		if obj, err := f.obj.Decode(); err == nil {
+			if u, ok := obj.(*unstructured.Unstructured); ok {
+				f.decoded = u.Object
+			} else if m, err := runtime.DefaultUnstructuredConverter.ToUnstructured(obj); err == nil {
+				f.decoded = m
+			}
+		}
+	}
+	v, found, err := unstructured.NestedFieldNoCopy(f.decoded, strings.Split(path, ".")...)
+	if !found || err != nil || v == nil {
+		return ""
+	}
+	switch v.(type) {
+	case map[string]any, []any:
+		return ""
+	}
+	return fmt.Sprint(v)
+}
+
+// candidates returns, when an index narrows the query, the entries it selects (a
+// superset of the matches); ok is false when the query must scan.
+func (s *shard) candidates(q Query) (out []*entry, ok bool) {
+	var bestUnion []map[*entry]struct{}
+	consider := func(sets []map[*entry]struct{}) {
+		n := 0
+		for _, set := range sets {
+			n += len(set)
+		}
+		cur := -1
+		if bestUnion != nil {
+			cur = 0
+			for _, set := range bestUnion {
+				cur += len(set)
+			}
+		}
+		if cur < 0 || n < cur {
+			bestUnion = sets
+		}
+	}
+	if reqs, selectable := q.LabelSelector.Requirements(); selectable {
+		for _, r := range reqs {
+			if r.Operator() == selection.Equals || r.Operator() == selection.DoubleEquals || r.Operator() == selection.In {
+				var sets []map[*entry]struct{}
+				for v := range r.Values() {
+					sets = append(sets, s.byLabel[labelKey(r.Key(), v)])
+				}
+				consider(sets)
+			}
+		}
+	}
+	for _, r := range q.FieldSelector.Requirements() {
+		if r.Operator != selection.Equals && r.Operator != selection.DoubleEquals {
+			continue
+		}
+		if r.Field == "metadata.name" || r.Field == "metadata.namespace" {
+			continue
+		}
+		// Only fields some object indexes; otherwise the field is not indexed here.
+		if !s.hasIndex(r.Field) {
+			continue
+		}
+		consider([]map[*entry]struct{}{s.byField[fieldKey(r.Field, r.Value)]})
+	}
+	if bestUnion == nil {
+		return nil, false
+	}
+	n := 0
+	for _, set := range bestUnion {
+		n += len(set)
+	}
+	// A broad index is no better than scanning in order.
+	if n > s.tree.Len()/4 && n > 64 {
+		return nil, false
+	}
+	out = make([]*entry, 0, n)
+	for _, set := range bestUnion {
+		for e := range set {
+			out = append(out, e)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].key < out[j].key })
+	return out, true
+}
+
+// hasIndex reports whether objects of this shard carry the named index. s.mu is held.
+func (s *shard) hasIndex(name string) bool {
+	found := false
+	s.tree.Ascend(func(e *entry) bool {
+		_, found = e.obj.Field(name)
+		return false // the first object tells: every object of a resource has the same indexes
+	})
+	return found
+}
+
+// scan calls fn for each matching entry of the shard with key > after, in key order,
+// until fn returns false. s.mu is held.
+func (s *shard) scan(q Query, m matcher, after string, fn func(*entry) bool) {
+	if cands, ok := s.candidates(q); ok {
+		for _, e := range cands {
+			if e.key > after && m.matches(e.obj) && !fn(e) {
+				return
+			}
+		}
+		return
+	}
+	start, end := after, ""
+	if q.Namespace != "" {
+		prefix := q.Namespace + "/"
+		if start < prefix {
+			start = prefix
+		}
+		end = q.Namespace + "0" // '0' follows '/'
+	}
+	visit := func(e *entry) bool {
+		if e.key == after {
+			return true
+		}
+		if m.matches(e.obj) {
+			return fn(e)
+		}
+		return true
+	}
+	if end != "" {
+		s.tree.AscendRange(&entry{key: start}, &entry{key: end}, visit)
+	} else {
+		s.tree.AscendGreaterOrEqual(&entry{key: start}, visit)
+	}
+}
+
+// List returns the objects a query selects, ordered by cluster, namespace and name. With
+// a Limit it returns one page and a continue token; paging resumes after the last key
+// returned, so it stays correct while objects change: an object that exists during the
+// whole paging is returned exactly once, one created or deleted meanwhile at most once.
+func (ix *Index) List(q Query) (*ListResult, error) {
+	p, err := ix.plan(q)
+	if err != nil {
+		return nil, err
+	}
+	q = p.q
+	qh := q.hash(p.resource.name)
+	var afterCluster, afterKey string
+	if q.Continue != "" {
+		t, err := decodeContinue(q.Continue, qh, time.Now())
+		if err != nil {
+			return nil, err
+		}
+		afterCluster, afterKey = t.Cluster, t.Key
+	}
+	res := &ListResult{Resource: p.resource.info()}
+	m := newMatcher(q)
+	full := false
+	for _, s := range p.shards {
+		if s.cluster < afterCluster {
+			continue
+		}
+		after := ""
+		if s.cluster == afterCluster {
+			after = afterKey
+		}
+		s.mu.RLock()
+		s.scan(q, m, after, func(e *entry) bool {
+			if q.Limit > 0 && len(res.Items) == q.Limit {
+				full = true
+				return false
+			}
+			res.Items = append(res.Items, Item{Cluster: s.cluster, Resource: p.resource.name, Object: e.obj})
+			return true
+		})
+		s.mu.RUnlock()
+		if full {
+			break
+		}
+	}
+	if full {
+		last := res.Items[len(res.Items)-1]
+		res.Continue = encodeContinue(continueToken{Query: qh, Cluster: last.Cluster, Key: objectKey(last.Object.Namespace, last.Object.Name), Issued: time.Now().Unix()})
+	}
+	res.Clusters, res.Partial = ix.freshness(p)
+	return res, nil
+}
+
+// Get returns one object. For a cluster-scoped resource namespace is "".
+func (ix *Index) Get(cluster, resource, namespace, name string) (Item, error) {
+	r, ok := ix.lookup(resource)
+	if !ok {
+		return Item{}, fmt.Errorf("%w %q", ErrUnknownResource, resource)
+	}
+	r.mu.RLock()
+	s := r.shards[cluster]
+	r.mu.RUnlock()
+	if s == nil {
+		if !ix.hasCluster(cluster) {
+			return Item{}, fmt.Errorf("%w %q", ErrUnknownCluster, cluster)
+		}
+		return Item{}, fmt.Errorf("%w: %s %s/%s in cluster %s", ErrNotFound, r.name, namespace, name, cluster)
+	}
+	s.mu.RLock()
+	e, found := s.tree.Get(&entry{key: objectKey(namespace, name)})
+	s.mu.RUnlock()
+	if !found {
+		return Item{}, fmt.Errorf("%w: %s %s/%s in cluster %s", ErrNotFound, r.name, namespace, name, cluster)
+	}
+	return Item{Cluster: cluster, Resource: r.name, Object: e.obj}, nil
+}
+
+func (ix *Index) hasCluster(name string) bool {
+	for _, c := range ix.clusterNames() {
+		if c == name {
+			return true
+		}
+	}
+	return false
+}
+
+// Group is one row of a Count: the values of the group-by keys, in their order, and how
+// many objects have them.
+type Group struct {
+	Values []string `json:"values"`
+	Count  int      `json:"count"`
+}
+
+// CountResult is the answer of a Count.
+type CountResult struct {
+	Resource ResourceInfo
+	GroupBy  []string
+	Groups   []Group // sorted by values
+	Total    int
+	Clusters []Freshness
+	Partial  bool
+}
+
+// ValidateGroupBy checks group-by keys: "cluster", "namespace", "label:<key>" or
+// "field:<indexed field>".
+func ValidateGroupBy(keys []string) error {
+	for _, k := range keys {
+		switch {
+		case k == "cluster", k == "namespace":
+		case strings.HasPrefix(k, "label:") && len(k) > len("label:"):
+		case strings.HasPrefix(k, "field:") && len(k) > len("field:"):
+		default:
+			return fmt.Errorf("groupBy %q: want cluster, namespace, label:<key> or field:<path>", k)
+		}
+	}
+	return nil
+}
+
+// Count counts the objects a query selects (Limit and Continue are ignored), grouped by
+// the given keys (see ValidateGroupBy).
+func (ix *Index) Count(q Query, groupBy []string) (*CountResult, error) {
+	if err := ValidateGroupBy(groupBy); err != nil {
+		return nil, err
+	}
+	p, err := ix.plan(q)
+	if err != nil {
+		return nil, err
+	}
+	q = p.q
+	res := &CountResult{Resource: p.resource.info(), GroupBy: groupBy}
+	counts := map[string]*Group{}
+	add := func(values []string, n int) {
+		k := strings.Join(values, "\x00")
+		g := counts[k]
+		if g == nil {
+			g = &Group{Values: append([]string(nil), values...)}
+			counts[k] = g
+		}
+		g.Count += n
+		res.Total += n
+	}
+	fast := q.LabelSelector.Empty() && q.FieldSelector.Empty()
+	for _, k := range groupBy {
+		fast = fast && (k == "cluster" || k == "namespace")
+	}
+	m := newMatcher(q)
+	values := make([]string, len(groupBy))
+	for _, s := range p.shards {
+		s.mu.RLock()
+		if fast {
+			// Kept up to date on every change: no need to visit the objects.
+			for ns, n := range s.nsCount {
+				if q.Namespace != "" && ns != q.Namespace {
+					continue
+				}
+				for i, k := range groupBy {
+					if k == "cluster" {
+						values[i] = s.cluster
+					} else {
+						values[i] = ns
+					}
+				}
+				add(values, n)
+			}
+		} else {
+			s.scan(q, m, "", func(e *entry) bool {
+				for i, k := range groupBy {
+					values[i] = groupValue(k, s.cluster, e.obj)
+				}
+				add(values, 1)
+				return true
+			})
+		}
+		s.mu.RUnlock()
+	}
+	for _, g := range counts {
+		res.Groups = append(res.Groups, *g)
+	}
+	sort.Slice(res.Groups, func(i, j int) bool {
+		a, b := res.Groups[i].Values, res.Groups[j].Values
+		for k := range a {
+			if a[k] != b[k] {
+				return a[k] < b[k]
+			}
+		}
+		return false
+	})
+	res.Clusters, res.Partial = ix.freshness(p)
+	return res, nil
+}
+
+func groupValue(key, cluster string, obj *clusters.Object) string {
+	switch {
+	case key == "cluster":
+		return cluster
+	case key == "namespace":
+		return obj.Namespace
+	case strings.HasPrefix(key, "label:"):
+		return obj.Labels[key[len("label:"):]]
+	default:
+		return (&objectFields{obj: obj}).Get(key[len("field:"):])
+	}
+}
+
+func (r *resourceIndex) info() ResourceInfo {
+	return ResourceInfo{Name: r.name, Kind: r.kind, APIVersion: r.apiVersion, Namespaced: r.namespaced}
+}

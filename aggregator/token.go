@@ -1,0 +1,127 @@
+package aggregator
+
+import (
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Errors callers branch on (the HTTP layer maps them to status codes).
+var (
+	// ErrUnknownResource: no cluster serves (or the configuration does not cache) it.
+	ErrUnknownResource = errors.New("unknown resource")
+	// ErrUnknownCluster: the cluster is not in the fleet.
+	ErrUnknownCluster = errors.New("unknown cluster")
+	// ErrNotFound: no such object.
+	ErrNotFound = errors.New("not found")
+	// ErrInvalidToken: a continue token or cursor that this server did not issue, that
+	// was altered, or that belongs to another query.
+	ErrInvalidToken = errors.New("invalid token")
+	// ErrExpired: a continue token older than its lifetime, or a cursor older than the
+	// retained history: start again from a fresh list.
+	ErrExpired = errors.New("expired")
+)
+
+// ContinueTTL is how long a continue token stays valid. Paging resumes by key, so an old
+// token would still be correct; the limit bounds how stale a client's view can get.
+const ContinueTTL = 15 * time.Minute
+
+// tokenKey signs tokens so that a forged or edited one is refused. It is random per
+// process: tokens do not survive a restart.
+var tokenKey = func() []byte {
+	k := make([]byte, 32)
+	if _, err := rand.Read(k); err != nil {
+		panic(err)
+	}
+	return k
+}()
+
+type continueToken struct {
+	Query   string `json:"q"` // hash of the query the token pages through
+	Cluster string `json:"c"`
+	Key     string `json:"k"` // last key returned in that cluster
+	Issued  int64  `json:"t"`
+}
+
+func sign(payload []byte) string {
+	mac := hmac.New(sha256.New, tokenKey)
+	mac.Write(payload)
+	return base64.RawURLEncoding.EncodeToString(payload) + "." + base64.RawURLEncoding.EncodeToString(mac.Sum(nil)[:16])
+}
+
+func verify(token string) ([]byte, error) {
+	var payload, sig []byte
+	for i := len(token) - 1; i >= 0; i-- {
+		if token[i] == '.' {
+			var err1, err2 error
+			payload, err1 = base64.RawURLEncoding.DecodeString(token[:i])
+			sig, err2 = base64.RawURLEncoding.DecodeString(token[i+1:])
+			if err1 != nil || err2 != nil {
+				return nil, fmt.Errorf("%w: not a token this server issues", ErrInvalidToken)
+			}
+			break
+		}
+	}
+	if payload == nil {
+		return nil, fmt.Errorf("%w: not a token this server issues", ErrInvalidToken)
+	}
+	mac := hmac.New(sha256.New, tokenKey)
+	mac.Write(payload)
+	if !hmac.Equal(sig, mac.Sum(nil)[:16]) {
+		return nil, fmt.Errorf("%w: signature does not match (altered, or issued by another fleetcache process or before a restart)", ErrInvalidToken)
+	}
+	return payload, nil
+}
+
+func encodeContinue(t continueToken) string {
+	raw, _ := json.Marshal(t)
+	return sign(raw)
+}
+
+func decodeContinue(token, queryHash string, now time.Time) (continueToken, error) {
+	var t continueToken
+	raw, err := verify(token)
+	if err != nil {
+		return t, err
+	}
+	if err := json.Unmarshal(raw, &t); err != nil {
+		return t, fmt.Errorf("%w: %v", ErrInvalidToken, err)
+	}
+	if t.Query != queryHash {
+		return t, fmt.Errorf("%w: the continue token was issued for a different query (resource, clusters, namespace and selectors must stay the same)", ErrInvalidToken)
+	}
+	if age := now.Sub(time.Unix(t.Issued, 0)); age > ContinueTTL {
+		return t, fmt.Errorf("%w: the continue token is %s old, older than %s; list again from the start", ErrExpired, age.Round(time.Second), ContinueTTL)
+	}
+	return t, nil
+}
+
+// Cursor is a position in a watch: per cluster, the resourceVersion of the last event
+// delivered. A watch started from a cursor delivers every later event.
+type Cursor map[string]uint64
+
+// Encode returns the cursor as an opaque string. Cursors are not signed: they only name
+// positions, and they stay meaningful across restarts of fleetcache (which then answers
+// ErrExpired if its history no longer reaches back that far).
+func (c Cursor) Encode() string {
+	raw, _ := json.Marshal(map[string]uint64(c))
+	return base64.RawURLEncoding.EncodeToString(raw)
+}
+
+// ParseCursor reads a cursor from Encode.
+func ParseCursor(s string) (Cursor, error) {
+	raw, err := base64.RawURLEncoding.DecodeString(s)
+	if err != nil {
+		return nil, fmt.Errorf("%w: cursor is not base64url: %v", ErrInvalidToken, err)
+	}
+	var c Cursor
+	if err := json.Unmarshal(raw, &c); err != nil {
+		return nil, fmt.Errorf("%w: cursor is not a map of cluster to resourceVersion: %v", ErrInvalidToken, err)
+	}
+	return c, nil
+}

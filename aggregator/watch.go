@@ -1,0 +1,285 @@
+package aggregator
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/watch"
+
+	"github.com/fleetcache/fleetcache/clusters"
+)
+
+// Event is one change in one cluster, as kept in the history and sent to watchers.
+type Event struct {
+	Type    watch.EventType
+	Cluster string
+	// RV orders the cluster's events: the object's resourceVersion, or the next number
+	// after the previous event when a relist replays an older object.
+	RV     uint64
+	Object *clusters.Object
+	Old    *clusters.Object // for Modified: the previous state
+}
+
+// history is a ring of a shard's most recent events.
+type history struct {
+	events []Event
+	next   int
+	full   bool
+	// evicted is the RV of the newest event pushed out of the ring: a cursor older than
+	// it cannot be served.
+	evicted uint64
+}
+
+func newHistory(n int) history { return history{events: make([]Event, n)} }
+
+func (h *history) add(ev Event) {
+	if h.full {
+		h.evicted = h.events[h.next].RV
+	}
+	h.events[h.next] = ev
+	h.next = (h.next + 1) % len(h.events)
+	if h.next == 0 {
+		h.full = true
+	}
+}
+
+// since returns the retained events with RV > rv, oldest first; ok is false when events
+// after rv were already evicted.
+func (h *history) since(rv uint64) (out []Event, ok bool) {
+	if h.full && rv < h.evicted {
+		return nil, false
+	}
+	n := h.next
+	if h.full {
+		n = len(h.events)
+	}
+	start := 0
+	if h.full {
+		start = h.next
+	}
+	for i := 0; i < n; i++ {
+		ev := h.events[(start+i)%len(h.events)]
+		if ev.RV > rv {
+			out = append(out, ev)
+		}
+	}
+	return out, true
+}
+
+// emit records an event in the shard's history and hands it to the resource's watchers.
+// s.mu is held, so watchers see each shard's events in order.
+func (r *resourceIndex) emit(s *shard, typ watch.EventType, obj, old *clusters.Object) {
+	rv := parseRV(obj.ResourceVersion)
+	if rv <= s.lastRV {
+		rv = s.lastRV + 1
+	}
+	s.lastRV = rv
+	ev := Event{Type: typ, Cluster: s.cluster, RV: rv, Object: obj, Old: old}
+	s.history.add(ev)
+	r.wmu.RLock()
+	for w := range r.watchers {
+		w.offer(ev)
+	}
+	r.wmu.RUnlock()
+}
+
+// translate maps a change to what a watcher of the matcher's selection sees: an object
+// that starts or stops matching is ADDED or DELETED, one that never matches is skipped.
+func (m matcher) translate(ev Event) (watch.EventType, bool) {
+	if ev.Type != watch.Modified {
+		return ev.Type, m.matches(ev.Object)
+	}
+	was, is := m.matches(ev.Old), m.matches(ev.Object)
+	switch {
+	case was && is:
+		return watch.Modified, true
+	case was:
+		return watch.Deleted, true
+	case is:
+		return watch.Added, true
+	}
+	return "", false
+}
+
+// WatchItem is the object of a watch event: a cluster-tagged object, or (Object nil) a
+// bookmark. Cursor is the position after this event; a watch resumed from it misses
+// nothing and repeats nothing.
+type WatchItem struct {
+	Item
+	RV     uint64
+	Cursor string
+}
+
+// GetObjectKind implements runtime.Object.
+func (w *WatchItem) GetObjectKind() schema.ObjectKind { return schema.EmptyObjectKind }
+
+// DeepCopyObject implements runtime.Object; the cached object stays shared.
+func (w *WatchItem) DeepCopyObject() runtime.Object { c := *w; return &c }
+
+type watcher struct {
+	m        matcher
+	clusters func(string) bool
+	in       chan Event
+	overflow atomic.Bool
+	cancel   context.CancelFunc
+}
+
+// offer queues an event for the watcher without ever blocking ingest: a watcher whose
+// buffer is full is ended instead.
+func (w *watcher) offer(ev Event) {
+	if !w.clusters(ev.Cluster) {
+		return
+	}
+	typ, ok := w.m.translate(ev)
+	if !ok {
+		return
+	}
+	ev.Type = typ
+	select {
+	case w.in <- ev:
+	default:
+		if w.overflow.CompareAndSwap(false, true) {
+			w.cancel()
+		}
+	}
+}
+
+// Watch streams the changes to the objects a query selects (Limit and Continue are
+// ignored), each tagged with its cluster. Without a cursor it starts now; with one it
+// first replays every retained event after it (ErrExpired if the history no longer
+// reaches back that far). The first event is a BOOKMARK carrying the starting cursor.
+// The stream ends with an ERROR event when the watcher falls behind, and closes when ctx
+// ends or Stop is called.
+func (ix *Index) Watch(ctx context.Context, q Query, from Cursor) (watch.Interface, error) {
+	p, err := ix.plan(q)
+	if err != nil {
+		return nil, err
+	}
+	q = p.q
+	r := p.resource
+	ctx, cancel := context.WithCancel(ctx)
+	w := &watcher{
+		m:      newMatcher(q),
+		in:     make(chan Event, ix.opts.WatchBuffer),
+		cancel: cancel,
+		clusters: func(name string) bool {
+			return q.Clusters == "" || globMatch(q.Clusters, name)
+		},
+	}
+	// Register first, then read each shard's history under its lock: an event lands in
+	// the replay, in the live buffer, or in both (and is then sent once).
+	r.wmu.Lock()
+	r.watchers[w] = struct{}{}
+	r.wmu.Unlock()
+	unregister := func() {
+		r.wmu.Lock()
+		delete(r.watchers, w)
+		r.wmu.Unlock()
+	}
+
+	cursor := Cursor{}
+	var replay []Event
+	for _, s := range p.shards {
+		s.mu.RLock()
+		start, ok := from[s.cluster]
+		if !ok || from == nil {
+			start = s.lastRV
+		}
+		events, kept := s.history.since(start)
+		s.mu.RUnlock()
+		if !kept {
+			unregister()
+			cancel()
+			return nil, fmt.Errorf("%w: cursor position %d of cluster %s is older than the retained history; list again and watch from now", ErrExpired, start, s.cluster)
+		}
+		cursor[s.cluster] = start
+		for _, ev := range events {
+			if typ, ok := w.m.translate(ev); ok {
+				ev.Type = typ
+				replay = append(replay, ev)
+			}
+		}
+	}
+	for name, rv := range from {
+		if _, ok := cursor[name]; !ok && w.clusters(name) {
+			cursor[name] = rv // keep positions of clusters that have no objects now
+		}
+	}
+
+	out := make(chan watch.Event)
+	sw := &streamWatch{out: out, cancel: cancel}
+	go func() {
+		defer close(out)
+		defer unregister()
+		defer func() {
+			if !w.overflow.Load() {
+				return
+			}
+			// The consumer is slow: give it a while to read why. Only this watcher's
+			// goroutine waits; ingest and other watchers do not.
+			status := &metav1.Status{Status: metav1.StatusFailure, Code: http.StatusGone, Reason: metav1.StatusReasonExpired,
+				Message: fmt.Sprintf("watch fell more than %d events behind and was ended; resume from the last cursor", cap(w.in))}
+			timer := time.NewTimer(errorDeliveryTimeout)
+			defer timer.Stop()
+			select {
+			case out <- watch.Event{Type: watch.Error, Object: status}:
+			case <-timer.C:
+			}
+		}()
+		send := func(ev watch.Event) bool {
+			select {
+			case out <- ev:
+				return true
+			case <-ctx.Done():
+				return false
+			}
+		}
+		if !send(watch.Event{Type: watch.Bookmark, Object: &WatchItem{Item: Item{Resource: r.name}, Cursor: cursor.Encode()}}) {
+			return
+		}
+		deliver := func(ev Event) bool {
+			if ev.RV <= cursor[ev.Cluster] {
+				return true // already sent in the replay
+			}
+			cursor[ev.Cluster] = ev.RV
+			item := &WatchItem{Item: Item{Cluster: ev.Cluster, Resource: r.name, Object: ev.Object}, RV: ev.RV, Cursor: cursor.Encode()}
+			return send(watch.Event{Type: ev.Type, Object: item})
+		}
+		for _, ev := range replay {
+			if !deliver(ev) {
+				return
+			}
+		}
+		for {
+			select {
+			case ev := <-w.in:
+				if !deliver(ev) {
+					return
+				}
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	return sw, nil
+}
+
+// errorDeliveryTimeout bounds how long an ended watcher waits for its consumer to take
+// the final ERROR event.
+const errorDeliveryTimeout = 10 * time.Second
+
+type streamWatch struct {
+	out    chan watch.Event
+	cancel context.CancelFunc
+	once   sync.Once
+}
+
+func (s *streamWatch) Stop()                          { s.once.Do(s.cancel) }
+func (s *streamWatch) ResultChan() <-chan watch.Event { return s.out }

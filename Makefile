@@ -9,9 +9,11 @@ export FLEETCACHE_CACHE ?= $(CURDIR)/.cache
 
 .PHONY: build bins demo test fleet-up fleet-down fmt vet
 
-## build: the fleetcache binary in bin/ (static, version-stamped)
+## build: the fleetcache binary in bin/ (static, version-stamped), and bin/kubectl-fleet,
+## the same binary as a kubectl plugin
 build:
 	CGO_ENABLED=0 go build -trimpath -ldflags "$(LDFLAGS)" -o bin/fleetcache ./cmd/fleetcache
+	ln -sf fleetcache bin/kubectl-fleet
 
 ## bins: etcd, kube-apiserver and kubectl into .cache/bin (cold: ~6 min; then cached)
 bins:

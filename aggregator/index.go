@@ -336,3 +336,9 @@ func parseRV(rv string) uint64 {
 	n, _ := strconv.ParseUint(rv, 10, 64)
 	return n
 }
+
+// StatusFunc adapts a function to StatusSource.
+type StatusFunc func() []clusters.ClusterStatus
+
+// Status implements StatusSource.
+func (f StatusFunc) Status() []clusters.ClusterStatus { return f() }

@@ -81,6 +81,8 @@ type ListResult struct {
 	// Partial is true when some selected cluster's resource is not Synced: its part of the
 	// answer may be missing or stale.
 	Partial bool
+
+	queryHash string
 }
 
 // plan is a query resolved against the index.
@@ -375,7 +377,7 @@ func (ix *Index) List(q Query) (*ListResult, error) {
 		}
 		afterCluster, afterKey = t.Cluster, t.Key
 	}
-	res := &ListResult{Resource: p.resource.info()}
+	res := &ListResult{Resource: p.resource.info(), queryHash: qh}
 	m := newMatcher(q)
 	full := false
 	for _, s := range p.shards {
@@ -401,8 +403,7 @@ func (ix *Index) List(q Query) (*ListResult, error) {
 		}
 	}
 	if full {
-		last := res.Items[len(res.Items)-1]
-		res.Continue = encodeContinue(continueToken{Query: qh, Cluster: last.Cluster, Key: objectKey(last.Object.Namespace, last.Object.Name), Issued: time.Now().Unix()})
+		res.Continue = res.ContinueAfter(len(res.Items) - 1)
 	}
 	res.Clusters, res.Partial = ix.freshness(p)
 	return res, nil
@@ -561,4 +562,11 @@ func groupValue(key, cluster string, obj *clusters.Object) string {
 
 func (r *resourceIndex) info() ResourceInfo {
 	return ResourceInfo{Name: r.name, Kind: r.kind, APIVersion: r.apiVersion, Namespaced: r.namespaced}
+}
+
+// ContinueAfter returns a continue token that resumes the listing after Items[i]: for
+// callers that cut a page short (e.g. to bound a response's size).
+func (r *ListResult) ContinueAfter(i int) string {
+	it := r.Items[i]
+	return encodeContinue(continueToken{Query: r.queryHash, Cluster: it.Cluster, Key: objectKey(it.Object.Namespace, it.Object.Name), Issued: time.Now().Unix()})
 }

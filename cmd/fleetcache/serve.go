@@ -21,6 +21,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/klog/v2"
 
+	"github.com/fleetcache/fleetcache/aggregator"
 	"github.com/fleetcache/fleetcache/clusters"
 	"github.com/fleetcache/fleetcache/internal/config"
 	"github.com/fleetcache/fleetcache/internal/metrics"
@@ -156,9 +157,13 @@ func serve(args []string) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
-	fleet := clusters.NewFleet(
+	var fleet *clusters.Fleet
+	index := aggregator.New(aggregator.StatusFunc(func() []clusters.ClusterStatus { return fleet.Status() }), aggregator.Options{})
+	clusterOpts := cfg.ClusterOptions()
+	clusterOpts.Handler = index
+	fleet = clusters.NewFleet(
 		clusters.KubeconfigSource{Paths: cfg.Kubeconfig, Filter: cfg.Contexts},
-		clusters.FleetOptions{Cluster: cfg.ClusterOptions(), Logger: log},
+		clusters.FleetOptions{Cluster: clusterOpts, Logger: log},
 	)
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
@@ -175,7 +180,7 @@ func serve(args []string) error {
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
-	srv := &http.Server{Handler: server.Handler(fleet, reg), ReadHeaderTimeout: 10 * time.Second}
+	srv := &http.Server{Handler: server.Handler(server.Options{Fleet: fleet, Index: index, Gatherer: reg, Logger: log}), ReadHeaderTimeout: 10 * time.Second}
 	log.Info("fleetcache starting", zap.String("version", version.Version), zap.String("listen", ln.Addr().String()),
 		zap.Strings("kubeconfig", cfg.Kubeconfig), zap.Int("resources", len(cfg.Resources)))
 

@@ -1,49 +1,130 @@
 // Package server is fleetcache's HTTP front: the JSON API under /api/v1, /metrics,
-// /healthz and /readyz, on one listener.
+// /healthz and /readyz, on one listener. docs/api.md is its reference.
 package server
 
 import (
 	"encoding/json"
+	"errors"
 	"net/http"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"go.uber.org/zap"
 
+	"github.com/fleetcache/fleetcache/aggregator"
 	"github.com/fleetcache/fleetcache/clusters"
 )
 
-// Fleet is what the server reads.
+// Fleet is what the server needs of the clusters.
 type Fleet interface {
 	Status() []clusters.ClusterStatus
 	Ready() bool
 	LoadError() error
 }
 
+// Options configure the handler. Zero values mean defaults.
+type Options struct {
+	Fleet    Fleet
+	Index    *aggregator.Index
+	Gatherer prometheus.Gatherer
+	Logger   *zap.Logger
+	// DefaultLimit is the page size when a request gives none. Default 500.
+	DefaultLimit int
+	// MaxLimit is the largest page size a request may ask for. Default 5000.
+	MaxLimit int
+	// MaxResponseBytes cuts a page short (with a continue token) once its encoded items
+	// reach this size. Default 32 MiB.
+	MaxResponseBytes int
+}
+
 // Handler returns the daemon's HTTP handler.
-func Handler(fleet Fleet, gatherer prometheus.Gatherer) http.Handler {
+func Handler(opts Options) http.Handler {
+	if opts.DefaultLimit == 0 {
+		opts.DefaultLimit = 500
+	}
+	if opts.MaxLimit == 0 {
+		opts.MaxLimit = 5000
+	}
+	if opts.MaxResponseBytes == 0 {
+		opts.MaxResponseBytes = 32 << 20
+	}
+	if opts.Logger == nil {
+		opts.Logger = zap.NewNop()
+	}
+	a := &api{opts: opts, ix: opts.Index}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Write([]byte("ok\n"))
 	})
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
-		if !fleet.Ready() {
+		if !opts.Fleet.Ready() {
 			http.Error(w, "initial sync in progress\n", http.StatusServiceUnavailable)
 			return
 		}
 		w.Write([]byte("ok\n"))
 	})
-	mux.Handle("GET /metrics", promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{}))
-	mux.HandleFunc("GET /api/v1/clusters", func(w http.ResponseWriter, r *http.Request) {
-		resp := struct {
-			Clusters  []clusters.ClusterStatus `json:"clusters"`
-			LoadError string                   `json:"loadError,omitempty"`
-		}{Clusters: fleet.Status()}
-		if err := fleet.LoadError(); err != nil {
-			resp.LoadError = err.Error()
-		}
-		writeJSON(w, http.StatusOK, resp)
+	if opts.Gatherer != nil {
+		mux.Handle("GET /metrics", promhttp.HandlerFor(opts.Gatherer, promhttp.HandlerOpts{}))
+	}
+	mux.HandleFunc("GET /api/v1/clusters", a.clusters)
+	if a.ix != nil {
+		mux.HandleFunc("GET /api/v1/resources", a.resources)
+		mux.HandleFunc("GET /api/v1/objects", a.list)
+		mux.HandleFunc("GET /api/v1/objects/{cluster}/{resource}/{namespace}/{name}", a.get)
+		mux.HandleFunc("GET /api/v1/count", a.count)
+		mux.HandleFunc("GET /api/v1/watch", a.watch)
+	}
+	mux.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusNotFound, "NotFound", "no such endpoint: "+r.Method+" "+r.URL.Path+" (see docs/api.md)")
 	})
 	return mux
+}
+
+type api struct {
+	opts Options
+	ix   *aggregator.Index
+}
+
+func (a *api) clusters(w http.ResponseWriter, r *http.Request) {
+	resp := struct {
+		Clusters  []clusters.ClusterStatus `json:"clusters"`
+		LoadError string                   `json:"loadError,omitempty"`
+	}{Clusters: a.opts.Fleet.Status()}
+	if err := a.opts.Fleet.LoadError(); err != nil {
+		resp.LoadError = err.Error()
+	}
+	writeJSON(w, http.StatusOK, resp)
+}
+
+func (a *api) resources(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, map[string]any{"resources": a.ix.Resources()})
+}
+
+// apiError is the body of every error response.
+type apiError struct {
+	Code    int    `json:"code"`
+	Reason  string `json:"reason"`
+	Message string `json:"message"`
+}
+
+func writeError(w http.ResponseWriter, code int, reason, msg string) {
+	writeJSON(w, code, apiError{Code: code, Reason: reason, Message: msg})
+}
+
+// writeQueryError maps the aggregator's errors to status codes.
+func writeQueryError(w http.ResponseWriter, err error) {
+	switch {
+	case errors.Is(err, aggregator.ErrUnknownResource), errors.Is(err, aggregator.ErrUnknownCluster), errors.Is(err, aggregator.ErrNotFound):
+		writeError(w, http.StatusNotFound, "NotFound", err.Error())
+	case errors.As(err, new(badParam)):
+		writeError(w, http.StatusBadRequest, "BadRequest", err.Error())
+	case errors.Is(err, aggregator.ErrInvalidToken):
+		writeError(w, http.StatusBadRequest, "BadRequest", err.Error())
+	case errors.Is(err, aggregator.ErrExpired):
+		writeError(w, http.StatusGone, "Expired", err.Error())
+	default:
+		writeError(w, http.StatusBadRequest, "BadRequest", err.Error())
+	}
 }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {

@@ -1,0 +1,425 @@
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/util/duration"
+	"k8s.io/cli-runtime/pkg/printers"
+	"k8s.io/client-go/util/jsonpath"
+	"sigs.k8s.io/yaml"
+)
+
+// client talks to a running daemon's /api/v1.
+type client struct {
+	server string
+	http   *http.Client
+	out    io.Writer
+}
+
+type clientFlags struct {
+	fs        *flag.FlagSet
+	server    *string
+	selector  *string
+	fieldSel  *string
+	cluster   *string
+	namespace *string
+	all       *bool
+	output    *string
+	by        *string
+	limit     *int
+}
+
+func newClientFlags(name string) *clientFlags {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	f := &clientFlags{fs: fs}
+	f.server = fs.String("server", envOr("FLEETCACHE_SERVER", "http://127.0.0.1:8080"), "fleetcache daemon URL (env FLEETCACHE_SERVER)")
+	f.selector = fs.String("l", "", "label selector, as kubectl -l")
+	fs.StringVar(f.selector, "selector", "", "label selector (same as -l)")
+	f.fieldSel = fs.String("field-selector", "", "field selector on any field path, e.g. status.phase=Running")
+	f.cluster = fs.String("cluster", "", "cluster name or glob (default: all)")
+	f.namespace = fs.String("n", "", "namespace (default: all)")
+	fs.StringVar(f.namespace, "namespace", "", "namespace (same as -n)")
+	f.all = fs.Bool("A", false, "all namespaces (the default; for kubectl habits)")
+	f.output = fs.String("o", "", "output: wide, json, yaml or name (default: table)")
+	f.by = fs.String("by", "cluster", "count: group by cluster,namespace,label:KEY,field:PATH")
+	f.limit = fs.Int("chunk-size", 500, "objects per request; pages are followed to the end")
+	return f
+}
+
+func envOr(key, def string) string {
+	if v := os.Getenv(key); v != "" {
+		return v
+	}
+	return def
+}
+
+// parseInterspersed parses flags that may come after the positional arguments, as
+// kubectl allows ("get pods -A").
+func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
+	var positional []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, err
+		}
+		if fs.NArg() == 0 {
+			return positional, nil
+		}
+		positional = append(positional, fs.Arg(0))
+		args = fs.Args()[1:]
+	}
+}
+
+func runClient(cmd string, args []string) error {
+	f := newClientFlags(cmd)
+	pos, err := parseInterspersed(f.fs, args)
+	if err != nil {
+		return err
+	}
+	c := &client{server: strings.TrimRight(*f.server, "/"), http: &http.Client{}, out: os.Stdout}
+	switch cmd {
+	case "clusters":
+		return c.clusters()
+	case "get", "watch", "count":
+		if len(pos) != 1 {
+			return fmt.Errorf("usage: fleetcache %s RESOURCE [flags]", cmd)
+		}
+	}
+	q := url.Values{"resource": {pos[0]}}
+	for k, v := range map[string]string{"labelSelector": *f.selector, "fieldSelector": *f.fieldSel, "cluster": *f.cluster, "namespace": *f.namespace} {
+		if v != "" {
+			q.Set(k, v)
+		}
+	}
+	switch cmd {
+	case "get":
+		return c.get(q, *f.output, *f.limit)
+	case "count":
+		q.Set("groupBy", *f.by)
+		return c.count(q)
+	case "watch":
+		return c.watch(q, *f.output)
+	}
+	return fmt.Errorf("unknown command %q", cmd)
+}
+
+// apiErr is the daemon's error body.
+type apiErr struct {
+	Code    int    `json:"code"`
+	Reason  string `json:"reason"`
+	Message string `json:"message"`
+}
+
+func (c *client) do(path string, q url.Values, into any) error {
+	resp, err := c.http.Get(c.server + path + "?" + q.Encode())
+	if err != nil {
+		return fmt.Errorf("is the daemon running? %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		var e apiErr
+		if json.NewDecoder(resp.Body).Decode(&e) == nil && e.Message != "" {
+			return fmt.Errorf("%s (%d %s)", e.Message, e.Code, e.Reason)
+		}
+		return fmt.Errorf("%s %s: %s", path, q.Encode(), resp.Status)
+	}
+	return json.NewDecoder(resp.Body).Decode(into)
+}
+
+type freshness struct {
+	Cluster       string     `json:"cluster"`
+	Phase         string     `json:"phase"`
+	ResourcePhase string     `json:"resourcePhase"`
+	LastEventTime *time.Time `json:"lastEventTime"`
+	Message       string     `json:"message"`
+}
+
+type listPage struct {
+	Resource struct {
+		Name, Kind string
+	} `json:"resource"`
+	Clusters []freshness `json:"clusters"`
+	Partial  bool        `json:"partial"`
+	Items    []struct {
+		Cluster string          `json:"cluster"`
+		Object  json.RawMessage `json:"object"`
+	} `json:"items"`
+	Continue string `json:"continue"`
+}
+
+type row struct {
+	cluster string
+	obj     *unstructured.Unstructured
+}
+
+func (c *client) get(q url.Values, output string, chunk int) error {
+	q.Set("limit", fmt.Sprint(chunk))
+	var rows []row
+	var last listPage
+	for {
+		var page listPage
+		if err := c.do("/api/v1/objects", q, &page); err != nil {
+			return err
+		}
+		for _, it := range page.Items {
+			u := &unstructured.Unstructured{}
+			if err := u.UnmarshalJSON(it.Object); err != nil {
+				return err
+			}
+			rows = append(rows, row{it.Cluster, u})
+		}
+		last = page
+		if page.Continue == "" {
+			break
+		}
+		q.Set("continue", page.Continue)
+	}
+	if err := printRows(c.out, last.Resource.Kind, rows, output); err != nil {
+		return err
+	}
+	warnPartial(last.Clusters)
+	return nil
+}
+
+// warnPartial tells, on stderr, which clusters' parts of the answer may be incomplete.
+func warnPartial(fs []freshness) {
+	for _, f := range fs {
+		if f.Phase != "Synced" || (f.ResourcePhase != "Synced" && f.ResourcePhase != "NotServed" && f.ResourcePhase != "") {
+			fmt.Fprintf(os.Stderr, "warning: cluster %s is %s (resource %s): its part of the answer may be missing or stale. %s\n", f.Cluster, f.Phase, f.ResourcePhase, f.Message)
+		}
+	}
+}
+
+// columns are the kind-specific columns after CLUSTER, NAMESPACE and NAME, as client-go
+// JSONPath expressions; wide ones only with -o wide.
+var columns = map[string][]struct {
+	name, path string
+	wide       bool
+}{
+	"Pod": {{"STATUS", "{.status.phase}", false}, {"NODE", "{.spec.nodeName}", false}, {"IP", "{.status.podIP}", true}, {"IMAGES", "{.spec.containers[*].image}", true}},
+	"Deployment": {{"REPLICAS", "{.spec.replicas}", false}, {"READY", "{.status.readyReplicas}", false}, {"AVAILABLE", "{.status.availableReplicas}", false},
+		{"IMAGES", "{.spec.template.spec.containers[*].image}", true}},
+	"ReplicaSet": {{"DESIRED", "{.spec.replicas}", false}, {"READY", "{.status.readyReplicas}", false}},
+	"Node":       {{"ZONE", "{.metadata.labels.topology\\.kubernetes\\.io/zone}", false}, {"POD-CIDR", "{.spec.podCIDR}", true}},
+	"Service":    {{"TYPE", "{.spec.type}", false}, {"CLUSTER-IP", "{.spec.clusterIP}", false}},
+	"Namespace":  {{"STATUS", "{.status.phase}", false}},
+}
+
+func printRows(w io.Writer, kind string, rows []row, output string) error {
+	switch output {
+	case "json", "yaml":
+		list := map[string]any{"apiVersion": "v1", "kind": "List", "items": itemsOf(rows)}
+		if output == "json" {
+			enc := json.NewEncoder(w)
+			enc.SetIndent("", "    ")
+			return enc.Encode(list)
+		}
+		raw, err := yaml.Marshal(list)
+		if err != nil {
+			return err
+		}
+		_, err = w.Write(raw)
+		return err
+	case "name":
+		for _, r := range rows {
+			fmt.Fprintf(w, "%s/%s/%s\n", r.cluster, strings.ToLower(r.obj.GetKind()), r.obj.GetName())
+		}
+		return nil
+	case "", "wide":
+	default:
+		return fmt.Errorf("unknown output %q: want wide, json, yaml or name", output)
+	}
+	wide := output == "wide"
+	table := &metav1.Table{ColumnDefinitions: []metav1.TableColumnDefinition{{Name: "Cluster", Type: "string"}, {Name: "Namespace", Type: "string"}, {Name: "Name", Type: "string"}}}
+	var paths []*jsonpath.JSONPath
+	for _, col := range columns[kind] {
+		if col.wide && !wide {
+			continue
+		}
+		jp := jsonpath.New(col.name).AllowMissingKeys(true)
+		if err := jp.Parse(col.path); err != nil {
+			return err
+		}
+		paths = append(paths, jp)
+		table.ColumnDefinitions = append(table.ColumnDefinitions, metav1.TableColumnDefinition{Name: col.name, Type: "string"})
+	}
+	table.ColumnDefinitions = append(table.ColumnDefinitions, metav1.TableColumnDefinition{Name: "Age", Type: "string"})
+	for _, r := range rows {
+		cells := []any{r.cluster, r.obj.GetNamespace(), r.obj.GetName()}
+		for _, jp := range paths {
+			var b strings.Builder
+			if err := jp.Execute(&b, r.obj.Object); err != nil {
+				cells = append(cells, "<error>")
+				continue
+			}
+			cells = append(cells, orNone(b.String()))
+		}
+		cells = append(cells, duration.HumanDuration(time.Since(r.obj.GetCreationTimestamp().Time)))
+		table.Rows = append(table.Rows, metav1.TableRow{Cells: cells})
+	}
+	if len(rows) == 0 {
+		fmt.Fprintln(os.Stderr, "No resources found")
+		return nil
+	}
+	return printers.NewTablePrinter(printers.PrintOptions{Wide: wide}).PrintObj(table, w)
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "<none>"
+	}
+	return s
+}
+
+// itemsOf tags each object with its cluster, as the annotation fleetcache.io/cluster.
+func itemsOf(rows []row) []any {
+	out := make([]any, 0, len(rows))
+	for _, r := range rows {
+		obj := r.obj.DeepCopy()
+		ann := obj.GetAnnotations()
+		if ann == nil {
+			ann = map[string]string{}
+		}
+		ann[ClusterAnnotation] = r.cluster
+		obj.SetAnnotations(ann)
+		out = append(out, obj.Object)
+	}
+	return out
+}
+
+// ClusterAnnotation carries an object's cluster in JSON and YAML output.
+const ClusterAnnotation = "fleetcache.io/cluster"
+
+func (c *client) count(q url.Values) error {
+	var res struct {
+		GroupBy []string `json:"groupBy"`
+		Groups  []struct {
+			Values []string `json:"values"`
+			Count  int      `json:"count"`
+		} `json:"groups"`
+		Total    int         `json:"total"`
+		Clusters []freshness `json:"clusters"`
+	}
+	if err := c.do("/api/v1/count", q, &res); err != nil {
+		return err
+	}
+	tw := tabwriter.NewWriter(c.out, 0, 4, 3, ' ', 0)
+	for _, k := range res.GroupBy {
+		fmt.Fprint(tw, strings.ToUpper(k)+"\t")
+	}
+	fmt.Fprintln(tw, "COUNT")
+	for _, g := range res.Groups {
+		for _, v := range g.Values {
+			fmt.Fprint(tw, orNone(v)+"\t")
+		}
+		fmt.Fprintln(tw, g.Count)
+	}
+	fmt.Fprint(tw, strings.Repeat("\t", len(res.GroupBy)-1))
+	fmt.Fprintf(tw, "TOTAL\t%d\n", res.Total)
+	warnPartial(res.Clusters)
+	return tw.Flush()
+}
+
+func (c *client) clusters() error {
+	var res struct {
+		Clusters []struct {
+			Name               string     `json:"name"`
+			Phase              string     `json:"phase"`
+			Reason             string     `json:"reason"`
+			Message            string     `json:"message"`
+			Server             string     `json:"server"`
+			Version            string     `json:"version"`
+			LastTransitionTime time.Time  `json:"lastTransitionTime"`
+			LastProbeTime      *time.Time `json:"lastProbeTime"`
+			Resources          []struct {
+				Objects       int        `json:"objects"`
+				LastEventTime *time.Time `json:"lastEventTime"`
+			} `json:"resources"`
+		} `json:"clusters"`
+		LoadError string `json:"loadError"`
+	}
+	if err := c.do("/api/v1/clusters", url.Values{}, &res); err != nil {
+		return err
+	}
+	tw := tabwriter.NewWriter(c.out, 0, 4, 3, ' ', 0)
+	fmt.Fprintln(tw, "CLUSTER\tPHASE\tSINCE\tOBJECTS\tLAST EVENT\tVERSION\tSERVER\tMESSAGE")
+	for _, cl := range res.Clusters {
+		objects := 0
+		var lastEvent time.Time
+		for _, r := range cl.Resources {
+			objects += r.Objects
+			if r.LastEventTime != nil && r.LastEventTime.After(lastEvent) {
+				lastEvent = *r.LastEventTime
+			}
+		}
+		ago := "<never>"
+		if !lastEvent.IsZero() {
+			ago = duration.HumanDuration(time.Since(lastEvent)) + " ago"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\n", cl.Name, cl.Phase, duration.HumanDuration(time.Since(cl.LastTransitionTime)),
+			objects, ago, orNone(cl.Version), cl.Server, cl.Message)
+	}
+	if res.LoadError != "" {
+		fmt.Fprintln(os.Stderr, "warning: kubeconfig could not be reloaded:", res.LoadError)
+	}
+	return tw.Flush()
+}
+
+func (c *client) watch(q url.Values, output string) error {
+	resp, err := c.http.Get(c.server + "/api/v1/watch?" + q.Encode())
+	if err != nil {
+		return fmt.Errorf("is the daemon running? %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		var e apiErr
+		_ = json.NewDecoder(resp.Body).Decode(&e)
+		return fmt.Errorf("%s (%d %s)", e.Message, e.Code, e.Reason)
+	}
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 1<<20), 64<<20)
+	tw := tabwriter.NewWriter(c.out, 0, 4, 3, ' ', 0)
+	fmt.Fprintln(tw, "EVENT\tCLUSTER\tNAMESPACE\tNAME\tRESOURCEVERSION")
+	tw.Flush()
+	for sc.Scan() {
+		if output == "json" {
+			fmt.Fprintln(c.out, sc.Text())
+			continue
+		}
+		var line struct {
+			Type            string          `json:"type"`
+			Cluster         string          `json:"cluster"`
+			ResourceVersion string          `json:"resourceVersion"`
+			Object          json.RawMessage `json:"object"`
+			Error           *apiErr         `json:"error"`
+		}
+		if err := json.Unmarshal(sc.Bytes(), &line); err != nil {
+			return err
+		}
+		switch line.Type {
+		case "BOOKMARK":
+			continue
+		case "ERROR":
+			return errors.New(line.Error.Message)
+		}
+		var meta struct {
+			Metadata metav1.ObjectMeta `json:"metadata"`
+		}
+		_ = json.Unmarshal(line.Object, &meta)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", line.Type, line.Cluster, orNone(meta.Metadata.Namespace), meta.Metadata.Name, line.ResourceVersion)
+		tw.Flush()
+	}
+	return sc.Err()
+}

@@ -4,6 +4,7 @@ import (
 	"sort"
 	"strconv"
 	"sync"
+	"time"
 
 	"github.com/google/btree"
 	"k8s.io/apimachinery/pkg/types"
@@ -25,6 +26,8 @@ type Options struct {
 	// WatchBuffer is each watcher's event buffer; a watcher that falls this far behind is
 	// ended with an error rather than slowing down ingest. Default 1024.
 	WatchBuffer int
+	// ContinueTTL is how long a continue token stays valid. Default 15m.
+	ContinueTTL time.Duration
 }
 
 // Index is the unified multi-cluster index. It implements clusters.EventHandler; its query
@@ -48,6 +51,9 @@ func New(status StatusSource, opts Options) *Index {
 	}
 	if opts.WatchBuffer == 0 {
 		opts.WatchBuffer = 1024
+	}
+	if opts.ContinueTTL == 0 {
+		opts.ContinueTTL = DefaultContinueTTL
 	}
 	return &Index{opts: opts, status: status, resources: map[string]*resourceIndex{}, names: map[string]string{}, stopped: map[uint64]bool{}}
 }

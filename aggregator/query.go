@@ -371,9 +371,9 @@ func (ix *Index) List(q Query) (*ListResult, error) {
 	qh := q.hash(p.resource.name)
 	var afterCluster, afterKey string
 	if q.Continue != "" {
-		t, err := decodeContinue(q.Continue, qh, time.Now())
+		t, err := decodeContinue(q.Continue, qh, time.Now(), ix.opts.ContinueTTL)
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("continue token: %w", err)
 		}
 		afterCluster, afterKey = t.Cluster, t.Key
 	}

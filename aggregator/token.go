@@ -27,9 +27,9 @@ var (
 	ErrExpired = errors.New("expired")
 )
 
-// ContinueTTL is how long a continue token stays valid. Paging resumes by key, so an old
-// token would still be correct; the limit bounds how stale a client's view can get.
-const ContinueTTL = 15 * time.Minute
+// DefaultContinueTTL is how long a continue token stays valid. Paging resumes by key, so
+// an old token would still be correct; the limit bounds how stale a client's view can get.
+const DefaultContinueTTL = 15 * time.Minute
 
 // tokenKey signs tokens so that a forged or edited one is refused. It is random per
 // process: tokens do not survive a restart.
@@ -83,7 +83,7 @@ func encodeContinue(t continueToken) string {
 	return sign(raw)
 }
 
-func decodeContinue(token, queryHash string, now time.Time) (continueToken, error) {
+func decodeContinue(token, queryHash string, now time.Time, ttl time.Duration) (continueToken, error) {
 	var t continueToken
 	raw, err := verify(token)
 	if err != nil {
@@ -95,8 +95,8 @@ func decodeContinue(token, queryHash string, now time.Time) (continueToken, erro
 	if t.Query != queryHash {
 		return t, fmt.Errorf("%w: the continue token was issued for a different query (resource, clusters, namespace and selectors must stay the same)", ErrInvalidToken)
 	}
-	if age := now.Sub(time.Unix(t.Issued, 0)); age > ContinueTTL {
-		return t, fmt.Errorf("%w: the continue token is %s old, older than %s; list again from the start", ErrExpired, age.Round(time.Second), ContinueTTL)
+	if age := now.Sub(time.Unix(t.Issued, 0)); age > ttl {
+		return t, fmt.Errorf("%w: the continue token is %s old, older than %s; list again from the start", ErrExpired, age.Round(time.Second), ttl)
 	}
 	return t, nil
 }

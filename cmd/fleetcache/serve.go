@@ -61,6 +61,7 @@ func loadConfig(args []string) (*config.Config, error) {
 		reqTimeout = fs.Duration("request-timeout", 0, "timeout of discovery, probes and watch set-up (default 10s)")
 		syncTO     = fs.Duration("initial-sync-timeout", 0, "after this a cluster still syncing no longer holds back readiness (default 2m)")
 		maxLists   = fs.Int("max-concurrent-lists", 0, "fleet-wide cap on concurrent initial lists (default 4)")
+		contTTL    = fs.Duration("continue-ttl", 0, "lifetime of a continue token (default 15m)")
 		logLevel   = fs.String("log-level", "", "debug, info, warn or error (default info)")
 		logFormat  = fs.String("log-format", "", "json or console (default json)")
 	)
@@ -108,6 +109,8 @@ func loadConfig(args []string) (*config.Config, error) {
 			cfg.Cluster.InitialSyncTimeout = metav1.Duration{Duration: *syncTO}
 		case "max-concurrent-lists":
 			cfg.MaxConcurrentInitialLists = *maxLists
+		case "continue-ttl":
+			cfg.API.ContinueTTL = metav1.Duration{Duration: *contTTL}
 		case "log-level":
 			cfg.Log.Level = *logLevel
 		case "log-format":
@@ -158,7 +161,7 @@ func serve(args []string) error {
 	defer stop()
 
 	var fleet *clusters.Fleet
-	index := aggregator.New(aggregator.StatusFunc(func() []clusters.ClusterStatus { return fleet.Status() }), aggregator.Options{})
+	index := aggregator.New(aggregator.StatusFunc(func() []clusters.ClusterStatus { return fleet.Status() }), aggregator.Options{ContinueTTL: cfg.API.ContinueTTL.Duration})
 	clusterOpts := cfg.ClusterOptions()
 	clusterOpts.Handler = index
 	fleet = clusters.NewFleet(

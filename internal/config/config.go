@@ -36,6 +36,13 @@ type Config struct {
 	// MaxConcurrentInitialLists caps lists running at once across the fleet. Default 4.
 	MaxConcurrentInitialLists int       `json:"maxConcurrentInitialLists,omitempty"`
 	Log                       LogConfig `json:"log,omitempty"`
+	API                       APIConfig `json:"api,omitempty"`
+}
+
+// APIConfig tunes the query API.
+type APIConfig struct {
+	// ContinueTTL is how long a continue token stays valid. Default 15m.
+	ContinueTTL metav1.Duration `json:"continueTTL,omitempty"`
 }
 
 // ClusterConfig applies to every cluster.
@@ -143,6 +150,15 @@ func (c *Config) Validate() error {
 		if _, err := fields.ParseSelector(r.FieldSelector); err != nil {
 			errs = append(errs, field.Invalid(p.Child("fieldSelector"), r.FieldSelector, err.Error()))
 		}
+		for j, ix := range r.Indexes {
+			ip := p.Child("indexes").Index(j)
+			if ix.Name == "" {
+				errs = append(errs, field.Required(ip.Child("name"), "the index's name, e.g. spec.nodeName or images"))
+			}
+			if err := clusters.ValidateIndex(ix.JSONPath); err != nil || ix.JSONPath == "" {
+				errs = append(errs, field.Invalid(ip.Child("jsonPath"), ix.JSONPath, fmt.Sprintf("not a JSONPath expression: %v", err)))
+			}
+		}
 	}
 	durations := map[string]time.Duration{
 		"resyncPeriod":                c.ResyncPeriod.Duration,
@@ -151,6 +167,7 @@ func (c *Config) Validate() error {
 		"cluster.initialSyncTimeout":  c.Cluster.InitialSyncTimeout.Duration,
 		"cluster.probeInterval":       c.Cluster.ProbeInterval.Duration,
 		"cluster.rediscoveryInterval": c.Cluster.RediscoveryInterval.Duration,
+		"api.continueTTL":             c.API.ContinueTTL.Duration,
 	}
 	for name, d := range durations {
 		if d < 0 {

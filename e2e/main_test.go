@@ -1,0 +1,179 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"k8s.io/apimachinery/pkg/util/wait"
+
+	"github.com/fleetcache/fleetcache/internal/testfleet"
+)
+
+var fleet *testfleet.Fleet
+
+func TestMain(m *testing.M) { testfleet.Main(m, testfleet.Options{Clusters: 3}, &fleet) }
+
+// daemon is one fleetcache process serving the fleet, shared by the package's tests.
+type daemon struct {
+	url    string
+	bin    string
+	config string
+	log    string
+}
+
+var (
+	daemonOnce sync.Once
+	theDaemon  *daemon
+	daemonErr  error
+)
+
+// continueTTL is short so that a test can see a continue token expire.
+const continueTTL = 3 * time.Second
+
+var e2eResources = []string{"namespaces", "nodes", "pods", "deployments.apps", "configmaps", "secrets", "widgets.example.com"}
+
+// startDaemon seeds the fleet, builds the binary and starts it once.
+func startDaemon(t *testing.T) *daemon {
+	t.Helper()
+	if fleet == nil {
+		t.Skip("needs the real fleet (not started with -short)")
+	}
+	daemonOnce.Do(func() { theDaemon, daemonErr = launch() })
+	if daemonErr != nil {
+		t.Fatal(daemonErr)
+	}
+	return theDaemon
+}
+
+func launch() (*daemon, error) {
+	for _, c := range fleet.Clusters {
+		if _, err := testfleet.Seed(context.Background(), c, testfleet.SeedOptions{}); err != nil {
+			return nil, err
+		}
+	}
+	dir, err := os.MkdirTemp("", "fleetcache-e2e-")
+	if err != nil {
+		return nil, err
+	}
+	d := &daemon{bin: filepath.Join(dir, "fleetcache"), config: filepath.Join(dir, "config.yaml"), log: filepath.Join(dir, "fleetcache.log")}
+	if out, err := exec.Command("go", "build", "-o", d.bin, "../cmd/fleetcache").CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("build fleetcache: %v\n%s", err, out)
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	addr := l.Addr().String()
+	l.Close()
+	d.url = "http://" + addr
+
+	var cfg strings.Builder
+	fmt.Fprintf(&cfg, "listen: %s\nkubeconfig: [%s]\ncontexts:\n  include: ['*-reader']\n  aliases:\n", addr, fleet.Kubeconfig)
+	for _, c := range fleet.Clusters {
+		fmt.Fprintf(&cfg, "    %s-reader: %s\n", c.Name, c.Name)
+	}
+	cfg.WriteString("resources:\n")
+	for _, r := range e2eResources {
+		fmt.Fprintf(&cfg, "  - name: %s\n", r)
+	}
+	fmt.Fprintf(&cfg, "cluster: {probeInterval: 1s, requestTimeout: 2s, rediscoveryInterval: 1s, initialSyncTimeout: 20s}\napi: {continueTTL: %s}\nlog: {level: debug}\n", continueTTL)
+	if err := os.WriteFile(d.config, []byte(cfg.String()), 0o600); err != nil {
+		return nil, err
+	}
+	logf, err := os.Create(d.log)
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(d.bin, "serve", "--config", d.config)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	// The daemon dies with the test binary, however that ends.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	go func() { _ = cmd.Wait() }()
+	err = wait.PollUntilContextTimeout(context.Background(), 100*time.Millisecond, 60*time.Second, true, func(context.Context) (bool, error) {
+		resp, err := http.Get(d.url + "/readyz")
+		if err != nil {
+			return false, nil
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK, nil
+	})
+	if err != nil {
+		logs, _ := os.ReadFile(d.log)
+		return nil, fmt.Errorf("fleetcache not ready: %v\n%s", err, logs)
+	}
+	return d, nil
+}
+
+// getJSON fetches path?query into v and returns the status code.
+func (d *daemon) getJSON(t *testing.T, path string, q url.Values, v any) int {
+	t.Helper()
+	resp, err := http.Get(d.url + path + "?" + q.Encode())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if err := json.NewDecoder(resp.Body).Decode(v); err != nil {
+		t.Fatalf("%s?%s: %v", path, q.Encode(), err)
+	}
+	return resp.StatusCode
+}
+
+// cli runs the fleetcache client.
+func (d *daemon) cli(t *testing.T, args ...string) string {
+	t.Helper()
+	cmd := exec.Command(d.bin, append(args, "--server", d.url)...)
+	out, err := cmd.Output()
+	if err != nil {
+		stderr := ""
+		if ee, ok := err.(*exec.ExitError); ok {
+			stderr = string(ee.Stderr)
+		}
+		t.Fatalf("fleetcache %v: %v\n%s", args, err, stderr)
+	}
+	return string(out)
+}
+
+// kubectl runs the real kubectl against one cluster through its reader context.
+func kubectl(t *testing.T, cluster string, args ...string) (string, error) {
+	t.Helper()
+	cmd := exec.Command(filepath.Join(os.Getenv("FLEETCACHE_BIN"), "kubectl"), append([]string{"--kubeconfig", fleet.Kubeconfig, "--context", cluster + "-reader"}, args...)...)
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
+
+// kubectlSet lists a resource in every cluster with kubectl and returns
+// "cluster/namespace/name" for each object.
+func kubectlSet(t *testing.T, resource string, args ...string) []string {
+	t.Helper()
+	var out []string
+	for _, c := range fleet.Clusters {
+		res, err := kubectl(t, c.Name, append([]string{"get", resource, "-o", `jsonpath={range .items[*]}{.metadata.namespace}/{.metadata.name}{"\n"}{end}`}, args...)...)
+		if err != nil {
+			if strings.Contains(res, "the server doesn't have a resource type") {
+				continue // the CRD is not installed there
+			}
+			t.Fatalf("kubectl %s in %s: %v\n%s", resource, c.Name, err, res)
+		}
+		for _, line := range strings.Fields(res) {
+			out = append(out, c.Name+"/"+line)
+		}
+	}
+	sort.Strings(out)
+	return out
+}

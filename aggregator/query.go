@@ -459,9 +459,15 @@ type CountResult struct {
 	Partial  bool
 }
 
+// maxGroupBy is how many keys a Count may group by.
+const maxGroupBy = 4
+
 // ValidateGroupBy checks group-by keys: "cluster", "namespace", "label:<key>" or
-// "field:<indexed field>".
+// "field:<indexed field>", at most maxGroupBy of them.
 func ValidateGroupBy(keys []string) error {
+	if len(keys) > maxGroupBy {
+		return fmt.Errorf("groupBy: at most %d keys, got %d", maxGroupBy, len(keys))
+	}
 	for _, k := range keys {
 		switch {
 		case k == "cluster", k == "namespace":
@@ -486,23 +492,14 @@ func (ix *Index) Count(q Query, groupBy []string) (*CountResult, error) {
 	}
 	q = p.q
 	res := &CountResult{Resource: p.resource.info(), GroupBy: groupBy}
-	counts := map[string]*Group{}
-	add := func(values []string, n int) {
-		k := strings.Join(values, "\x00")
-		g := counts[k]
-		if g == nil {
-			g = &Group{Values: append([]string(nil), values...)}
-			counts[k] = g
-		}
-		g.Count += n
-		res.Total += n
-	}
+	// A fixed-size array key: no allocation per object counted.
+	counts := map[[maxGroupBy]string]int{}
+	var values [maxGroupBy]string
 	fast := q.LabelSelector.Empty() && q.FieldSelector.Empty()
 	for _, k := range groupBy {
 		fast = fast && (k == "cluster" || k == "namespace")
 	}
 	m := newMatcher(q)
-	values := make([]string, len(groupBy))
 	for _, s := range p.shards {
 		s.mu.RLock()
 		if fast {
@@ -518,21 +515,22 @@ func (ix *Index) Count(q Query, groupBy []string) (*CountResult, error) {
 						values[i] = ns
 					}
 				}
-				add(values, n)
+				counts[values] += n
 			}
 		} else {
 			s.scan(q, m, "", func(e *entry) bool {
 				for i, k := range groupBy {
 					values[i] = groupValue(k, s.cluster, e.obj)
 				}
-				add(values, 1)
+				counts[values]++
 				return true
 			})
 		}
 		s.mu.RUnlock()
 	}
-	for _, g := range counts {
-		res.Groups = append(res.Groups, *g)
+	for vals, n := range counts {
+		res.Groups = append(res.Groups, Group{Values: append([]string(nil), vals[:len(groupBy)]...), Count: n})
+		res.Total += n
 	}
 	sort.Slice(res.Groups, func(i, j int) bool {
 		a, b := res.Groups[i].Values, res.Groups[j].Values

@@ -46,7 +46,7 @@ const continueTTL = 3 * time.Second
 var e2eResources = []string{"namespaces", "nodes", "pods", "deployments.apps", "configmaps", "secrets", "widgets.example.com"}
 
 // startDaemon seeds the fleet, builds the binary and starts it once.
-func startDaemon(t *testing.T) *daemon {
+func startDaemon(t testing.TB) *daemon {
 	t.Helper()
 	if fleet == nil {
 		t.Skip("needs the real fleet (not started with -short)")
@@ -121,7 +121,7 @@ func launch() (*daemon, error) {
 }
 
 // getJSON fetches path?query into v and returns the status code.
-func (d *daemon) getJSON(t *testing.T, path string, q url.Values, v any) int {
+func (d *daemon) getJSON(t testing.TB, path string, q url.Values, v any) int {
 	t.Helper()
 	resp, err := http.Get(d.url + path + "?" + q.Encode())
 	if err != nil {
@@ -150,7 +150,7 @@ func (d *daemon) cli(t *testing.T, args ...string) string {
 }
 
 // kubectl runs the real kubectl against one cluster through its reader context.
-func kubectl(t *testing.T, cluster string, args ...string) (string, error) {
+func kubectl(t testing.TB, cluster string, args ...string) (string, error) {
 	t.Helper()
 	cmd := exec.Command(filepath.Join(os.Getenv("FLEETCACHE_BIN"), "kubectl"), append([]string{"--kubeconfig", fleet.Kubeconfig, "--context", cluster + "-reader"}, args...)...)
 	out, err := cmd.CombinedOutput()
@@ -159,7 +159,7 @@ func kubectl(t *testing.T, cluster string, args ...string) (string, error) {
 
 // kubectlSet lists a resource in every cluster with kubectl and returns
 // "cluster/namespace/name" for each object.
-func kubectlSet(t *testing.T, resource string, args ...string) []string {
+func kubectlSet(t testing.TB, resource string, args ...string) []string {
 	t.Helper()
 	var out []string
 	for _, c := range fleet.Clusters {

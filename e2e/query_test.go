@@ -35,7 +35,7 @@ type objectsPage struct {
 
 // apiSet follows /api/v1/objects page by page and returns "cluster/namespace/name" for
 // each item, in the order served.
-func apiSet(t *testing.T, d *daemon, q url.Values) []string {
+func apiSet(t testing.TB, d *daemon, q url.Values) []string {
 	t.Helper()
 	var out []string
 	for {

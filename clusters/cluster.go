@@ -2,10 +2,15 @@ package clusters
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -152,7 +157,18 @@ type Cluster struct {
 	stopped     bool
 	rediscover  chan struct{}
 	done        chan struct{}
+
+	// clockOffsetNanos estimates the apiserver's clock minus ours, from the Date header
+	// of probe responses; offset is only used by the probe loop.
+	clockOffsetNanos atomic.Int64
+	offsetKnown      atomic.Bool
+	offset           offsetEstimator
 }
+
+func (c *Cluster) clockOffset() time.Duration { return time.Duration(c.clockOffsetNanos.Load()) }
+
+// ClockOffset is the estimated apiserver clock minus the local clock.
+func (c *Cluster) ClockOffset() (time.Duration, bool) { return c.clockOffset(), c.offsetKnown.Load() }
 
 // New returns a cluster that starts caching when Start is called.
 func New(target Target, opts Options) *Cluster {
@@ -211,7 +227,14 @@ func (c *Cluster) Start(ctx context.Context) error {
 	cached := memory.NewMemCacheClient(disco)
 
 	var wg sync.WaitGroup
-	wg.Go(func() { c.probeLoop(ctx, disco) })
+	probeClient, err := rest.HTTPClientFor(probeCfg)
+	if err != nil {
+		c.setProbe(err)
+		<-ctx.Done()
+		c.stop()
+		return nil
+	}
+	wg.Go(func() { c.probeLoop(ctx, probeClient) })
 	wg.Go(func() { c.discoveryLoop(ctx, cached) })
 	wg.Go(func() { c.syncDeadline(ctx) })
 	<-ctx.Done()
@@ -238,17 +261,98 @@ func (c *Cluster) stop() {
 	c.log.Info("cluster stopped")
 }
 
-func (c *Cluster) probeLoop(ctx context.Context, disco discovery.DiscoveryInterface) {
+func (c *Cluster) probeLoop(ctx context.Context, client *http.Client) {
 	probe := func(ctx context.Context) {
-		v, err := disco.ServerVersion()
-		if err == nil {
-			c.mu.Lock()
-			c.version = v.GitVersion
-			c.mu.Unlock()
-		}
+		err := c.probeOnce(ctx, client)
 		c.setProbe(err)
+		if err == nil {
+			c.probeResourceVersions(ctx)
+		}
 	}
 	wait.UntilWithContext(ctx, probe, c.opts.ProbeInterval)
+}
+
+// probeOnce asks the apiserver for /version: it tells whether it answers, its version,
+// and (from the Date header) how far its clock is from ours.
+func (c *Cluster) probeOnce(ctx context.Context, client *http.Client) error {
+	ctx, cancel := context.WithTimeout(ctx, c.opts.RequestTimeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimRight(c.target.Config.Host, "/")+"/version", nil)
+	if err != nil {
+		return err
+	}
+	sent := time.Now()
+	resp, err := client.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	received := time.Now()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return apierrors.NewGenericServerResponse(resp.StatusCode, "GET", schema.GroupResource{}, "", strings.TrimSpace(string(body)), 0, false)
+	}
+	var info struct {
+		GitVersion string `json:"gitVersion"`
+	}
+	if err := json.Unmarshal(body, &info); err == nil {
+		c.mu.Lock()
+		c.version = info.GitVersion
+		c.mu.Unlock()
+	}
+	if date, err := http.ParseTime(resp.Header.Get("Date")); err == nil {
+		c.offset.add(date, sent, received)
+		c.clockOffsetNanos.Store(int64(c.offset.estimate()))
+		c.offsetKnown.Store(true)
+	}
+	return nil
+}
+
+// probeResourceVersions asks each synced resource for the cluster's current
+// resourceVersion (a list of one object, not served from the watch cache) and records it:
+// the distance to the cache's resourceVersion, and the time until the cache reaches it,
+// are the resource's real sync lag.
+func (c *Cluster) probeResourceVersions(ctx context.Context) {
+	c.mu.Lock()
+	rcs := make([]*resourceCache, 0, len(c.resources))
+	for _, rc := range c.resources {
+		if rc.lister != nil {
+			rcs = append(rcs, rc)
+		}
+	}
+	c.mu.Unlock()
+	for _, rc := range rcs {
+		rc.mu.Lock()
+		synced := rc.facts.synced
+		rc.mu.Unlock()
+		if !synced || ctx.Err() != nil {
+			continue
+		}
+		pctx, cancel := context.WithTimeout(ctx, c.opts.RequestTimeout)
+		obj, err := rc.lister.ListWithContext(pctx, metav1.ListOptions{Limit: 1, ResourceVersion: ""})
+		cancel()
+		if err != nil {
+			continue
+		}
+		l, err := meta.ListAccessor(obj)
+		if err != nil {
+			continue
+		}
+		if rv := parseRV(l.GetResourceVersion()); rv > 0 {
+			rc.mu.Lock()
+			rc.cnt.probed(rv, c.opts.Clock.Now())
+			rc.mu.Unlock()
+		}
+	}
+}
+
+// parseRV reads an etcd-backed resourceVersion; others read as 0 (unknown).
+func parseRV(rv string) uint64 {
+	n, _ := strconv.ParseUint(rv, 10, 64)
+	return n
 }
 
 func (c *Cluster) setProbe(err error) {
@@ -496,7 +600,8 @@ func (c *Cluster) reconcileResources(ctx context.Context, want map[string]resolv
 
 // placeholder is a resource that is configured but not served.
 func (c *Cluster) placeholder(name string) *resourceCache {
-	rc := &resourceCache{cluster: c, requested: name, display: name, codec: &codec{}, log: c.log.With(zap.String("resource", name)), done: make(chan struct{}), cancel: func() {}}
+	rc := &resourceCache{cluster: c, requested: name, display: name, codec: &codec{}, log: c.log.With(zap.String("resource", name)), done: make(chan struct{}), cancel: func() {},
+		cnt: newCounters(c.opts.Clock.Now())}
 	close(rc.done)
 	rc.facts.notServed = true
 	rc.cond = rc.derive()
@@ -516,6 +621,7 @@ func (c *Cluster) newResourceCache(r resolved, ns string) (*resourceCache, error
 		log:  c.log.With(zap.String("resource", r.display())),
 		done: make(chan struct{}),
 		cond: Condition{Phase: PhasePending, LastTransitionTime: c.opts.Clock.Now()},
+		cnt:  newCounters(c.opts.Clock.Now()),
 	}
 	if ns != "" {
 		rc.log = rc.log.With(zap.String("namespace", ns))
@@ -579,6 +685,7 @@ func (c *Cluster) newResourceCache(r resolved, ns string) (*resourceCache, error
 		example = nil // unstructured: any kind
 		rc.codec = &codec{gvk: r.gvk, indexes: indexes}
 	}
+	rc.lister = lw
 	rc.informer = cache.NewSharedIndexInformerWithOptions(&observedLW{inner: lw, rc: rc}, example, cache.SharedIndexInformerOptions{
 		ResyncPeriod:      c.opts.ResyncPeriod,
 		ObjectDescription: c.target.Name + "/" + r.display(),
@@ -696,6 +803,10 @@ func (c *Cluster) Status() ClusterStatus {
 	}
 	if c.target.Config != nil {
 		s.Server = c.target.Config.Host
+	}
+	if off, ok := c.ClockOffset(); ok {
+		secs := off.Seconds()
+		s.ClockOffsetSeconds = &secs
 	}
 	rcs := make([]*resourceCache, 0, len(c.resources))
 	for _, rc := range c.resources {

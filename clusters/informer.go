@@ -7,11 +7,13 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/util/watchlist"
 )
 
 // resourceCache is one informer: one resource of one cluster, in one namespace or all.
@@ -26,6 +28,7 @@ type resourceCache struct {
 	codec     *codec
 	informer  cache.SharedIndexInformer
 	ref       *InformerRef
+	lister    cache.ListerWatcherWithContext // unobserved: for resourceVersion probes
 	log       *zap.Logger
 
 	cancel context.CancelFunc
@@ -34,6 +37,7 @@ type resourceCache struct {
 	mu    sync.Mutex
 	facts resourceFacts
 	cond  Condition
+	cnt   counters
 }
 
 type resourceFacts struct {
@@ -57,6 +61,8 @@ func (rc *resourceCache) status() ResourceStatus {
 	if !rc.facts.stopped && rc.informer != nil {
 		s.Objects = len(rc.informer.GetStore().ListKeys())
 	}
+	s.Counters = rc.cnt.snapshot()
+	s.ResourceVersionLag = s.Counters.ResourceVersionLag
 	s.InitialSyncTime = timePtr(rc.facts.initialSync)
 	s.LastListTime = timePtr(rc.facts.lastList)
 	s.LastEventTime = timePtr(rc.facts.lastEv)
@@ -137,6 +143,7 @@ func (rc *resourceCache) run(ctx context.Context) {
 			f.synced = true
 			if f.initialSync.IsZero() {
 				f.initialSync = rc.cluster.opts.Clock.Now()
+				rc.cnt.initialSyncDuration = f.initialSync.Sub(rc.cnt.started)
 			}
 		})
 	}
@@ -159,17 +166,45 @@ func (lw *observedLW) ListWithContext(ctx context.Context, opts metav1.ListOptio
 	defer opts2.ListLimiter.release()
 	ctx, cancel := context.WithTimeout(ctx, opts2.ListTimeout)
 	defer cancel()
+	start := opts2.Clock.Now()
 	obj, err := lw.inner.ListWithContext(ctx, opts)
+	now := opts2.Clock.Now()
+	lw.rc.mu.Lock()
+	lw.rc.cnt.lists++
+	if err != nil {
+		lw.rc.cnt.listErrors++
+	}
+	lw.rc.mu.Unlock()
 	if err != nil {
 		lw.rc.recordError("list", err)
 		return nil, err
 	}
-	now := opts2.Clock.Now()
+	var rv uint64
+	if l, err := meta.ListAccessor(obj); err == nil {
+		rv = parseRV(l.GetResourceVersion())
+	}
+	lw.rc.listDone(start, now, rv)
 	lw.rc.update(func(f *resourceFacts) {
 		f.lastList = now
 		lw.rc.clearError(f)
 	})
 	return obj, nil
+}
+
+// listDone counts a completed list (or the initial part of a watch-list stream).
+func (rc *resourceCache) listDone(start, now time.Time, rv uint64) {
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	rc.cnt.successfulLists++
+	if rc.cnt.successfulLists > 1 {
+		rc.cnt.relists++
+	}
+	rc.cnt.listDuration.observe(now.Sub(start).Seconds())
+	// A relist may go back in time only if the cluster lost data; follow it anyway.
+	if rv > 0 && rv < rc.cnt.cacheRV {
+		rc.cnt.cacheRV = 0
+	}
+	rc.cnt.advance(rv, now)
 }
 
 func (lw *observedLW) WatchWithContext(ctx context.Context, opts metav1.ListOptions) (watch.Interface, error) {
@@ -191,8 +226,20 @@ func (lw *observedLW) WatchWithContext(ctx context.Context, opts metav1.ListOpti
 	// Only establishing the stream is bounded; the stream itself lives until the server
 	// ends it (its timeoutSeconds) or the informer stops.
 	timer := time.AfterFunc(o.RequestTimeout, cancel)
+	start := o.Clock.Now()
 	w, err := lw.inner.WatchWithContext(wctx, opts)
 	timer.Stop()
+	lw.rc.mu.Lock()
+	if err != nil {
+		lw.rc.cnt.watchErrors++
+		if initial {
+			lw.rc.cnt.lists++
+			lw.rc.cnt.listErrors++
+		}
+	} else {
+		lw.rc.cnt.watchStarts++
+	}
+	lw.rc.mu.Unlock()
 	if err != nil {
 		cancel()
 		release()
@@ -205,21 +252,24 @@ func (lw *observedLW) WatchWithContext(ctx context.Context, opts metav1.ListOpti
 			lw.rc.clearError(f)
 		}
 	})
-	ow := &observedWatch{inner: w, out: make(chan watch.Event), stop: make(chan struct{}), rc: lw.rc, initial: initial, release: release, cancel: cancel}
+	ow := &observedWatch{inner: w, out: make(chan watch.Event), stop: make(chan struct{}), rc: lw.rc, initial: initial, release: release, cancel: cancel, start: start}
 	go ow.run()
 	return ow, nil
 }
 
 // observedWatch forwards a watch stream and records its events and its end.
 type observedWatch struct {
-	inner   watch.Interface
-	out     chan watch.Event
-	stop    chan struct{}
-	once    sync.Once
-	rc      *resourceCache
+	inner watch.Interface
+	out   chan watch.Event
+	stop  chan struct{}
+	once  sync.Once
+	rc    *resourceCache
+	// initial is true while a watch-list stream delivers its initial events: those are
+	// the list, not changes, and have no lag to measure.
 	initial bool
 	release func()
 	cancel  context.CancelFunc
+	start   time.Time
 }
 
 func (w *observedWatch) ResultChan() <-chan watch.Event { return w.out }
@@ -258,25 +308,54 @@ func (w *observedWatch) run() {
 }
 
 func (w *observedWatch) observe(ev watch.Event, now time.Time) {
-	switch ev.Type {
-	case watch.Error:
-		w.rc.recordError("watch", apiStatusError(ev.Object))
+	rc := w.rc
+	if ev.Type == watch.Error {
+		rc.mu.Lock()
+		rc.cnt.watchErrors++
+		rc.cnt.events[string(ev.Type)]++
+		rc.mu.Unlock()
+		rc.recordError("watch", apiStatusError(ev.Object))
 		return
-	case watch.Bookmark:
-		if w.initial {
-			if m, err := metaAccessor(ev.Object); err == nil && m.GetAnnotations()[metav1.InitialEventsAnnotationKey] == "true" {
-				w.release()
-				w.rc.update(func(f *resourceFacts) {
-					f.lastList, f.lastEv = now, now
-					w.rc.clearError(f)
-				})
-				return
-			}
+	}
+	m, err := metaAccessor(ev.Object)
+	if err != nil {
+		return
+	}
+	rv := parseRV(m.GetResourceVersion())
+	if ev.Type == watch.Bookmark && w.initial && m.GetAnnotations()[metav1.InitialEventsAnnotationKey] == "true" {
+		w.initial = false
+		w.release()
+		rc.listDone(w.start, now, rv)
+		rc.update(func(f *resourceFacts) {
+			f.lastList, f.lastEv = now, now
+			rc.clearError(f)
+		})
+	}
+	var lag float64
+	measure := false
+	if ev.Type != watch.Bookmark && !w.initial {
+		if changed, ok := changeTime(ev.Object); ok {
+			lag = now.Add(rc.cluster.clockOffset()).Sub(changed).Seconds()
+			measure = true
 		}
 	}
-	w.rc.mu.Lock()
-	w.rc.facts.lastEv = now
-	w.rc.mu.Unlock()
+	rc.mu.Lock()
+	rc.cnt.events[string(ev.Type)]++
+	if ev.Type == watch.Bookmark {
+		rc.cnt.lastBookmark = now
+	}
+	if measure {
+		rc.cnt.eventLag.observe(max(lag, 0))
+	}
+	rc.cnt.advance(rv, now)
+	rc.facts.lastEv = now
+	rc.mu.Unlock()
+}
+
+// IsWatchListSemanticsUnSupported passes the wrapped client's answer on to the reflector,
+// which otherwise assumes every ListerWatcher supports watch-list streams.
+func (lw *observedLW) IsWatchListSemanticsUnSupported() bool {
+	return watchlist.DoesClientNotSupportWatchListSemantics(lw.inner)
 }
 
 // List and Watch satisfy cache.ListerWatcher; the reflector uses the context variants.

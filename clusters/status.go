@@ -70,6 +70,11 @@ type ResourceStatus struct {
 	LastEventTime *time.Time `json:"lastEventTime,omitempty"`
 	// WatchConnected is true while a watch stream is open.
 	WatchConnected bool `json:"watchConnected"`
+	// ResourceVersionLag is how many revisions the cache is behind the cluster's current
+	// resourceVersion, as of the last probe.
+	ResourceVersionLag int64 `json:"resourceVersionLag"`
+	// Counters are cumulative observations of list and watch calls, for metrics.
+	Counters Counters `json:"-"`
 }
 
 // ClusterStatus is the state of one cluster and all its resources.
@@ -83,8 +88,11 @@ type ClusterStatus struct {
 	// InitialSyncTime is when every resource first reached Synced (or NotServed).
 	InitialSyncTime *time.Time `json:"initialSyncTime,omitempty"`
 	// LastProbeTime is when the apiserver last answered the health probe.
-	LastProbeTime *time.Time       `json:"lastProbeTime,omitempty"`
-	Resources     []ResourceStatus `json:"resources"`
+	LastProbeTime *time.Time `json:"lastProbeTime,omitempty"`
+	// ClockOffsetSeconds estimates the apiserver's clock minus fleetcache's, from probe
+	// responses; event lag is corrected by it.
+	ClockOffsetSeconds *float64         `json:"clockOffsetSeconds,omitempty"`
+	Resources          []ResourceStatus `json:"resources"`
 }
 
 // Objects is the number of objects cached for the cluster.

@@ -62,6 +62,8 @@ func loadConfig(args []string) (*config.Config, error) {
 		syncTO     = fs.Duration("initial-sync-timeout", 0, "after this a cluster still syncing no longer holds back readiness (default 2m)")
 		maxLists   = fs.Int("max-concurrent-lists", 0, "fleet-wide cap on concurrent initial lists (default 4)")
 		contTTL    = fs.Duration("continue-ttl", 0, "lifetime of a continue token (default 15m)")
+		readyPol   = fs.String("ready-policy", "", "when /readyz is ok: all (default), any, quorum or atLeast (with --ready-min)")
+		readyMin   = fs.Int("ready-min", 0, "clusters that must be Synced for --ready-policy atLeast")
 		logLevel   = fs.String("log-level", "", "debug, info, warn or error (default info)")
 		logFormat  = fs.String("log-format", "", "json or console (default json)")
 	)
@@ -109,6 +111,10 @@ func loadConfig(args []string) (*config.Config, error) {
 			cfg.Cluster.InitialSyncTimeout = metav1.Duration{Duration: *syncTO}
 		case "max-concurrent-lists":
 			cfg.MaxConcurrentInitialLists = *maxLists
+		case "ready-policy":
+			cfg.Readiness.Policy = *readyPol
+		case "ready-min":
+			cfg.Readiness.MinClusters = *readyMin
 		case "continue-ttl":
 			cfg.API.ContinueTTL = metav1.Duration{Duration: *contTTL}
 		case "log-level":
@@ -183,7 +189,11 @@ func serve(args []string) error {
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
-	srv := &http.Server{Handler: server.Handler(server.Options{Fleet: fleet, Index: index, Gatherer: reg, Logger: log}), ReadHeaderTimeout: 10 * time.Second}
+	handler := server.Handler(server.Options{
+		Fleet: fleet, Index: index, Gatherer: reg, Registerer: reg, Logger: log,
+		Ready: server.ReadyPolicy{Mode: cfg.Readiness.Policy, Min: cfg.Readiness.MinClusters},
+	})
+	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second}
 	log.Info("fleetcache starting", zap.String("version", version.Version), zap.String("listen", ln.Addr().String()),
 		zap.Strings("kubeconfig", cfg.Kubeconfig), zap.Int("resources", len(cfg.Resources)))
 

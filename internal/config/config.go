@@ -34,15 +34,22 @@ type Config struct {
 	ResyncPeriod metav1.Duration `json:"resyncPeriod,omitempty"`
 	Cluster      ClusterConfig   `json:"cluster,omitempty"`
 	// MaxConcurrentInitialLists caps lists running at once across the fleet. Default 4.
-	MaxConcurrentInitialLists int       `json:"maxConcurrentInitialLists,omitempty"`
-	Log                       LogConfig `json:"log,omitempty"`
-	API                       APIConfig `json:"api,omitempty"`
+	MaxConcurrentInitialLists int             `json:"maxConcurrentInitialLists,omitempty"`
+	Log                       LogConfig       `json:"log,omitempty"`
+	API                       APIConfig       `json:"api,omitempty"`
+	Readiness                 ReadinessConfig `json:"readiness,omitempty"`
 }
 
 // APIConfig tunes the query API.
 type APIConfig struct {
 	// ContinueTTL is how long a continue token stays valid. Default 15m.
 	ContinueTTL metav1.Duration `json:"continueTTL,omitempty"`
+}
+
+// ReadinessConfig is the /readyz policy (see server.ReadyPolicy).
+type ReadinessConfig struct {
+	Policy      string `json:"policy,omitempty"`
+	MinClusters int    `json:"minClusters,omitempty"`
 }
 
 // ClusterConfig applies to every cluster.
@@ -182,6 +189,12 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxConcurrentInitialLists < 0 {
 		errs = append(errs, field.Invalid(path("maxConcurrentInitialLists"), c.MaxConcurrentInitialLists, "must not be negative"))
+	}
+	if !oneOf(c.Readiness.Policy, "", "all", "any", "quorum", "atLeast") {
+		errs = append(errs, field.NotSupported(path("readiness.policy"), c.Readiness.Policy, []string{"all", "any", "quorum", "atLeast"}))
+	}
+	if c.Readiness.Policy == "atLeast" && c.Readiness.MinClusters < 1 {
+		errs = append(errs, field.Invalid(path("readiness.minClusters"), c.Readiness.MinClusters, "policy atLeast needs minClusters >= 1"))
 	}
 	if !oneOf(c.Log.Level, "", "debug", "info", "warn", "error") {
 		errs = append(errs, field.NotSupported(path("log.level"), c.Log.Level, []string{"debug", "info", "warn", "error"}))

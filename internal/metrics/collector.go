@@ -3,6 +3,8 @@
 package metrics
 
 import (
+	"sort"
+
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/fleetcache/fleetcache/clusters"
@@ -13,94 +15,202 @@ type StatusSource interface {
 	Status() []clusters.ClusterStatus
 }
 
-// Collector turns cluster and resource status into metrics.
+// Collector turns cluster and resource status into metrics. Register it with a
+// Registerer; it holds no state of its own.
 type Collector struct {
-	src StatusSource
+	src   StatusSource
+	descs []*prometheus.Desc
 
-	info, clusterSynced, clusterPhase, resourceSynced, resourcePhase, objects, watchConnected,
-	lastEvent, lastList, initialSync *prometheus.Desc
+	clusterInfo, clusterSynced, clusterPhase, clockOffset, lastProbe, clusterInitialSync *prometheus.Desc
+
+	resourceSynced, resourcePhase, objects, watchConnected, lastEvent, lastBookmark, lastList,
+	initialSyncDuration, lists, listErrors, relists, watchStarts, watchErrors, events, listDuration,
+	eventLag, rvLag, freshness *prometheus.Desc
 }
 
-// NewCollector returns a collector over src; register it with a Registerer.
+// NewCollector returns a collector over src.
 func NewCollector(src StatusSource) *Collector {
+	c := &Collector{src: src}
 	d := func(name, help string, labels ...string) *prometheus.Desc {
-		return prometheus.NewDesc("fleetcache_"+name, help, labels, nil)
+		desc := prometheus.NewDesc("fleetcache_"+name, help, labels, nil)
+		c.descs = append(c.descs, desc)
+		return desc
 	}
-	return &Collector{
-		src:            src,
-		info:           d("cluster_info", "Constant 1 per cached cluster, labelled with its apiserver URL and git version (empty until the first successful probe).", "cluster", "server", "version"),
-		clusterSynced:  d("cluster_synced", "1 if every cached resource of the cluster is Synced (or not served by it) and its apiserver answers the health probe, else 0.", "cluster"),
-		clusterPhase:   d("cluster_phase", "The cluster's phase as a state set: 1 for the current phase, 0 for the others.", "cluster", "phase"),
-		resourceSynced: d("resource_synced", "1 if the resource's informer has completed its initial list and its list/watch calls are not failing, else 0. Summed over namespaces when a resource is cached per namespace.", "cluster", "resource"),
-		resourcePhase:  d("resource_phase", "Number of informers of the resource (one per configured namespace, usually 1) in each phase.", "cluster", "resource", "phase"),
-		objects:        d("objects", "Objects currently held in the cache for the cluster and resource.", "cluster", "resource"),
-		watchConnected: d("watch_connected", "Number of open watch streams for the cluster and resource (1 per informer when healthy).", "cluster", "resource"),
-		lastEvent:      d("last_event_timestamp_seconds", "Unix time at which the last watch event (bookmarks included) for the cluster and resource was received; absent before the first.", "cluster", "resource"),
-		lastList:       d("last_list_timestamp_seconds", "Unix time at which the last successful list (or watch-list initial stream) for the cluster and resource completed; absent before the first.", "cluster", "resource"),
-		initialSync:    d("initial_sync_timestamp_seconds", "Unix time at which the cluster first had every resource synced; absent until then.", "cluster"),
-	}
+	cl, res := []string{"cluster"}, []string{"cluster", "resource"}
+	c.clusterInfo = d("cluster_info", "Constant 1 for each cached cluster, labelled with its apiserver URL and git version (empty until the first successful probe).", "cluster", "server", "version")
+	c.clusterSynced = d("cluster_synced", "1 if the cluster's phase is Synced: its apiserver answers the health probe and every cached resource is Synced (or not served by it); else 0.", cl...)
+	c.clusterPhase = d("cluster_phase", "The cluster's phase as a state set: 1 for the current phase, 0 for the others.", "cluster", "phase")
+	c.clockOffset = d("cluster_clock_offset_seconds", "Estimated apiserver clock minus fleetcache's clock, from the Date header of health probes (smoothed; the header has 1 s resolution). Event lag is corrected by it.", cl...)
+	c.lastProbe = d("cluster_last_probe_timestamp_seconds", "Unix time of the last health probe (GET /version) the apiserver answered.", cl...)
+	c.clusterInitialSync = d("initial_sync_timestamp_seconds", "Unix time at which every resource of the cluster was first synced.", cl...)
+	c.resourceSynced = d("resource_synced", "Number of the resource's informers (one per configured namespace, usually 1) that completed their initial list and whose list/watch calls are not failing.", res...)
+	c.resourcePhase = d("resource_phase", "Number of the resource's informers in each phase (a state set when there is one informer).", "cluster", "resource", "phase")
+	c.objects = d("objects", "Objects of the resource currently held in the cluster's cache.", res...)
+	c.watchConnected = d("watch_connected", "Number of open watch streams of the resource (1 per informer when healthy).", res...)
+	c.lastEvent = d("last_event_timestamp_seconds", "Unix time at which the last watch event (bookmarks included) for the resource arrived.", res...)
+	c.lastBookmark = d("last_bookmark_timestamp_seconds", "Unix time at which the last watch bookmark for the resource arrived; the apiserver sends one about every minute on an idle watch.", res...)
+	c.lastList = d("last_list_timestamp_seconds", "Unix time at which the last successful list (or watch-list initial stream) of the resource completed.", res...)
+	c.initialSyncDuration = d("initial_sync_duration_seconds", "Seconds from the informer's start to its first complete list; absent until then.", res...)
+	c.lists = d("lists_total", "List calls (and watch-list initial streams) made for the resource, including failed ones.", res...)
+	c.listErrors = d("list_errors_total", "List calls for the resource that failed.", res...)
+	c.relists = d("relists_total", "Successful lists after the informer's first one: the informer lost its watch position (410 Gone, errors) and listed everything again.", res...)
+	c.watchStarts = d("watch_starts_total", "Watch streams opened for the resource.", res...)
+	c.watchErrors = d("watch_errors_total", "Watch calls for the resource that failed, plus ERROR events received on open streams.", res...)
+	c.events = d("events_total", "Watch events received for the resource, by type (ADDED, MODIFIED, DELETED, BOOKMARK, ERROR); includes the initial events of watch-list streams.", "cluster", "resource", "type")
+	c.listDuration = d("list_duration_seconds", "Duration of successful list calls (and watch-list initial streams) for the resource.", res...)
+	c.eventLag = d("event_lag_seconds", "Receive time of each live watch event minus the object's server-side change time (newest managedFields time, creation or deletion request time; 1 s resolution, centred), corrected by the cluster's clock offset.", res...)
+	c.rvLag = d("resource_version_lag", "Revisions between the cluster's current resourceVersion (probed with a one-object list) and the newest one the cache has seen for the resource, as of the last probe.", res...)
+	c.freshness = d("freshness_seconds", "For each resourceVersion probe, the time until the cache reached the probed resourceVersion by an event or bookmark: the resource's real sync lag, measured without writing anything.", res...)
+	return c
 }
 
 // Describe implements prometheus.Collector.
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.info, c.clusterSynced, c.clusterPhase, c.resourceSynced, c.resourcePhase, c.objects, c.watchConnected, c.lastEvent, c.lastList, c.initialSync} {
+	for _, d := range c.descs {
 		ch <- d
 	}
 }
+
+// aggregate sums one resource's informers (several when namespaces are configured).
+type aggregate struct {
+	synced, objects, watches, rvLag     float64
+	phases                              map[clusters.Phase]float64
+	lastEvent, lastBookmark, lastList   float64
+	initialSync                         float64
+	lists, listErrors, relists          uint64
+	watchStarts, watchErrors            uint64
+	events                              map[string]uint64
+	listDuration, eventLag, freshness   clusters.Histogram
+	hasInitialSync, hasInformer, probed bool
+}
+
+func merge(into *clusters.Histogram, h clusters.Histogram) {
+	if into.Buckets == nil {
+		into.Buckets = map[float64]uint64{}
+	}
+	for b, n := range h.Buckets {
+		into.Buckets[b] += n
+	}
+	into.Count += h.Count
+	into.Sum += h.Sum
+}
+
+func unix(t interface{ UnixNano() int64 }) float64 { return float64(t.UnixNano()) / 1e9 }
 
 // Collect implements prometheus.Collector.
 func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
 		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
 	}
+	counter := func(d *prometheus.Desc, v uint64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...)
+	}
+	hist := func(d *prometheus.Desc, h clusters.Histogram, labels ...string) {
+		ch <- prometheus.MustNewConstHistogram(d, h.Count, h.Sum, h.Buckets, labels...)
+	}
 	for _, cs := range c.src.Status() {
-		gauge(c.info, 1, cs.Name, cs.Server, cs.Version)
+		gauge(c.clusterInfo, 1, cs.Name, cs.Server, cs.Version)
 		gauge(c.clusterSynced, b2f(cs.Phase == clusters.PhaseSynced), cs.Name)
 		for _, p := range clusters.Phases {
 			gauge(c.clusterPhase, b2f(cs.Phase == p), cs.Name, string(p))
 		}
+		if cs.ClockOffsetSeconds != nil {
+			gauge(c.clockOffset, *cs.ClockOffsetSeconds, cs.Name)
+		}
+		if cs.LastProbeTime != nil {
+			gauge(c.lastProbe, unix(cs.LastProbeTime), cs.Name)
+		}
 		if cs.InitialSyncTime != nil {
-			gauge(c.initialSync, float64(cs.InitialSyncTime.UnixNano())/1e9, cs.Name)
+			gauge(c.clusterInitialSync, unix(cs.InitialSyncTime), cs.Name)
 		}
-		type agg struct {
-			synced, objects, watches float64
-			phases                   map[clusters.Phase]float64
-			lastEvent, lastList      float64
-		}
-		byRes := map[string]*agg{}
-		var order []string
+
+		byRes := map[string]*aggregate{}
 		for _, r := range cs.Resources {
 			a := byRes[r.Resource]
 			if a == nil {
-				a = &agg{phases: map[clusters.Phase]float64{}}
+				a = &aggregate{phases: map[clusters.Phase]float64{}, events: map[string]uint64{}}
 				byRes[r.Resource] = a
-				order = append(order, r.Resource)
 			}
+			a.phases[r.Phase]++
 			a.synced += b2f(r.Phase == clusters.PhaseSynced)
 			a.objects += float64(r.Objects)
 			a.watches += b2f(r.WatchConnected)
-			a.phases[r.Phase]++
+			if r.Phase == clusters.PhaseNotServed {
+				continue // no informer: no call counters
+			}
+			a.hasInformer = true
+			k := r.Counters
 			if r.LastEventTime != nil {
-				a.lastEvent = max(a.lastEvent, float64(r.LastEventTime.UnixNano())/1e9)
+				a.lastEvent = max(a.lastEvent, unix(r.LastEventTime))
+			}
+			if k.LastBookmarkTime != nil {
+				a.lastBookmark = max(a.lastBookmark, unix(k.LastBookmarkTime))
 			}
 			if r.LastListTime != nil {
-				a.lastList = max(a.lastList, float64(r.LastListTime.UnixNano())/1e9)
+				a.lastList = max(a.lastList, unix(r.LastListTime))
+			}
+			if k.InitialSyncDuration > 0 {
+				a.initialSync, a.hasInitialSync = max(a.initialSync, k.InitialSyncDuration.Seconds()), true
+			}
+			a.lists += k.Lists
+			a.listErrors += k.ListErrors
+			a.relists += k.Relists
+			a.watchStarts += k.WatchStarts
+			a.watchErrors += k.WatchErrors
+			for t, n := range k.Events {
+				a.events[t] += n
+			}
+			merge(&a.listDuration, k.ListDuration)
+			merge(&a.eventLag, k.EventLag)
+			merge(&a.freshness, k.Freshness)
+			if k.ProbedResourceVersionKnown {
+				a.rvLag += float64(k.ResourceVersionLag)
+				a.probed = true
 			}
 		}
-		for _, res := range order {
+		names := make([]string, 0, len(byRes))
+		for n := range byRes {
+			names = append(names, n)
+		}
+		sort.Strings(names)
+		for _, res := range names {
 			a := byRes[res]
-			gauge(c.resourceSynced, a.synced, cs.Name, res)
-			gauge(c.objects, a.objects, cs.Name, res)
-			gauge(c.watchConnected, a.watches, cs.Name, res)
+			l := []string{cs.Name, res}
+			gauge(c.resourceSynced, a.synced, l...)
+			gauge(c.objects, a.objects, l...)
+			gauge(c.watchConnected, a.watches, l...)
 			for _, p := range clusters.Phases {
 				gauge(c.resourcePhase, a.phases[p], cs.Name, res, string(p))
 			}
+			if !a.hasInformer {
+				continue
+			}
 			if a.lastEvent > 0 {
-				gauge(c.lastEvent, a.lastEvent, cs.Name, res)
+				gauge(c.lastEvent, a.lastEvent, l...)
+			}
+			if a.lastBookmark > 0 {
+				gauge(c.lastBookmark, a.lastBookmark, l...)
 			}
 			if a.lastList > 0 {
-				gauge(c.lastList, a.lastList, cs.Name, res)
+				gauge(c.lastList, a.lastList, l...)
 			}
+			if a.hasInitialSync {
+				gauge(c.initialSyncDuration, a.initialSync, l...)
+			}
+			if a.probed {
+				gauge(c.rvLag, a.rvLag, l...)
+			}
+			counter(c.lists, a.lists, l...)
+			counter(c.listErrors, a.listErrors, l...)
+			counter(c.relists, a.relists, l...)
+			counter(c.watchStarts, a.watchStarts, l...)
+			counter(c.watchErrors, a.watchErrors, l...)
+			for _, t := range []string{"ADDED", "MODIFIED", "DELETED", "BOOKMARK", "ERROR"} {
+				counter(c.events, a.events[t], cs.Name, res, t)
+			}
+			hist(c.listDuration, a.listDuration, l...)
+			hist(c.eventLag, a.eventLag, l...)
+			hist(c.freshness, a.freshness, l...)
 		}
 	}
 }

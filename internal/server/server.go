@@ -35,6 +35,10 @@ type Options struct {
 	// MaxResponseBytes cuts a page short (with a continue token) once its encoded items
 	// reach this size. Default 32 MiB.
 	MaxResponseBytes int
+	// Ready is the /readyz policy.
+	Ready ReadyPolicy
+	// Registerer receives the HTTP request metrics. Nil: none.
+	Registerer prometheus.Registerer
 }
 
 // Handler returns the daemon's HTTP handler.
@@ -52,27 +56,22 @@ func Handler(opts Options) http.Handler {
 		opts.Logger = zap.NewNop()
 	}
 	a := &api{opts: opts, ix: opts.Index}
+	m := newHTTPMetrics(opts.Registerer)
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Write([]byte("ok\n"))
 	})
-	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
-		if !opts.Fleet.Ready() {
-			http.Error(w, "initial sync in progress\n", http.StatusServiceUnavailable)
-			return
-		}
-		w.Write([]byte("ok\n"))
-	})
+	mux.HandleFunc("GET /readyz", a.readyz)
 	if opts.Gatherer != nil {
 		mux.Handle("GET /metrics", promhttp.HandlerFor(opts.Gatherer, promhttp.HandlerOpts{}))
 	}
-	mux.HandleFunc("GET /api/v1/clusters", a.clusters)
+	mux.Handle("GET /api/v1/clusters", m.instrument("clusters", a.clusters))
 	if a.ix != nil {
-		mux.HandleFunc("GET /api/v1/resources", a.resources)
-		mux.HandleFunc("GET /api/v1/objects", a.list)
-		mux.HandleFunc("GET /api/v1/objects/{cluster}/{resource}/{namespace}/{name}", a.get)
-		mux.HandleFunc("GET /api/v1/count", a.count)
-		mux.HandleFunc("GET /api/v1/watch", a.watch)
+		mux.Handle("GET /api/v1/resources", m.instrument("resources", a.resources))
+		mux.Handle("GET /api/v1/objects", m.instrument("objects", a.list))
+		mux.Handle("GET /api/v1/objects/{cluster}/{resource}/{namespace}/{name}", m.instrument("object", a.get))
+		mux.Handle("GET /api/v1/count", m.instrument("count", a.count))
+		mux.Handle("GET /api/v1/watch", m.instrumentStream("watch", a.watch))
 	}
 	mux.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "NotFound", "no such endpoint: "+r.Method+" "+r.URL.Path+" (see docs/api.md)")

@@ -230,10 +230,12 @@ func (lw *observedLW) WatchWithContext(ctx context.Context, opts metav1.ListOpti
 	w, err := lw.inner.WatchWithContext(wctx, opts)
 	timer.Stop()
 	lw.rc.mu.Lock()
+	if initial {
+		lw.rc.cnt.lists++ // a watch-list stream is this informer's list
+	}
 	if err != nil {
 		lw.rc.cnt.watchErrors++
 		if initial {
-			lw.rc.cnt.lists++
 			lw.rc.cnt.listErrors++
 		}
 	} else {
@@ -287,6 +289,12 @@ func (w *observedWatch) run() {
 		w.release()
 		w.cancel()
 		w.rc.update(func(f *resourceFacts) { f.watchConnected = false })
+		if w.initial {
+			// The stream ended before its initial events were complete: a failed list.
+			w.rc.mu.Lock()
+			w.rc.cnt.listErrors++
+			w.rc.mu.Unlock()
+		}
 	}()
 	clock := w.rc.cluster.opts.Clock
 	for {

@@ -42,6 +42,8 @@ func (m *httpMetrics) instrument(name string, h http.HandlerFunc) http.Handler {
 		return h
 	}
 	l := prometheus.Labels{"handler": name}
+	// Present from the start, so dashboards and alerts find the series before traffic.
+	m.requests.WithLabelValues(name, "get", "200")
 	return promhttp.InstrumentHandlerDuration(m.duration.MustCurryWith(l), promhttp.InstrumentHandlerCounter(m.requests.MustCurryWith(l), h))
 }
 

@@ -1,0 +1,452 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/kubernetes"
+	"sigs.k8s.io/yaml"
+)
+
+// scrape reads /metrics into metric families.
+func (d *daemon) scrape(t testing.TB) map[string]*dto.MetricFamily {
+	t.Helper()
+	resp, err := http.Get(d.url + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	fams, err := parser.TextToMetricFamilies(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fams
+}
+
+// value returns the sample of a gauge or counter with exactly these labels.
+func value(fams map[string]*dto.MetricFamily, name string, labels map[string]string) (float64, bool) {
+	m := find(fams, name, labels)
+	if m == nil {
+		return 0, false
+	}
+	switch {
+	case m.Gauge != nil:
+		return m.Gauge.GetValue(), true
+	case m.Counter != nil:
+		return m.Counter.GetValue(), true
+	}
+	return 0, false
+}
+
+func find(fams map[string]*dto.MetricFamily, name string, labels map[string]string) *dto.Metric {
+	f := fams[name]
+	if f == nil {
+		return nil
+	}
+next:
+	for _, m := range f.Metric {
+		for k, v := range labels {
+			found := false
+			for _, lp := range m.Label {
+				if lp.GetName() == k && lp.GetValue() == v {
+					found = true
+				}
+			}
+			if !found {
+				continue next
+			}
+		}
+		return m
+	}
+	return nil
+}
+
+func waitFor(t testing.TB, timeout time.Duration, what string, cond func() (bool, string)) {
+	t.Helper()
+	var msg string
+	err := wait.PollUntilContextTimeout(context.Background(), 100*time.Millisecond, timeout, true, func(context.Context) (bool, error) {
+		var ok bool
+		ok, msg = cond()
+		return ok, nil
+	})
+	if err != nil {
+		t.Fatalf("%s: not within %s: %s", what, timeout, msg)
+	}
+}
+
+func TestObjectMetricsEqualKubectl(t *testing.T) {
+	d := startDaemon(t)
+	for _, c := range fleet.Clusters {
+		for _, res := range e2eResources {
+			want := len(kubectlSet(t, res, "-A"))
+			waitFor(t, 15*time.Second, c.Name+"/"+res, func() (bool, string) {
+				got, ok := value(d.scrape(t), "fleetcache_objects", map[string]string{"cluster": c.Name, "resource": res})
+				want = countIn(kubectlSet(t, res, "-A"), c.Name)
+				return ok && int(got) == want, fmt.Sprintf("fleetcache_objects %v (present %v), kubectl %d", got, ok, want)
+			})
+		}
+	}
+}
+
+func countIn(keys []string, cluster string) int {
+	n := 0
+	for _, k := range keys {
+		if strings.HasPrefix(k, cluster+"/") {
+			n++
+		}
+	}
+	return n
+}
+
+func TestEventsTotalCountsExactlyTheEventsCaused(t *testing.T) {
+	d := startDaemon(t)
+	c := fleet.Clusters[2]
+	cs := kubernetes.NewForConfigOrDie(c.AdminConfig())
+	ctx := context.Background()
+	read := func() map[string]float64 {
+		fams := d.scrape(t)
+		out := map[string]float64{}
+		for _, typ := range []string{"ADDED", "MODIFIED", "DELETED"} {
+			out[typ], _ = value(fams, "fleetcache_events_total", map[string]string{"cluster": c.Name, "resource": "configmaps", "type": typ})
+		}
+		return out
+	}
+	before := read()
+	const n = 3
+	for i := range n {
+		cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("counted-%d", i), Namespace: "default"}, Data: map[string]string{"v": "1"}}
+		created, err := cs.CoreV1().ConfigMaps("default").Create(ctx, cm, metav1.CreateOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		created.Data["v"] = "2"
+		if _, err := cs.CoreV1().ConfigMaps("default").Update(ctx, created, metav1.UpdateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		if err := cs.CoreV1().ConfigMaps("default").Delete(ctx, cm.Name, metav1.DeleteOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	delta := func() map[string]float64 {
+		now := read()
+		return map[string]float64{"ADDED": now["ADDED"] - before["ADDED"], "MODIFIED": now["MODIFIED"] - before["MODIFIED"], "DELETED": now["DELETED"] - before["DELETED"]}
+	}
+	waitFor(t, 15*time.Second, "events counted", func() (bool, string) {
+		d := delta()
+		return d["DELETED"] >= n, fmt.Sprint(d)
+	})
+	if got := delta(); got["ADDED"] != n || got["MODIFIED"] != n || got["DELETED"] != n {
+		t.Errorf("events_total grew by %v, want %d of each", got, n)
+	}
+}
+
+func promtool(t *testing.T) string {
+	t.Helper()
+	path, err := exec.LookPath("promtool")
+	if err != nil {
+		if os.Getenv("FLEETCACHE_REQUIRE_PROMTOOL") != "" {
+			t.Fatal("promtool not found (install Debian's prometheus package)")
+		}
+		t.Skip("promtool not installed")
+	}
+	return path
+}
+
+func TestPromtoolAcceptsMetricsAndRules(t *testing.T) {
+	d := startDaemon(t)
+	bin := promtool(t)
+	resp, err := http.Get(d.url + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	cmd := exec.Command(bin, "check", "metrics")
+	cmd.Stdin = strings.NewReader(string(body))
+	if out, err := cmd.CombinedOutput(); err != nil || len(strings.TrimSpace(string(out))) > 0 {
+		t.Errorf("promtool check metrics: %v\n%s", err, out)
+	}
+	if out, err := exec.Command(bin, "check", "rules", "../deploy/monitoring/fleetcache-rules.yaml").CombinedOutput(); err != nil {
+		t.Errorf("promtool check rules: %v\n%s", err, out)
+	}
+}
+
+var metricName = regexp.MustCompile(`fleetcache_[a-z_]+`)
+
+// TestDashboardAndRulesUseLiveMetrics checks that every metric named by the dashboard and
+// the alert rules exists in a live scrape.
+func TestDashboardAndRulesUseLiveMetrics(t *testing.T) {
+	d := startDaemon(t)
+	// Histograms and the lag gauges appear once events and probes have happened.
+	waitFor(t, 20*time.Second, "probes and events", func() (bool, string) {
+		fams := d.scrape(t)
+		_, ok1 := fams["fleetcache_resource_version_lag"]
+		_, ok2 := fams["fleetcache_last_bookmark_timestamp_seconds"]
+		return ok1 && ok2, "resource_version_lag or last_bookmark missing"
+	})
+	fams := d.scrape(t)
+	var exprs []string
+	raw, err := os.ReadFile("../deploy/monitoring/fleetcache-dashboard.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var dash struct {
+		Panels []struct {
+			Targets []struct{ Expr string } `json:"targets"`
+		} `json:"panels"`
+		Templating struct {
+			List []struct{ Definition string } `json:"list"`
+		} `json:"templating"`
+	}
+	if err := json.Unmarshal(raw, &dash); err != nil {
+		t.Fatalf("dashboard is not valid JSON: %v", err)
+	}
+	for _, p := range dash.Panels {
+		for _, tg := range p.Targets {
+			exprs = append(exprs, tg.Expr)
+		}
+	}
+	for _, v := range dash.Templating.List {
+		exprs = append(exprs, v.Definition)
+	}
+	raw, err = os.ReadFile("../deploy/monitoring/fleetcache-rules.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rules struct {
+		Groups []struct {
+			Rules []struct{ Expr string } `json:"rules"`
+		} `json:"groups"`
+	}
+	if err := yaml.Unmarshal(raw, &rules); err != nil {
+		t.Fatal(err)
+	}
+	for _, g := range rules.Groups {
+		for _, r := range g.Rules {
+			exprs = append(exprs, r.Expr)
+		}
+	}
+	if len(exprs) < 10 {
+		t.Fatalf("only %d expressions found", len(exprs))
+	}
+	for _, e := range exprs {
+		for _, name := range metricName.FindAllString(e, -1) {
+			base := name
+			for _, suffix := range []string{"_bucket", "_sum", "_count"} {
+				if f, ok := fams[strings.TrimSuffix(name, suffix)]; ok && f.GetType() == dto.MetricType_HISTOGRAM {
+					base = strings.TrimSuffix(name, suffix)
+				}
+			}
+			if _, ok := fams[base]; !ok {
+				t.Errorf("%s (in %q) is not in a live scrape", name, e)
+			}
+		}
+	}
+}
+
+// TestReportedLagMatchesMeasuredLag writes about 200 updates a second to one cluster and
+// compares the mean event lag fleetcache reports with the mean the test measures itself
+// (write to event seen through /api/v1/watch).
+func TestReportedLagMatchesMeasuredLag(t *testing.T) {
+	d := startDaemon(t)
+	c := fleet.Clusters[0]
+	cs := kubernetes.NewForConfigOrDie(c.AdminConfig())
+	ctx := context.Background()
+	const writers, perWriter = 4, 100
+	for w := range writers {
+		cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("load-%d", w), Namespace: "default", Labels: map[string]string{"e2e": "load"}}, Data: map[string]string{"seq": "0"}}
+		if _, err := cs.CoreV1().ConfigMaps("default").Create(ctx, cm, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		defer cs.CoreV1().ConfigMaps("default").Delete(ctx, cm.Name, metav1.DeleteOptions{})
+	}
+	ch, stop := openWatch(t, d, url.Values{"resource": {"configmaps"}, "cluster": {c.Name}, "labelSelector": {"e2e=load"}})
+	defer stop()
+	lagFamilies := func() (sum, count float64) {
+		m := find(d.scrape(t), "fleetcache_event_lag_seconds", map[string]string{"cluster": c.Name, "resource": "configmaps"})
+		if m == nil || m.Histogram == nil {
+			return 0, 0
+		}
+		return m.Histogram.GetSampleSum(), float64(m.Histogram.GetSampleCount())
+	}
+	sum0, count0 := lagFamilies()
+
+	var mu sync.Mutex
+	written := map[string]time.Time{} // name/seq -> when the update was sent
+	var wg sync.WaitGroup
+	start := time.Now()
+	for w := range writers {
+		wg.Go(func() {
+			tick := time.NewTicker(time.Second / 50) // 4 writers x 50/s = 200 updates/s
+			defer tick.Stop()
+			name := fmt.Sprintf("load-%d", w)
+			for i := 1; i <= perWriter; i++ {
+				<-tick.C
+				cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "default", Labels: map[string]string{"e2e": "load"}}, Data: map[string]string{"seq": fmt.Sprint(i)}}
+				// Recorded before the call: the event can arrive before the response does.
+				mu.Lock()
+				written[fmt.Sprintf("%s/%d", name, i)] = time.Now()
+				mu.Unlock()
+				if _, err := cs.CoreV1().ConfigMaps("default").Update(ctx, cm, metav1.UpdateOptions{}); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		})
+	}
+	var measured []float64
+	deadline := time.After(60 * time.Second)
+	for len(measured) < writers*perWriter {
+		select {
+		case l, ok := <-ch:
+			if !ok {
+				t.Fatal("watch ended")
+			}
+			if l.Type != "MODIFIED" {
+				continue
+			}
+			seen := time.Now()
+			key := fmt.Sprintf("%s/%s", l.Object.Metadata.Name, l.Object.Data["seq"])
+			mu.Lock()
+			at, ok := written[key]
+			mu.Unlock()
+			if ok {
+				measured = append(measured, seen.Sub(at).Seconds())
+			}
+		case <-deadline:
+			t.Fatalf("saw %d of %d updates", len(measured), writers*perWriter)
+		}
+	}
+	wg.Wait()
+	rate := float64(writers*perWriter) / time.Since(start).Seconds()
+	var total float64
+	for _, v := range measured {
+		total += v
+	}
+	measuredMean := total / float64(len(measured))
+	var reportedMean float64
+	waitFor(t, 10*time.Second, "lag observations", func() (bool, string) {
+		sum1, count1 := lagFamilies()
+		if count1-count0 < float64(writers*perWriter) {
+			return false, fmt.Sprintf("%v observations", count1-count0)
+		}
+		reportedMean = (sum1 - sum0) / (count1 - count0)
+		return true, ""
+	})
+	t.Logf("%.0f updates/s; mean lag measured by the test %.3fs, reported by fleetcache %.3fs", rate, measuredMean, reportedMean)
+	if math.Abs(reportedMean-measuredMean) > 1 {
+		t.Errorf("reported mean lag %.3fs is more than 1s from the measured %.3fs", reportedMean, measuredMean)
+	}
+}
+
+func readyz(t testing.TB, d *daemon) (int, string) {
+	resp, err := http.Get(d.url + "/readyz?verbose")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(body)
+}
+
+func TestStoppedClusterShowsInMetricsAndReadiness(t *testing.T) {
+	d := startDaemon(t)
+	victim := fleet.Clusters[1]
+	if code, body := readyz(t, d); code != http.StatusOK {
+		t.Fatalf("not ready before the fault: %s", body)
+	}
+	if err := victim.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		_ = victim.Cont()
+		waitFor(t, 30*time.Second, "ready again", func() (bool, string) {
+			code, body := readyz(t, d)
+			return code == http.StatusOK, body
+		})
+	}()
+	// Probe interval 1s + request timeout 2s, well within 1s + 10s.
+	waitFor(t, 11*time.Second, "metrics show the stopped cluster", func() (bool, string) {
+		fams := d.scrape(t)
+		synced, _ := value(fams, "fleetcache_cluster_synced", map[string]string{"cluster": victim.Name})
+		unreachable, _ := value(fams, "fleetcache_cluster_phase", map[string]string{"cluster": victim.Name, "phase": "Unreachable"})
+		return synced == 0 && unreachable == 1, fmt.Sprintf("synced %v unreachable %v", synced, unreachable)
+	})
+	fams := d.scrape(t)
+	for _, c := range fleet.Clusters {
+		if c == victim {
+			continue
+		}
+		if v, _ := value(fams, "fleetcache_cluster_synced", map[string]string{"cluster": c.Name}); v != 1 {
+			t.Errorf("healthy cluster %s shows synced=%v", c.Name, v)
+		}
+	}
+	// The e2e daemon's policy is "atLeast 3 synced": one stopped cluster makes it unready.
+	code, body := readyz(t, d)
+	if code != http.StatusServiceUnavailable || !strings.Contains(body, "[-]cluster "+victim.Name) || !strings.Contains(body, "atLeast") {
+		t.Errorf("readyz: %d\n%s", code, body)
+	}
+}
+
+func TestKillAndRestartCountsRelistsAndRecovers(t *testing.T) {
+	d := startDaemon(t)
+	victim := fleet.Clusters[1]
+	counters := func() (lists, errors, relists, starts float64) {
+		fams := d.scrape(t)
+		l := map[string]string{"cluster": victim.Name, "resource": "pods"}
+		lists, _ = value(fams, "fleetcache_lists_total", l)
+		errors, _ = value(fams, "fleetcache_list_errors_total", l)
+		relists, _ = value(fams, "fleetcache_relists_total", l)
+		starts, _ = value(fams, "fleetcache_watch_starts_total", l)
+		return
+	}
+	lists0, errs0, relists0, starts0 := counters()
+	if err := victim.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 15*time.Second, "cluster seen down", func() (bool, string) {
+		v, _ := value(d.scrape(t), "fleetcache_cluster_synced", map[string]string{"cluster": victim.Name})
+		return v == 0, "still synced"
+	})
+	if err := victim.Restart(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 60*time.Second, "watch re-established", func() (bool, string) {
+		_, _, _, starts := counters()
+		v, _ := value(d.scrape(t), "fleetcache_cluster_synced", map[string]string{"cluster": victim.Name})
+		return v == 1 && starts > starts0, fmt.Sprintf("synced %v, watch starts %v -> %v", v, starts0, starts)
+	})
+	lists, errs, relists, _ := counters()
+	// Every successful list after the first is a relist: whether or not the informer had to
+	// list again, the counters agree with each other.
+	if relists-relists0 != (lists-lists0)-(errs-errs0) {
+		t.Errorf("relists grew by %v but successful lists by %v", relists-relists0, (lists-lists0)-(errs-errs0))
+	}
+	t.Logf("after kill and restart: %v successful lists, %v relists, %v failed lists", (lists-lists0)-(errs-errs0), relists-relists0, errs-errs0)
+	for _, res := range e2eResources {
+		waitFor(t, 15*time.Second, res+" count back to kubectl's", func() (bool, string) {
+			got, _ := value(d.scrape(t), "fleetcache_objects", map[string]string{"cluster": victim.Name, "resource": res})
+			want := countIn(kubectlSet(t, res, "-A"), victim.Name)
+			return int(got) == want, fmt.Sprintf("%v vs %d", got, want)
+		})
+	}
+}

@@ -11,9 +11,10 @@ export FLEETCACHE_CACHE ?= $(CURDIR)/.cache
 
 ## build: the fleetcache binary in bin/ (static, version-stamped), and bin/kubectl-fleet,
 ## the same binary as a kubectl plugin
+BINDIR ?= bin
 build:
-	CGO_ENABLED=0 go build -trimpath -ldflags "$(LDFLAGS)" -o bin/fleetcache ./cmd/fleetcache
-	ln -sf fleetcache bin/kubectl-fleet
+	CGO_ENABLED=0 go build -trimpath -ldflags "$(LDFLAGS)" -o $(BINDIR)/fleetcache ./cmd/fleetcache
+	ln -sf fleetcache $(BINDIR)/kubectl-fleet
 
 ## bins: etcd, kube-apiserver and kubectl into .cache/bin (cold: ~6 min; then cached)
 bins:

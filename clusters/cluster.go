@@ -208,7 +208,11 @@ func (c *Cluster) Start(ctx context.Context) error {
 		return nil
 	}
 	if c.target.Config.Host != "" {
-		c.log.Info("cluster starting", zap.String("context", c.target.Context), zap.String("server", c.target.Config.Host), zap.Int("resources", len(c.opts.Resources)))
+		names := make([]string, len(c.opts.Resources))
+		for i, r := range c.opts.Resources {
+			names[i] = r.Name
+		}
+		c.log.Info("cluster starting", zap.String("context", c.target.Context), zap.String("server", c.target.Config.Host), zap.Strings("resources", names))
 	}
 	cfg := rest.CopyConfig(c.target.Config)
 	cfg.QPS, cfg.Burst = c.opts.QPS, c.opts.Burst
@@ -237,6 +241,7 @@ func (c *Cluster) Start(ctx context.Context) error {
 	wg.Go(func() { c.probeLoop(ctx, probeClient) })
 	wg.Go(func() { c.discoveryLoop(ctx, cached) })
 	wg.Go(func() { c.syncDeadline(ctx) })
+	wg.Go(func() { c.reportProgress(ctx) })
 	<-ctx.Done()
 	wg.Wait()
 	c.stop()
@@ -372,6 +377,40 @@ func (c *Cluster) syncDeadline(ctx context.Context) {
 	case <-ctx.Done():
 	case <-c.opts.Clock.After(c.opts.InitialSyncTimeout):
 		c.resourceChanged()
+	}
+}
+
+// progressInterval is how often a cluster still in its initial sync logs its progress.
+const progressInterval = 5 * time.Second
+
+// reportProgress logs, until the initial sync completes, how far it got: large clusters
+// take minutes, and an operator should see them moving.
+func (c *Cluster) reportProgress(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-c.opts.Clock.After(progressInterval):
+		}
+		s := c.Status()
+		if s.InitialSyncTime != nil {
+			return
+		}
+		objects, synced, served := 0, 0, 0
+		for _, r := range s.Resources {
+			if r.Phase == PhaseNotServed {
+				continue
+			}
+			served++
+			if r.InitialSyncTime != nil {
+				synced++
+				objects += r.Objects
+			} else {
+				objects += int(r.Counters.Events["ADDED"]) // streamed so far by a watch-list
+			}
+		}
+		c.log.Info("initial sync in progress", zap.Int("objectsSoFar", objects), zap.Int("resourcesSynced", synced),
+			zap.Int("resources", served), zap.String("phase", string(s.Phase)), zap.String("reason", s.Reason))
 	}
 }
 

@@ -9,9 +9,12 @@ package main
 
 import (
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/fleetcache/fleetcache/internal/version"
 )
@@ -37,6 +40,13 @@ func main() {
 			fmt.Fprintln(os.Stderr, "error:", err)
 			os.Exit(1)
 		}
+	case "probe":
+		// For exec probes and container health checks where kubelet's HTTP probes cannot
+		// reach (a sidecar listening on loopback) and the image has no curl.
+		if err := probe(os.Args[2:]); err != nil {
+			fmt.Fprintln(os.Stderr, "probe:", err)
+			os.Exit(1)
+		}
 	case "version", "--version":
 		fmt.Println("fleetcache", version.Version)
 	case "help", "-h", "--help":
@@ -56,8 +66,26 @@ func usage() {
   fleetcache watch RESOURCE [filters as for get] [-o json]
   fleetcache clusters        every cluster's phase, objects and freshness
   fleetcache version         print the version
+  fleetcache probe URL       exit 0 if URL answers 200 within 5s (for exec probes)
 The client commands talk to a running daemon (--server, default http://127.0.0.1:8080).
 Installed on PATH as kubectl-fleet, they work as a kubectl plugin: kubectl fleet get pods -A.
 Run "fleetcache serve -h" for the flags.
 `)
+}
+
+func probe(args []string) error {
+	if len(args) != 1 {
+		return fmt.Errorf("usage: fleetcache probe URL")
+	}
+	client := &http.Client{Timeout: 5 * time.Second}
+	resp, err := client.Get(args[0])
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+		return fmt.Errorf("%s: %s: %s", args[0], resp.Status, strings.TrimSpace(string(body)))
+	}
+	return nil
 }

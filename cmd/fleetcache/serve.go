@@ -62,6 +62,8 @@ func loadConfig(args []string) (*config.Config, error) {
 		syncTO     = fs.Duration("initial-sync-timeout", 0, "after this a cluster still syncing no longer holds back readiness (default 2m)")
 		maxLists   = fs.Int("max-concurrent-lists", 0, "fleet-wide cap on concurrent initial lists (default 4)")
 		contTTL    = fs.Duration("continue-ttl", 0, "lifetime of a continue token (default 15m)")
+		grace      = fs.Duration("shutdown-grace-period", 0, "time in-flight requests and watch streams get after SIGTERM (default 20s)")
+		inCluster  = fs.String("in-cluster", "", "add the cluster fleetcache runs in: auto (default), always or never")
 		readyPol   = fs.String("ready-policy", "", "when /readyz is ok: all (default), any, quorum or atLeast (with --ready-min)")
 		readyMin   = fs.Int("ready-min", 0, "clusters that must be Synced for --ready-policy atLeast")
 		logLevel   = fs.String("log-level", "", "debug, info, warn or error (default info)")
@@ -111,6 +113,10 @@ func loadConfig(args []string) (*config.Config, error) {
 			cfg.Cluster.InitialSyncTimeout = metav1.Duration{Duration: *syncTO}
 		case "max-concurrent-lists":
 			cfg.MaxConcurrentInitialLists = *maxLists
+		case "shutdown-grace-period":
+			cfg.ShutdownGracePeriod = metav1.Duration{Duration: *grace}
+		case "in-cluster":
+			cfg.InCluster.Mode = *inCluster
 		case "ready-policy":
 			cfg.Readiness.Policy = *readyPol
 		case "ready-min":
@@ -170,10 +176,7 @@ func serve(args []string) error {
 	index := aggregator.New(aggregator.StatusFunc(func() []clusters.ClusterStatus { return fleet.Status() }), aggregator.Options{ContinueTTL: cfg.API.ContinueTTL.Duration})
 	clusterOpts := cfg.ClusterOptions()
 	clusterOpts.Handler = index
-	fleet = clusters.NewFleet(
-		clusters.KubeconfigSource{Paths: cfg.Kubeconfig, Filter: cfg.Contexts},
-		clusters.FleetOptions{Cluster: clusterOpts, Logger: log},
-	)
+	fleet = clusters.NewFleet(cfg.Source(), clusters.FleetOptions{Cluster: clusterOpts, Logger: log})
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	go func() {
@@ -189,17 +192,27 @@ func serve(args []string) error {
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
-	handler := server.Handler(server.Options{
+	handler := server.New(server.Options{
 		Fleet: fleet, Index: index, Gatherer: reg, Registerer: reg, Logger: log,
 		Ready: server.ReadyPolicy{Mode: cfg.Readiness.Policy, Min: cfg.Readiness.MinClusters},
 	})
 	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second}
+	// Watch streams never go idle by themselves: end them when shutdown starts, so that
+	// Shutdown can wait for the rest.
+	srv.RegisterOnShutdown(handler.EndStreams)
+	var resourceNames []string
+	for _, r := range cfg.Resources {
+		resourceNames = append(resourceNames, r.Name)
+	}
 	log.Info("fleetcache starting", zap.String("version", version.Version), zap.String("listen", ln.Addr().String()),
-		zap.Strings("kubeconfig", cfg.Kubeconfig), zap.Int("resources", len(cfg.Resources)))
+		zap.Strings("kubeconfig", cfg.Kubeconfig), zap.Bool("inCluster", cfg.UseInCluster()), zap.Strings("resources", resourceNames))
 
+	// The caches outlive the signal: requests still in flight are answered from them.
+	fleetCtx, cancelFleet := context.WithCancel(context.Background())
+	defer cancelFleet()
 	fleetDone := make(chan struct{})
 	go func() {
-		_ = fleet.Start(ctx)
+		_ = fleet.Start(fleetCtx)
 		close(fleetDone)
 	}()
 	serveErr := make(chan error, 1)
@@ -210,11 +223,16 @@ func serve(args []string) error {
 	case err := <-serveErr:
 		return fmt.Errorf("http server: %w", err)
 	}
-	stop() // a second signal now kills the process
-	log.Info("shutting down")
-	shutdownCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	stop() // a second signal now kills the process at once
+	log.Info("shutting down: no new requests; in-flight requests and watch streams get the grace period",
+		zap.Duration("gracePeriod", cfg.ShutdownGracePeriod.Duration))
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownGracePeriod.Duration)
 	defer cancel()
-	_ = srv.Shutdown(shutdownCtx)
+	if err := srv.Shutdown(shutdownCtx); err != nil {
+		log.Warn("grace period over; closing the remaining connections", zap.Error(err))
+		_ = srv.Close()
+	}
+	cancelFleet()
 	<-fleetDone
 	log.Info("stopped")
 	return nil

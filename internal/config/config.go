@@ -38,6 +38,22 @@ type Config struct {
 	Log                       LogConfig       `json:"log,omitempty"`
 	API                       APIConfig       `json:"api,omitempty"`
 	Readiness                 ReadinessConfig `json:"readiness,omitempty"`
+	InCluster                 InClusterConfig `json:"inCluster,omitempty"`
+	// ShutdownGracePeriod bounds how long in-flight requests and watch streams get to
+	// finish after SIGTERM. Default 20s (inside Kubernetes' default 30s).
+	ShutdownGracePeriod metav1.Duration `json:"shutdownGracePeriod,omitempty"`
+}
+
+// InClusterConfig adds the cluster fleetcache runs in as a source.
+type InClusterConfig struct {
+	// Mode: auto (default: when running in a pod with a service account token), always
+	// or never.
+	Mode string `json:"mode,omitempty"`
+	// Name of the local cluster. Default "local".
+	Name string `json:"name,omitempty"`
+	// ServiceAccountDir holds token and ca.crt. Default
+	// /var/run/secrets/kubernetes.io/serviceaccount.
+	ServiceAccountDir string `json:"serviceAccountDir,omitempty"`
 }
 
 // APIConfig tunes the query API.
@@ -95,7 +111,19 @@ func (c *Config) SetDefaults() {
 		c.Listen = DefaultListen
 	}
 	if len(c.Kubeconfig) == 0 {
-		c.Kubeconfig = clusters.DefaultKubeconfigPaths()
+		// The defaults count only when they exist: in a pod, the in-cluster source may be
+		// the only one.
+		for _, p := range clusters.DefaultKubeconfigPaths() {
+			if _, err := os.Stat(p); err == nil {
+				c.Kubeconfig = append(c.Kubeconfig, p)
+			}
+		}
+	}
+	if c.InCluster.Mode == "" {
+		c.InCluster.Mode = "auto"
+	}
+	if c.ShutdownGracePeriod.Duration == 0 {
+		c.ShutdownGracePeriod.Duration = 20 * time.Second
 	}
 	if len(c.Resources) == 0 {
 		c.Resources = clusters.DefaultResources()
@@ -116,6 +144,17 @@ func (c *Config) Validate() error {
 	var errs field.ErrorList
 	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
 		errs = append(errs, field.Invalid(field.NewPath("listen"), c.Listen, err.Error()))
+	}
+	if !oneOf(c.InCluster.Mode, "", "auto", "always", "never") {
+		errs = append(errs, field.NotSupported(path("inCluster.mode"), c.InCluster.Mode, []string{"auto", "always", "never"}))
+	}
+	if c.InCluster.Name != "" {
+		if msgs := validation.IsDNS1123Subdomain(c.InCluster.Name); len(msgs) > 0 {
+			errs = append(errs, field.Invalid(path("inCluster.name"), c.InCluster.Name, strings.Join(msgs, "; ")))
+		}
+	}
+	if len(c.Kubeconfig) == 0 && !c.UseInCluster() {
+		errs = append(errs, field.Required(path("kubeconfig"), "no kubeconfig found ($KUBECONFIG, ~/.kube/config) and not running in a cluster: give kubeconfig files or run in a pod"))
 	}
 	for i, p := range c.Kubeconfig {
 		if _, err := os.Stat(p); err != nil {
@@ -175,6 +214,7 @@ func (c *Config) Validate() error {
 		"cluster.probeInterval":       c.Cluster.ProbeInterval.Duration,
 		"cluster.rediscoveryInterval": c.Cluster.RediscoveryInterval.Duration,
 		"api.continueTTL":             c.API.ContinueTTL.Duration,
+		"shutdownGracePeriod":         c.ShutdownGracePeriod.Duration,
 	}
 	for name, d := range durations {
 		if d < 0 {
@@ -233,6 +273,34 @@ func oneOf(s string, options ...string) bool {
 		}
 	}
 	return false
+}
+
+// UseInCluster reports whether the in-cluster source is used.
+func (c *Config) UseInCluster() bool {
+	switch c.InCluster.Mode {
+	case "always":
+		return true
+	case "never":
+		return false
+	}
+	return c.InClusterSource().Available()
+}
+
+// InClusterSource is the in-cluster source as configured.
+func (c *Config) InClusterSource() clusters.InClusterSource {
+	return clusters.InClusterSource{Name: c.InCluster.Name, Dir: c.InCluster.ServiceAccountDir}
+}
+
+// Source is every configured source of clusters.
+func (c *Config) Source() clusters.Source {
+	var ss clusters.Sources
+	if len(c.Kubeconfig) > 0 {
+		ss = append(ss, clusters.KubeconfigSource{Paths: c.Kubeconfig, Filter: c.Contexts})
+	}
+	if c.UseInCluster() {
+		ss = append(ss, c.InClusterSource())
+	}
+	return ss
 }
 
 // ClusterOptions converts the configuration into the clusters package's options.

@@ -247,6 +247,8 @@ func (a *api) watch(w http.ResponseWriter, r *http.Request) {
 		select {
 		case <-r.Context().Done():
 			return
+		case <-a.streams.Done():
+			return // shutting down: end the stream cleanly
 		case <-heartbeat.C:
 			if err := write(watchLine{Type: watch.Bookmark, Cursor: lastCursor}); err != nil {
 				return

@@ -3,6 +3,7 @@
 package server
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"net/http"
@@ -41,8 +42,18 @@ type Options struct {
 	Registerer prometheus.Registerer
 }
 
-// Handler returns the daemon's HTTP handler.
-func Handler(opts Options) http.Handler {
+// Server is the daemon's HTTP handler.
+type Server struct {
+	http.Handler
+	endStreams context.CancelFunc
+}
+
+// EndStreams ends every open watch stream cleanly (for graceful shutdown: http.Server's
+// Shutdown waits for them otherwise) and makes new ones end at once.
+func (s *Server) EndStreams() { s.endStreams() }
+
+// New returns the daemon's HTTP handler.
+func New(opts Options) *Server {
 	if opts.DefaultLimit == 0 {
 		opts.DefaultLimit = 500
 	}
@@ -55,7 +66,8 @@ func Handler(opts Options) http.Handler {
 	if opts.Logger == nil {
 		opts.Logger = zap.NewNop()
 	}
-	a := &api{opts: opts, ix: opts.Index}
+	streams, endStreams := context.WithCancel(context.Background())
+	a := &api{opts: opts, ix: opts.Index, streams: streams}
 	m := newHTTPMetrics(opts.Registerer)
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
@@ -76,12 +88,13 @@ func Handler(opts Options) http.Handler {
 	mux.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "NotFound", "no such endpoint: "+r.Method+" "+r.URL.Path+" (see docs/api.md)")
 	})
-	return mux
+	return &Server{Handler: mux, endStreams: endStreams}
 }
 
 type api struct {
-	opts Options
-	ix   *aggregator.Index
+	opts    Options
+	ix      *aggregator.Index
+	streams context.Context // ends when the server shuts down
 }
 
 func (a *api) clusters(w http.ResponseWriter, r *http.Request) {

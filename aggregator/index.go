@@ -64,6 +64,9 @@ type resourceIndex struct {
 	kind       string
 	apiVersion string
 	namespaced bool
+	singular   string
+	shortNames []string
+	columns    []clusters.PrinterColumn
 
 	mu     sync.RWMutex
 	shards map[string]*shard // by cluster
@@ -192,6 +195,11 @@ func (ix *Index) resource(ref *clusters.InformerRef) *resourceIndex {
 		ix.resources[ref.Resource] = r
 	}
 	ix.names[ref.Resource] = ref.Resource
+	// The newest informer's view of the resource wins (a CRD's columns may change).
+	r.singular, r.shortNames = ref.Singular, ref.ShortNames
+	if len(ref.Columns) > 0 {
+		r.columns = ref.Columns
+	}
 	for _, n := range ref.Names {
 		if _, taken := ix.names[n]; !taken {
 			ix.names[n] = ref.Resource
@@ -304,7 +312,7 @@ func (ix *Index) Resources() []ResourceInfo {
 	defer ix.mu.RUnlock()
 	out := make([]ResourceInfo, 0, len(ix.resources))
 	for _, r := range ix.resources {
-		info := ResourceInfo{Name: r.name, Kind: r.kind, APIVersion: r.apiVersion, Namespaced: r.namespaced}
+		info := r.info()
 		for n, target := range ix.names {
 			if target == r.name && n != r.name {
 				info.Aliases = append(info.Aliases, n)
@@ -319,11 +327,41 @@ func (ix *Index) Resources() []ResourceInfo {
 
 // ResourceInfo describes one indexed resource.
 type ResourceInfo struct {
-	Name       string   `json:"name"`
-	Kind       string   `json:"kind"`
-	APIVersion string   `json:"apiVersion"`
-	Namespaced bool     `json:"namespaced"`
-	Aliases    []string `json:"aliases,omitempty"`
+	Name       string                   `json:"name"`
+	Kind       string                   `json:"kind"`
+	APIVersion string                   `json:"apiVersion"`
+	Namespaced bool                     `json:"namespaced"`
+	Aliases    []string                 `json:"aliases,omitempty"`
+	Singular   string                   `json:"singular,omitempty"`
+	ShortNames []string                 `json:"shortNames,omitempty"`
+	Columns    []clusters.PrinterColumn `json:"printerColumns,omitempty"`
+}
+
+// Resource returns the resource a name (as kubectl takes it) resolves to.
+func (ix *Index) Resource(name string) (ResourceInfo, bool) {
+	r, ok := ix.lookup(name)
+	if !ok {
+		return ResourceInfo{}, false
+	}
+	ix.mu.RLock()
+	defer ix.mu.RUnlock()
+	return r.info(), true
+}
+
+// Cursor is the current position of the selected clusters' streams for a resource: a
+// watch from it starts now. It is what a list's resourceVersion means.
+func (ix *Index) Cursor(q Query) (Cursor, error) {
+	p, err := ix.plan(q)
+	if err != nil {
+		return nil, err
+	}
+	c := Cursor{}
+	for _, s := range p.shards {
+		s.mu.RLock()
+		c[s.cluster] = s.lastRV
+		s.mu.RUnlock()
+	}
+	return c, nil
 }
 
 // lookup resolves a resource name as kubectl would (plural, name.group, singular, short

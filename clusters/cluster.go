@@ -17,6 +17,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/util/sets"
@@ -147,6 +148,7 @@ type Cluster struct {
 
 	mu          sync.Mutex
 	resources   map[string]*resourceCache // by display name + "/" + namespace
+	columns     map[schema.GroupVersionResource][]PrinterColumn
 	cond        Condition
 	version     string
 	lastProbe   time.Time
@@ -178,6 +180,7 @@ func New(target Target, opts Options) *Cluster {
 		opts:       opts,
 		log:        opts.Logger.With(zap.String("cluster", target.Name)),
 		resources:  map[string]*resourceCache{},
+		columns:    map[schema.GroupVersionResource][]PrinterColumn{},
 		rediscover: make(chan struct{}, 1),
 		done:       make(chan struct{}),
 		cond:       Condition{Phase: PhasePending, LastTransitionTime: opts.Clock.Now()},
@@ -464,6 +467,8 @@ type resolved struct {
 	gvk        schema.GroupVersionKind
 	namespaced bool
 	names      []string
+	api        metav1.APIResource
+	columns    []PrinterColumn
 	spec       ResourceSpec
 }
 
@@ -512,11 +517,82 @@ func (c *Cluster) discover(ctx context.Context, cached discovery.CachedDiscovery
 		if err != nil {
 			return fmt.Errorf("resolve %q: %w", spec.Name, err)
 		}
-		r := resolved{requested: spec.Name, gvr: gvr, gvk: gvk, namespaced: mapping.Scope.Name() == meta.RESTScopeNameNamespace, spec: spec, names: discoveredNames(lists, gvr)}
+		r := resolved{requested: spec.Name, gvr: gvr, gvk: gvk, namespaced: mapping.Scope.Name() == meta.RESTScopeNameNamespace, spec: spec,
+			names: discoveredNames(lists, gvr), api: apiResourceOf(lists, gvr)}
 		want[r.display()] = r
+	}
+	for name, r := range want {
+		if _, err := scheme.Scheme.New(r.gvk); err != nil {
+			r.columns = c.printerColumns(ctx, r.gvr)
+			want[name] = r
+		}
 	}
 	c.reconcileResources(ctx, want, notServed)
 	return nil
+}
+
+var crdResource = schema.GroupVersionResource{Group: "apiextensions.k8s.io", Version: "v1", Resource: "customresourcedefinitions"}
+
+// printerColumns reads a custom resource's additionalPrinterColumns from its CRD, once
+// per resource. Without access to CRDs the columns stay empty: tables then show the
+// name and age only.
+func (c *Cluster) printerColumns(ctx context.Context, gvr schema.GroupVersionResource) []PrinterColumn {
+	c.mu.Lock()
+	cols, ok := c.columns[gvr]
+	c.mu.Unlock()
+	if ok {
+		return cols
+	}
+	dyn, err := dynamic.NewForConfig(c.informerClient)
+	if err != nil {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, c.opts.RequestTimeout)
+	defer cancel()
+	crd, err := dyn.Resource(crdResource).Get(ctx, gvr.Resource+"."+gvr.Group, metav1.GetOptions{})
+	if err != nil {
+		c.log.Debug("no printer columns", zap.String("resource", gvr.String()), zap.Error(err))
+		return nil
+	}
+	versions, _, _ := unstructured.NestedSlice(crd.Object, "spec", "versions")
+	for _, v := range versions {
+		vm, _ := v.(map[string]any)
+		if vm["name"] != gvr.Version {
+			continue
+		}
+		raw, _, _ := unstructured.NestedSlice(vm, "additionalPrinterColumns")
+		for _, col := range raw {
+			cm, _ := col.(map[string]any)
+			pc := PrinterColumn{}
+			pc.Name, _ = cm["name"].(string)
+			pc.Type, _ = cm["type"].(string)
+			pc.Format, _ = cm["format"].(string)
+			pc.Description, _ = cm["description"].(string)
+			pc.JSONPath, _ = cm["jsonPath"].(string)
+			if p, ok := cm["priority"].(int64); ok {
+				pc.Priority = int32(p)
+			}
+			cols = append(cols, pc)
+		}
+	}
+	c.mu.Lock()
+	c.columns[gvr] = cols
+	c.mu.Unlock()
+	return cols
+}
+
+func apiResourceOf(lists []*metav1.APIResourceList, gvr schema.GroupVersionResource) metav1.APIResource {
+	for _, l := range lists {
+		if l.GroupVersion != gvr.GroupVersion().String() {
+			continue
+		}
+		for _, r := range l.APIResources {
+			if r.Name == gvr.Resource {
+				return r
+			}
+		}
+	}
+	return metav1.APIResource{Name: gvr.Resource}
 }
 
 func namesOf(r metav1.APIResource) []string {
@@ -560,7 +636,7 @@ func listable(lists []*metav1.APIResourceList) []resolved {
 				continue // lists come in preferred-version order
 			}
 			seen.Insert(gr)
-			out = append(out, resolved{gvr: gv.WithResource(r.Name), gvk: gv.WithKind(r.Kind), namespaced: r.Namespaced, names: namesOf(r)})
+			out = append(out, resolved{gvr: gv.WithResource(r.Name), gvk: gv.WithKind(r.Kind), namespaced: r.Namespaced, names: namesOf(r), api: r})
 		}
 	}
 	return out
@@ -667,7 +743,8 @@ func (c *Cluster) newResourceCache(r resolved, ns string) (*resourceCache, error
 	}
 	rc.ref = &InformerRef{
 		Cluster: c.target.Name, Resource: r.display(), Namespace: ns, Kind: r.gvk.Kind, APIVersion: r.gvk.GroupVersion().String(),
-		Namespaced: r.namespaced, Names: r.names, ID: informerIDs.Add(1),
+		Namespaced: r.namespaced, Names: r.names, Singular: r.api.SingularName, ShortNames: r.api.ShortNames, Columns: r.columns,
+		ID: informerIDs.Add(1),
 	}
 	indexes, err := compileIndexes(append(append([]IndexSpec(nil), DefaultIndexes[r.display()]...), r.spec.Indexes...))
 	if err != nil {

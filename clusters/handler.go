@@ -21,8 +21,23 @@ type InformerRef struct {
 	Namespaced bool
 	// Names are what the resource answers to: plural, singular, short names (from
 	// discovery), in lower case.
-	Names []string
-	ID    uint64
+	Names      []string
+	Singular   string
+	ShortNames []string
+	// Columns are a custom resource's additionalPrinterColumns (from its CRD), for
+	// kubectl tables; empty for built-in resources.
+	Columns []PrinterColumn
+	ID      uint64
+}
+
+// PrinterColumn is one additionalPrinterColumn of a CRD.
+type PrinterColumn struct {
+	Name        string `json:"name"`
+	Type        string `json:"type"`
+	Format      string `json:"format,omitempty"`
+	Description string `json:"description,omitempty"`
+	Priority    int32  `json:"priority,omitempty"`
+	JSONPath    string `json:"jsonPath"`
 }
 
 // EventHandler receives every change to every cached object of every cluster; the

@@ -18,6 +18,8 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/util/duration"
 	"k8s.io/cli-runtime/pkg/printers"
+	"k8s.io/client-go/tools/clientcmd"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 	"k8s.io/client-go/util/jsonpath"
 	"sigs.k8s.io/yaml"
 )
@@ -92,6 +94,8 @@ func runClient(cmd string, args []string) error {
 	switch cmd {
 	case "clusters":
 		return c.clusters()
+	case "kubeconfig":
+		return c.kubeconfig()
 	case "get", "watch", "count":
 		if len(pos) != 1 {
 			return fmt.Errorf("usage: fleetcache %s RESOURCE [flags]", cmd)
@@ -422,4 +426,34 @@ func (c *client) watch(q url.Values, output string) error {
 		tw.Flush()
 	}
 	return sc.Err()
+}
+
+// kubeconfig prints a kubeconfig whose contexts read the fleet through the daemon's
+// Kubernetes API: "fleet" for every cluster, "fleet-<cluster>" for one.
+func (c *client) kubeconfig() error {
+	var res struct {
+		Clusters []struct {
+			Name string `json:"name"`
+		} `json:"clusters"`
+	}
+	if err := c.do("/api/v1/clusters", url.Values{}, &res); err != nil {
+		return err
+	}
+	cfg := clientcmdapi.NewConfig()
+	add := func(ctx, path string) {
+		cfg.Clusters[ctx] = &clientcmdapi.Cluster{Server: c.server + path}
+		cfg.Contexts[ctx] = &clientcmdapi.Context{Cluster: ctx, AuthInfo: "fleetcache"}
+	}
+	cfg.AuthInfos["fleetcache"] = &clientcmdapi.AuthInfo{}
+	add("fleet", "/fleet")
+	for _, cl := range res.Clusters {
+		add("fleet-"+cl.Name, "/clusters/"+cl.Name)
+	}
+	cfg.CurrentContext = "fleet"
+	raw, err := clientcmd.Write(*cfg)
+	if err != nil {
+		return err
+	}
+	_, err = c.out.Write(raw)
+	return err
 }

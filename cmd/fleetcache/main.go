@@ -35,7 +35,7 @@ func main() {
 			fmt.Fprintln(os.Stderr, "fleetcache:", err)
 			os.Exit(1)
 		}
-	case "get", "count", "clusters", "watch":
+	case "get", "count", "clusters", "watch", "kubeconfig":
 		if err := runClient(os.Args[1], os.Args[2:]); err != nil {
 			fmt.Fprintln(os.Stderr, "error:", err)
 			os.Exit(1)
@@ -65,6 +65,8 @@ func usage() {
   fleetcache count RESOURCE [--by cluster,namespace,label:KEY,field:PATH] [filters as for get]
   fleetcache watch RESOURCE [filters as for get] [-o json]
   fleetcache clusters        every cluster's phase, objects and freshness
+  fleetcache kubeconfig      print a kubeconfig for kubectl: context "fleet" (every cluster)
+                             and "fleet-<cluster>" per cluster, all read from the daemon
   fleetcache version         print the version
   fleetcache probe URL       exit 0 if URL answers 200 within 5s (for exec probes)
 The client commands talk to a running daemon (--server, default http://127.0.0.1:8080).

@@ -24,6 +24,7 @@ import (
 	"github.com/fleetcache/fleetcache/aggregator"
 	"github.com/fleetcache/fleetcache/clusters"
 	"github.com/fleetcache/fleetcache/internal/config"
+	"github.com/fleetcache/fleetcache/internal/kubeapi"
 	"github.com/fleetcache/fleetcache/internal/metrics"
 	"github.com/fleetcache/fleetcache/internal/server"
 	"github.com/fleetcache/fleetcache/internal/version"
@@ -194,7 +195,8 @@ func serve(args []string) error {
 	}
 	handler := server.New(server.Options{
 		Fleet: fleet, Index: index, Gatherer: reg, Registerer: reg, Logger: log,
-		Ready: server.ReadyPolicy{Mode: cfg.Readiness.Policy, Min: cfg.Readiness.MinClusters},
+		Ready:   server.ReadyPolicy{Mode: cfg.Readiness.Policy, Min: cfg.Readiness.MinClusters},
+		KubeAPI: &kubeapi.Handler{Index: index, Fleet: fleet},
 	})
 	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second}
 	// Watch streams never go idle by themselves: end them when shutdown starts, so that

@@ -14,6 +14,7 @@ import (
 
 	"github.com/fleetcache/fleetcache/aggregator"
 	"github.com/fleetcache/fleetcache/clusters"
+	"github.com/fleetcache/fleetcache/internal/kubeapi"
 )
 
 // Fleet is what the server needs of the clusters.
@@ -40,6 +41,8 @@ type Options struct {
 	Ready ReadyPolicy
 	// Registerer receives the HTTP request metrics. Nil: none.
 	Registerer prometheus.Registerer
+	// KubeAPI, when set, serves the Kubernetes read API under /clusters/ and /fleet/.
+	KubeAPI *kubeapi.Handler
 }
 
 // Server is the daemon's HTTP handler.
@@ -84,6 +87,9 @@ func New(opts Options) *Server {
 		mux.Handle("GET /api/v1/objects/{cluster}/{resource}/{namespace}/{name}", m.instrument("object", a.get))
 		mux.Handle("GET /api/v1/count", m.instrument("count", a.count))
 		mux.Handle("GET /api/v1/watch", m.instrumentStream("watch", a.watch))
+	}
+	if opts.KubeAPI != nil {
+		opts.KubeAPI.Register(mux)
 	}
 	mux.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "NotFound", "no such endpoint: "+r.Method+" "+r.URL.Path+" (see docs/api.md)")

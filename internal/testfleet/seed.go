@@ -408,6 +408,7 @@ func (s *seeder) pod(ctx context.Context, i int) error {
 		return err
 	}
 	now := metav1.NewTime(time.Now().Truncate(time.Second))
+	created.Status.ContainerStatuses, created.Status.Conditions = nil, nil // seeding again replaces them
 	created.Status.Phase = pp.Phase
 	created.Status.StartTime = &now
 	created.Status.HostIP = fmt.Sprintf("10.%d.0.%d", 200+s.index, 10+i%200)

@@ -82,8 +82,8 @@ type shard struct {
 
 	mu      sync.RWMutex
 	tree    *btree.BTreeG[*entry]
-	byLabel map[string]map[*entry]struct{}    // "key=value"
-	byField map[string]map[*entry]struct{}    // "index\x00value"
+	byLabel map[pair]map[*entry]struct{}      // label key and value
+	byField map[pair]map[*entry]struct{}      // index name and value
 	byOwner map[types.UID]map[*entry]struct{} // owner UID
 	nsCount map[string]int
 	history history
@@ -105,8 +105,8 @@ func newShard(cluster string, historySize int) *shard {
 	return &shard{
 		cluster: cluster,
 		tree:    btree.NewG(32, entryLess),
-		byLabel: map[string]map[*entry]struct{}{},
-		byField: map[string]map[*entry]struct{}{},
+		byLabel: map[pair]map[*entry]struct{}{},
+		byField: map[pair]map[*entry]struct{}{},
 		byOwner: map[types.UID]map[*entry]struct{}{},
 		nsCount: map[string]int{},
 		history: newHistory(historySize),
@@ -131,8 +131,12 @@ func removeFrom[K comparable](m map[K]map[*entry]struct{}, k K, e *entry) {
 	}
 }
 
-func labelKey(k, v string) string { return k + "=" + v }
-func fieldKey(k, v string) string { return k + "\x00" + v }
+// pair keys the label and field indexes; a struct, not a joined string, so that indexing
+// an object allocates no keys.
+type pair struct{ k, v string }
+
+func labelKey(k, v string) pair { return pair{k, v} }
+func fieldKey(k, v string) pair { return pair{k, v} }
 
 // insert adds or replaces e; it returns the entry it replaced, if any. s.mu is held.
 func (s *shard) insert(e *entry) *entry {

@@ -2,6 +2,7 @@ package clusters
 
 import (
 	"encoding/json"
+	"fmt"
 
 	"k8s.io/apimachinery/pkg/api/equality"
 	"strings"
@@ -118,5 +119,25 @@ func TestCompactCustomResource(t *testing.T) {
 	}
 	if color, _, _ := unstructured.NestedString(u.Object, "spec", "color"); color != "teal" {
 		t.Errorf("spec.color = %q", color)
+	}
+}
+
+// TestTypedIndexesMatchJSONPath: the code paths for the default indexes give exactly what
+// their JSONPath expressions give.
+func TestTypedIndexesMatchJSONPath(t *testing.T) {
+	pod := realisticPod(3)
+	pod.Spec.Containers = append(pod.Spec.Containers, corev1.Container{Name: "x", Image: "img:3"})
+	for _, spec := range DefaultIndexes["pods"] {
+		fast, err := compileIndexes([]IndexSpec{spec})
+		if err != nil {
+			t.Fatal(err)
+		}
+		slow := []compiledIndex{{name: fast[0].name, path: fast[0].path}}
+		if fast[0].typed == nil {
+			t.Fatalf("%s has no typed path", spec.Name)
+		}
+		if a, b := extract(fast, pod), extract(slow, pod); fmt.Sprint(a) != fmt.Sprint(b) {
+			t.Errorf("%s: typed %v, JSONPath %v", spec.Name, a, b)
+		}
 	}
 }

@@ -7,7 +7,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X github.com/fleetcache/fleetcache/internal/version.Version=$(VERSION)
 export FLEETCACHE_CACHE ?= $(CURDIR)/.cache
 
-.PHONY: build bins demo test fleet-up fleet-down fmt vet
+.PHONY: build bins demo test bench fleet-up fleet-down fmt vet
 
 ## build: the fleetcache binary in bin/ (static, version-stamped), and bin/kubectl-fleet,
 ## the same binary as a kubectl plugin
@@ -27,6 +27,10 @@ demo: build bins
 ## test: every test, unit and integration, against real local clusters it starts itself
 test: bins
 	hack/test.sh
+
+## bench: every benchmark (memory, ingest, queries, real fleet, scaling) and a summary table
+bench: bins
+	hack/bench.sh
 
 fleet-up: bins
 	hack/fleet.sh up

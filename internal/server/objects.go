@@ -132,7 +132,7 @@ func (a *api) list(w http.ResponseWriter, r *http.Request) {
 		size += len(raw)
 		resp.Items = append(resp.Items, itemJSON{Cluster: it.Cluster, Object: raw})
 	}
-	writeJSON(w, http.StatusOK, resp)
+	writeData(w, r, resp)
 }
 
 func (a *api) get(w http.ResponseWriter, r *http.Request) {
@@ -150,7 +150,7 @@ func (a *api) get(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusInternalServerError, "InternalError", err.Error())
 		return
 	}
-	writeJSON(w, http.StatusOK, itemJSON{Cluster: it.Cluster, Object: raw})
+	writeData(w, r, itemJSON{Cluster: it.Cluster, Object: raw})
 }
 
 func (a *api) count(w http.ResponseWriter, r *http.Request) {
@@ -172,7 +172,7 @@ func (a *api) count(w http.ResponseWriter, r *http.Request) {
 		writeQueryError(w, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]any{
+	writeData(w, r, map[string]any{
 		"kind": "Count", "resource": res.Resource, "groupBy": res.GroupBy, "groups": nonNil(res.Groups),
 		"total": res.Total, "clusters": res.Clusters, "partial": res.Partial,
 	})

@@ -145,10 +145,23 @@ func writeQueryError(w http.ResponseWriter, err error) {
 	}
 }
 
+// writeJSON writes v indented: for small, human-read answers and errors.
 func writeJSON(w http.ResponseWriter, code int, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(code)
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
+	_ = enc.Encode(v)
+}
+
+// writeData writes v compact unless the request asks for ?pretty: re-indenting every
+// object of a large list costs more than building it.
+func writeData(w http.ResponseWriter, r *http.Request, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusOK)
+	enc := json.NewEncoder(w)
+	if p := r.URL.Query().Get("pretty"); p != "" && p != "false" && p != "0" {
+		enc.SetIndent("", "  ")
+	}
 	_ = enc.Encode(v)
 }

@@ -66,11 +66,17 @@ func BenchmarkGet(b *testing.B) {
 	for _, n := range sizes {
 		b.Run(fmt.Sprintf("objects=%d", n), func(b *testing.B) {
 			ix := syntheticIndex(b, n)
+			type key struct{ cluster, ns, name string }
+			keys := make([]key, 4096)
+			for i := range keys {
+				k := (i * 7919) % n
+				keys[i] = key{fmt.Sprintf("cluster-%02d", (k/7)%10), fmt.Sprintf("ns-%02d", k%50), fmt.Sprintf("pod-%07d", k)}
+			}
 			b.ReportAllocs()
 			b.ResetTimer()
 			for i := range b.N {
-				k := (i * 7919) % n
-				if _, err := ix.Get(fmt.Sprintf("cluster-%02d", (k/7)%10), "pods", fmt.Sprintf("ns-%02d", k%50), fmt.Sprintf("pod-%07d", k)); err != nil {
+				k := keys[i%len(keys)]
+				if _, err := ix.Get(k.cluster, "pods", k.ns, k.name); err != nil {
 					b.Fatal(err)
 				}
 			}

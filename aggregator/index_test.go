@@ -353,3 +353,54 @@ func TestWatchExpiredCursorAndSlowWatcher(t *testing.T) {
 		t.Errorf("a watcher that fell behind should end with an ERROR event, got %v", last.Type)
 	}
 }
+
+// TestCountFastPathsAgreeWithScans compares the index-backed counts with the same counts
+// forced through a scan (a selector that matches everything).
+func TestCountFastPathsAgreeWithScans(t *testing.T) {
+	f := seedFixture(t)
+	everything := mustLabels(t, "nosuchlabel!=x")
+	for _, groupBy := range [][]string{{"cluster", "namespace"}, {"label:app"}, {"cluster", "label:tier"}, {"namespace"}} {
+		fast, err := f.ix.Count(Query{Resource: "pods"}, groupBy)
+		if err != nil {
+			t.Fatal(err)
+		}
+		slow, err := f.ix.Count(Query{Resource: "pods", LabelSelector: everything}, groupBy)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fmt.Sprint(fast.Groups) != fmt.Sprint(slow.Groups) || fast.Total != slow.Total {
+			t.Errorf("%v: fast %v (%d), scan %v (%d)", groupBy, fast.Groups, fast.Total, slow.Groups, slow.Total)
+		}
+	}
+}
+
+type onlyCluster string
+
+func (c onlyCluster) SeesCluster(n string) bool { return n == string(c) }
+func (onlyCluster) SeesNamespace(string) bool   { return true }
+
+func TestScopeLimitsListCountAndWatch(t *testing.T) {
+	f := seedFixture(t)
+	q := Query{Resource: "pods", Scope: onlyCluster("b")}
+	res, _ := f.ix.List(q)
+	if got := fmt.Sprint(names(res.Items)); got != "[b/web/b1]" {
+		t.Errorf("list: %s", got)
+	}
+	if _, err := f.ix.List(Query{Resource: "pods", Scope: onlyCluster("b"), Clusters: "a"}); !errors.Is(err, ErrUnknownCluster) {
+		t.Errorf("a cluster outside the scope by name: %v", err)
+	}
+	c, _ := f.ix.Count(q, []string{"cluster"})
+	if c.Total != 1 {
+		t.Errorf("count: %d", c.Total)
+	}
+	w, err := f.ix.Watch(context.Background(), q, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Stop()
+	f.add("a", f.pod("web", "a9", "n", "Running", nil))
+	f.add("b", f.pod("web", "b9", "n", "Running", nil))
+	if got := fmt.Sprint(describe(collect(t, w, 2))); got != "[BOOKMARK ADDED b/b9]" {
+		t.Errorf("watch: %s", got)
+	}
+}

@@ -5,8 +5,10 @@ import (
 	"encoding/hex"
 	"fmt"
 	"path/filepath"
+	goruntime "runtime"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -33,6 +35,16 @@ type Query struct {
 	Limit int
 	// Continue resumes a List from the token of the previous page.
 	Continue string
+	// Scope limits what the caller may see; nil sees everything.
+	Scope Scope
+}
+
+// Scope is a caller's visibility: clusters, and namespaces within them. Clusters outside
+// it do not exist for the caller (an explicit name is ErrUnknownCluster).
+type Scope interface {
+	SeesCluster(name string) bool
+	// SeesNamespace gets "" for cluster-scoped objects.
+	SeesNamespace(ns string) bool
 }
 
 func (q *Query) normalize() {
@@ -114,6 +126,9 @@ func (ix *Index) plan(q Query) (*plan, error) {
 		known[name] = true
 	}
 	for name := range known {
+		if q.Scope != nil && !q.Scope.SeesCluster(name) {
+			continue
+		}
 		if q.Clusters == "" || globMatch(q.Clusters, name) {
 			p.clusters = append(p.clusters, name)
 			if s := r.shards[name]; s != nil {
@@ -183,6 +198,7 @@ func (ix *Index) freshness(p *plan) ([]Freshness, bool) {
 
 // matcher evaluates a query's selectors on entries.
 type matcher struct {
+	scope  Scope
 	ns     string
 	labels labels.Selector
 	fields fields.Selector
@@ -191,11 +207,14 @@ type matcher struct {
 }
 
 func newMatcher(q Query) matcher {
-	return matcher{ns: q.Namespace, labels: q.LabelSelector, fields: q.FieldSelector, needsFields: !q.FieldSelector.Empty()}
+	return matcher{scope: q.Scope, ns: q.Namespace, labels: q.LabelSelector, fields: q.FieldSelector, needsFields: !q.FieldSelector.Empty()}
 }
 
 func (m matcher) matches(obj *clusters.Object) bool {
 	if m.ns != "" && obj.Namespace != m.ns {
+		return false
+	}
+	if m.scope != nil && !m.scope.SeesNamespace(obj.Namespace) {
 		return false
 	}
 	if !m.labels.Empty() && !m.labels.Matches(labels.Set(obj.Labels)) {
@@ -409,8 +428,17 @@ func (ix *Index) List(q Query) (*ListResult, error) {
 	return res, nil
 }
 
-// Get returns one object. For a cluster-scoped resource namespace is "".
-func (ix *Index) Get(cluster, resource, namespace, name string) (Item, error) {
+// Get returns one object. For a cluster-scoped resource namespace is "". A scope that
+// does not see the object makes it not found.
+func (ix *Index) Get(cluster, resource, namespace, name string, scope ...Scope) (Item, error) {
+	for _, sc := range scope {
+		if sc != nil && !sc.SeesCluster(cluster) {
+			return Item{}, fmt.Errorf("%w %q", ErrUnknownCluster, cluster)
+		}
+		if sc != nil && !sc.SeesNamespace(namespace) {
+			return Item{}, fmt.Errorf("%w: %s %s/%s in cluster %s", ErrNotFound, resource, namespace, name, cluster)
+		}
+	}
 	r, ok := ix.lookup(resource)
 	if !ok {
 		return Item{}, fmt.Errorf("%w %q", ErrUnknownResource, resource)
@@ -494,40 +522,82 @@ func (ix *Index) Count(q Query, groupBy []string) (*CountResult, error) {
 	res := &CountResult{Resource: p.resource.info(), GroupBy: groupBy}
 	// A fixed-size array key: no allocation per object counted.
 	counts := map[[maxGroupBy]string]int{}
-	var values [maxGroupBy]string
-	fast := q.LabelSelector.Empty() && q.FieldSelector.Empty()
+	noFilter := q.LabelSelector.Empty() && q.FieldSelector.Empty()
+	byNamespace, byLabel := noFilter, noFilter && q.Namespace == "" && q.Scope == nil
 	for _, k := range groupBy {
-		fast = fast && (k == "cluster" || k == "namespace")
+		byNamespace = byNamespace && (k == "cluster" || k == "namespace")
+		byLabel = byLabel && (k == "cluster" || strings.HasPrefix(k, "label:"))
 	}
+	byLabel = byLabel && !byNamespace && labelKeys(groupBy) == 1
 	m := newMatcher(q)
+	// Shards are counted in parallel: a scan is bound by memory latency, not CPU.
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, goruntime.GOMAXPROCS(0))
 	for _, s := range p.shards {
-		s.mu.RLock()
-		if fast {
-			// Kept up to date on every change: no need to visit the objects.
-			for ns, n := range s.nsCount {
-				if q.Namespace != "" && ns != q.Namespace {
-					continue
+		wg.Go(func() {
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			local := map[[maxGroupBy]string]int{}
+			var values [maxGroupBy]string
+			s.mu.RLock()
+			switch {
+			case byNamespace:
+				// Kept up to date on every change: no need to visit the objects.
+				for ns, n := range s.nsCount {
+					if q.Namespace != "" && ns != q.Namespace || q.Scope != nil && !q.Scope.SeesNamespace(ns) {
+						continue
+					}
+					for i, k := range groupBy {
+						if k == "cluster" {
+							values[i] = s.cluster
+						} else {
+							values[i] = ns
+						}
+					}
+					local[values] += n
 				}
-				for i, k := range groupBy {
-					if k == "cluster" {
-						values[i] = s.cluster
-					} else {
-						values[i] = ns
+			case byLabel:
+				// The label index already holds each value's objects.
+				key := labelOf(groupBy)
+				labelled := 0
+				fill := func(v string, n int) {
+					for i, k := range groupBy {
+						if k == "cluster" {
+							values[i] = s.cluster
+						} else {
+							values[i] = v
+						}
+					}
+					local[values] += n
+				}
+				for p, set := range s.byLabel {
+					if p.k == key {
+						fill(p.v, len(set))
+						labelled += len(set)
 					}
 				}
-				counts[values] += n
-			}
-		} else {
-			s.scan(q, m, "", func(e *entry) bool {
-				for i, k := range groupBy {
-					values[i] = groupValue(k, s.cluster, e.obj)
+				if rest := s.tree.Len() - labelled; rest > 0 {
+					fill("", rest)
 				}
-				counts[values]++
-				return true
-			})
-		}
-		s.mu.RUnlock()
+			default:
+				s.scan(q, m, "", func(e *entry) bool {
+					for i, k := range groupBy {
+						values[i] = groupValue(k, s.cluster, e.obj)
+					}
+					local[values]++
+					return true
+				})
+			}
+			s.mu.RUnlock()
+			mu.Lock()
+			for k, n := range local {
+				counts[k] += n
+			}
+			mu.Unlock()
+		})
 	}
+	wg.Wait()
 	for vals, n := range counts {
 		res.Groups = append(res.Groups, Group{Values: append([]string(nil), vals[:len(groupBy)]...), Count: n})
 		res.Total += n
@@ -543,6 +613,26 @@ func (ix *Index) Count(q Query, groupBy []string) (*CountResult, error) {
 	})
 	res.Clusters, res.Partial = ix.freshness(p)
 	return res, nil
+}
+
+// labelKeys counts the label: keys of a group-by.
+func labelKeys(groupBy []string) int {
+	n := 0
+	for _, k := range groupBy {
+		if strings.HasPrefix(k, "label:") {
+			n++
+		}
+	}
+	return n
+}
+
+func labelOf(groupBy []string) string {
+	for _, k := range groupBy {
+		if after, ok := strings.CutPrefix(k, "label:"); ok {
+			return after
+		}
+	}
+	return ""
 }
 
 func groupValue(key, cluster string, obj *clusters.Object) string {

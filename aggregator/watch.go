@@ -170,6 +170,9 @@ func (ix *Index) Watch(ctx context.Context, q Query, from Cursor) (watch.Interfa
 		in:     make(chan Event, ix.opts.WatchBuffer),
 		cancel: cancel,
 		clusters: func(name string) bool {
+			if q.Scope != nil && !q.Scope.SeesCluster(name) {
+				return false
+			}
 			return q.Clusters == "" || globMatch(q.Clusters, name)
 		},
 	}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -23,6 +24,7 @@ import (
 
 	"github.com/fleetcache/fleetcache/aggregator"
 	"github.com/fleetcache/fleetcache/clusters"
+	"github.com/fleetcache/fleetcache/internal/auth"
 	"github.com/fleetcache/fleetcache/internal/config"
 	"github.com/fleetcache/fleetcache/internal/kubeapi"
 	"github.com/fleetcache/fleetcache/internal/metrics"
@@ -65,6 +67,11 @@ func loadConfig(args []string) (*config.Config, error) {
 		contTTL    = fs.Duration("continue-ttl", 0, "lifetime of a continue token (default 15m)")
 		grace      = fs.Duration("shutdown-grace-period", 0, "time in-flight requests and watch streams get after SIGTERM (default 20s)")
 		inCluster  = fs.String("in-cluster", "", "add the cluster fleetcache runs in: auto (default), always or never")
+		tokenFile  = fs.String("token-file", "", "static bearer tokens and their users' scopes (see docs/security.md); reloaded on change")
+		insecure   = fs.Bool("insecure-allow-unauthenticated", false, "serve a non-loopback address without authentication (only behind something that authenticates)")
+		serveSecr  = fs.Bool("serve-secrets", false, "serve Secrets (never their values)")
+		tlsCert    = fs.String("tls-cert-file", "", "serve HTTPS with this certificate (reloaded on change)")
+		tlsKey     = fs.String("tls-key-file", "", "the certificate's private key")
 		readyPol   = fs.String("ready-policy", "", "when /readyz is ok: all (default), any, quorum or atLeast (with --ready-min)")
 		readyMin   = fs.Int("ready-min", 0, "clusters that must be Synced for --ready-policy atLeast")
 		logLevel   = fs.String("log-level", "", "debug, info, warn or error (default info)")
@@ -118,6 +125,16 @@ func loadConfig(args []string) (*config.Config, error) {
 			cfg.ShutdownGracePeriod = metav1.Duration{Duration: *grace}
 		case "in-cluster":
 			cfg.InCluster.Mode = *inCluster
+		case "token-file":
+			cfg.Auth.TokenFile = *tokenFile
+		case "insecure-allow-unauthenticated":
+			cfg.Auth.InsecureAllowUnauthenticated = *insecure
+		case "serve-secrets":
+			cfg.API.ServeSecrets = *serveSecr
+		case "tls-cert-file":
+			cfg.TLS.CertFile = *tlsCert
+		case "tls-key-file":
+			cfg.TLS.KeyFile = *tlsKey
 		case "ready-policy":
 			cfg.Readiness.Policy = *readyPol
 		case "ready-min":
@@ -193,8 +210,21 @@ func serve(args []string) error {
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
+	var authn server.Authenticator
+	if cfg.Auth.TokenFile != "" {
+		tokens, err := auth.LoadTokenFile(cfg.Auth.TokenFile)
+		if err != nil {
+			return err
+		}
+		go tokens.Watch(ctx, 2*time.Second, log)
+		authn = tokens
+	} else if host, _, _ := net.SplitHostPort(cfg.Listen); !config.Loopback(host) {
+		log.Warn("SERVING WITHOUT AUTHENTICATION on a non-loopback address (insecureAllowUnauthenticated): anyone who can reach it reads the whole fleet", zap.String("listen", cfg.Listen))
+	}
 	handler := server.New(server.Options{
-		Fleet: fleet, Index: index, Gatherer: reg, Registerer: reg, Logger: log,
+		Authenticator: authn, ServeSecrets: cfg.API.ServeSecrets,
+		Limits: server.Limits{MaxInFlight: cfg.API.MaxInFlight, MaxWatches: cfg.API.MaxWatches, RequestTimeout: cfg.API.RequestTimeout.Duration},
+		Fleet:  fleet, Index: index, Gatherer: reg, Registerer: reg, Logger: log,
 		Ready:   server.ReadyPolicy{Mode: cfg.Readiness.Policy, Min: cfg.Readiness.MinClusters},
 		KubeAPI: &kubeapi.Handler{Index: index, Fleet: fleet},
 	})
@@ -217,6 +247,13 @@ func serve(args []string) error {
 		_ = fleet.Start(fleetCtx)
 		close(fleetDone)
 	}()
+	if cfg.TLS.CertFile != "" {
+		certs := &reloadingCert{certFile: cfg.TLS.CertFile, keyFile: cfg.TLS.KeyFile}
+		if _, err := certs.get(nil); err != nil {
+			return err
+		}
+		ln = tls.NewListener(ln, &tls.Config{GetCertificate: certs.get, MinVersion: tls.VersionTLS12})
+	}
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()
 

@@ -39,6 +39,8 @@ type Config struct {
 	API                       APIConfig       `json:"api,omitempty"`
 	Readiness                 ReadinessConfig `json:"readiness,omitempty"`
 	InCluster                 InClusterConfig `json:"inCluster,omitempty"`
+	Auth                      AuthConfig      `json:"auth,omitempty"`
+	TLS                       TLSConfig       `json:"tls,omitempty"`
 	// ShutdownGracePeriod bounds how long in-flight requests and watch streams get to
 	// finish after SIGTERM. Default 20s (inside Kubernetes' default 30s).
 	ShutdownGracePeriod metav1.Duration `json:"shutdownGracePeriod,omitempty"`
@@ -60,6 +62,31 @@ type InClusterConfig struct {
 type APIConfig struct {
 	// ContinueTTL is how long a continue token stays valid. Default 15m.
 	ContinueTTL metav1.Duration `json:"continueTTL,omitempty"`
+	// ServeSecrets serves Secrets (never their values). Default false: refused.
+	ServeSecrets bool `json:"serveSecrets,omitempty"`
+	// MaxInFlight caps concurrent requests (watch streams excluded). Default 256.
+	MaxInFlight int `json:"maxInFlight,omitempty"`
+	// MaxWatches caps open watch streams. Default 1000.
+	MaxWatches int `json:"maxWatches,omitempty"`
+	// RequestTimeout bounds a request (watch streams excluded). Default 60s.
+	RequestTimeout metav1.Duration `json:"requestTimeout,omitempty"`
+}
+
+// AuthConfig says who may call the API.
+type AuthConfig struct {
+	// TokenFile holds static bearer tokens and each user's clusters and namespaces; it
+	// is reloaded when it changes. Required unless listen is on loopback.
+	TokenFile string `json:"tokenFile,omitempty"`
+	// InsecureAllowUnauthenticated serves a non-loopback address without authentication.
+	// Only for when something in front (a proxy, a NetworkPolicy-fenced sidecar)
+	// authenticates.
+	InsecureAllowUnauthenticated bool `json:"insecureAllowUnauthenticated,omitempty"`
+}
+
+// TLSConfig serves HTTPS; the files are re-read when they change.
+type TLSConfig struct {
+	CertFile string `json:"certFile,omitempty"`
+	KeyFile  string `json:"keyFile,omitempty"`
 }
 
 // ReadinessConfig is the /readyz policy (see server.ReadyPolicy).
@@ -98,9 +125,18 @@ func Load(path string) (*Config, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read config: %w", err)
 	}
+	c, err := Parse(raw)
+	if err != nil {
+		return nil, fmt.Errorf("config %s: %w", path, err)
+	}
+	return c, nil
+}
+
+// Parse reads a configuration from YAML or JSON; unknown fields are errors.
+func Parse(raw []byte) (*Config, error) {
 	var c Config
 	if err := yaml.UnmarshalStrict(raw, &c); err != nil {
-		return nil, fmt.Errorf("config %s: %w", path, err)
+		return nil, err
 	}
 	return &c, nil
 }
@@ -142,8 +178,31 @@ func (c *Config) SetDefaults() {
 // Validate reports every problem at once, each prefixed with its field path.
 func (c *Config) Validate() error {
 	var errs field.ErrorList
-	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
+	if host, _, err := net.SplitHostPort(c.Listen); err != nil {
 		errs = append(errs, field.Invalid(field.NewPath("listen"), c.Listen, err.Error()))
+	} else if !Loopback(host) && c.Auth.TokenFile == "" && !c.Auth.InsecureAllowUnauthenticated {
+		errs = append(errs, field.Invalid(field.NewPath("listen"), c.Listen,
+			"refusing to serve the fleet's data without authentication on a non-loopback address: set auth.tokenFile, or auth.insecureAllowUnauthenticated (--insecure-allow-unauthenticated) if something in front authenticates"))
+	}
+	if c.Auth.TokenFile != "" {
+		if _, err := os.Stat(c.Auth.TokenFile); err != nil {
+			errs = append(errs, field.Invalid(path("auth.tokenFile"), c.Auth.TokenFile, err.Error()))
+		}
+	}
+	if (c.TLS.CertFile == "") != (c.TLS.KeyFile == "") {
+		errs = append(errs, field.Required(path("tls"), "certFile and keyFile go together"))
+	}
+	for name, f := range map[string]string{"tls.certFile": c.TLS.CertFile, "tls.keyFile": c.TLS.KeyFile} {
+		if f != "" {
+			if _, err := os.Stat(f); err != nil {
+				errs = append(errs, field.Invalid(path(name), f, err.Error()))
+			}
+		}
+	}
+	for name, n := range map[string]int{"api.maxInFlight": c.API.MaxInFlight, "api.maxWatches": c.API.MaxWatches} {
+		if n < 0 {
+			errs = append(errs, field.Invalid(path(name), n, "must not be negative"))
+		}
 	}
 	if !oneOf(c.InCluster.Mode, "", "auto", "always", "never") {
 		errs = append(errs, field.NotSupported(path("inCluster.mode"), c.InCluster.Mode, []string{"auto", "always", "never"}))
@@ -215,6 +274,7 @@ func (c *Config) Validate() error {
 		"cluster.rediscoveryInterval": c.Cluster.RediscoveryInterval.Duration,
 		"api.continueTTL":             c.API.ContinueTTL.Duration,
 		"shutdownGracePeriod":         c.ShutdownGracePeriod.Duration,
+		"api.requestTimeout":          c.API.RequestTimeout.Duration,
 	}
 	for name, d := range durations {
 		if d < 0 {
@@ -273,6 +333,15 @@ func oneOf(s string, options ...string) bool {
 		}
 	}
 	return false
+}
+
+// Loopback reports whether a listen host only accepts local connections.
+func Loopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 // UseInCluster reports whether the in-cluster source is used.

@@ -26,6 +26,9 @@ import (
 	"github.com/fleetcache/fleetcache/clusters"
 )
 
+// streamWriteTimeout bounds writing one watch event.
+const streamWriteTimeout = 10 * time.Second
+
 // ClusterAnnotation carries an object's cluster.
 const ClusterAnnotation = "fleetcache.io/cluster"
 
@@ -40,6 +43,22 @@ type Handler struct {
 	Fleet Fleet
 	// MaxLimit caps a list's page size. Default 5000.
 	MaxLimit int
+	// ServeSecrets allows Secrets (without values); otherwise they are hidden from
+	// discovery and refused.
+	ServeSecrets bool
+	// Scope returns the caller's visibility; nil or a nil result sees everything.
+	Scope func(*http.Request) aggregator.Scope
+}
+
+func (h *Handler) scope(r *http.Request) aggregator.Scope {
+	if h.Scope == nil {
+		return nil
+	}
+	return h.Scope(r)
+}
+
+func (h *Handler) visible(info aggregator.ResourceInfo) bool {
+	return h.ServeSecrets || info.Kind != "Secret" || info.APIVersion != "v1"
 }
 
 // Register mounts the handler's paths on mux.
@@ -49,7 +68,7 @@ func (h *Handler) Register(mux *http.ServeMux) {
 	}
 	mux.HandleFunc("/clusters/{cluster}/{rest...}", func(w http.ResponseWriter, r *http.Request) {
 		cluster := r.PathValue("cluster")
-		if !h.hasCluster(cluster) {
+		if sc := h.scope(r); !h.hasCluster(cluster) || sc != nil && !sc.SeesCluster(cluster) {
 			writeStatus(w, apierrors.NewNotFound(schema.GroupResource{Resource: "clusters"}, cluster))
 			return
 		}
@@ -130,6 +149,9 @@ func (h *Handler) version(w http.ResponseWriter, cluster string) {
 func (h *Handler) byGroupVersion() map[schema.GroupVersion][]aggregator.ResourceInfo {
 	out := map[schema.GroupVersion][]aggregator.ResourceInfo{}
 	for _, r := range h.Index.Resources() {
+		if !h.visible(r) {
+			continue
+		}
 		gv, err := schema.ParseGroupVersion(r.APIVersion)
 		if err != nil {
 			continue
@@ -210,7 +232,7 @@ func (h *Handler) object(w http.ResponseWriter, r *http.Request, cluster, group,
 		full += "." + group
 	}
 	info, ok := h.Index.Resource(full)
-	if !ok || info.APIVersion != (schema.GroupVersion{Group: group, Version: version}).String() {
+	if !ok || !h.visible(info) || info.APIVersion != (schema.GroupVersion{Group: group, Version: version}).String() {
 		writeStatus(w, apierrors.NewNotFound(schema.GroupResource{Group: group, Resource: resource}, ""))
 		return
 	}
@@ -232,7 +254,7 @@ func (h *Handler) object(w http.ResponseWriter, r *http.Request, cluster, group,
 
 func (h *Handler) query(r *http.Request, cluster string, info aggregator.ResourceInfo, ns, name string) (aggregator.Query, error) {
 	v := r.URL.Query()
-	q := aggregator.Query{Resource: info.Name, Clusters: cluster, Namespace: ns, Continue: v.Get("continue")}
+	q := aggregator.Query{Resource: info.Name, Clusters: cluster, Namespace: ns, Continue: v.Get("continue"), Scope: h.scope(r)}
 	var err error
 	if q.LabelSelector, err = labels.Parse(v.Get("labelSelector")); err != nil {
 		return q, fmt.Errorf("labelSelector: %w", err)
@@ -261,14 +283,15 @@ func (h *Handler) query(r *http.Request, cluster string, info aggregator.Resourc
 func (h *Handler) get(w http.ResponseWriter, r *http.Request, cluster string, info aggregator.ResourceInfo, ns, name string) {
 	var item aggregator.Item
 	var err error
+	scope := h.scope(r)
 	if cluster != "" {
-		item, err = h.Index.Get(cluster, info.Name, ns, name)
+		item, err = h.Index.Get(cluster, info.Name, ns, name, scope)
 	} else {
 		// On the fleet path a name may exist in several clusters: the first, in cluster
 		// order, is returned; its annotation says which.
 		err = aggregator.ErrNotFound
 		for _, s := range h.Fleet.Status() {
-			if item, err = h.Index.Get(s.Name, info.Name, ns, name); err == nil {
+			if item, err = h.Index.Get(s.Name, info.Name, ns, name, scope); err == nil {
 				break
 			}
 		}
@@ -400,11 +423,14 @@ func (h *Handler) watch(w http.ResponseWriter, r *http.Request, q aggregator.Que
 		flusher.Flush()
 	}
 	enc := json.NewEncoder(w)
+	rc := http.NewResponseController(w)
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case ev, ok := <-wi.ResultChan():
+			// A client that stops reading is disconnected instead of holding the stream.
+			_ = rc.SetWriteDeadline(time.Now().Add(streamWriteTimeout))
 			if !ok {
 				return
 			}

@@ -38,6 +38,10 @@ func (a *api) parseQuery(r *http.Request, paging bool) (aggregator.Query, error)
 	if q.Resource == "" {
 		return q, badParam{"resource", "required, e.g. resource=pods or resource=deployments.apps"}
 	}
+	if err := a.secretsAllowed(q.Resource); err != nil {
+		return q, err
+	}
+	q.Scope = scopeOf(r)
 	if q.Clusters != "" {
 		if _, err := filepath.Match(q.Clusters, ""); err != nil {
 			return q, badParam{"cluster", "not a valid glob: " + err.Error()}
@@ -135,12 +139,23 @@ func (a *api) list(w http.ResponseWriter, r *http.Request) {
 	writeData(w, r, resp)
 }
 
+func (a *api) secretsAllowed(resource string) error {
+	if info, ok := a.ix.Resource(resource); ok && IsSecret(info) && !a.opts.ServeSecrets {
+		return errSecretsOff
+	}
+	return nil
+}
+
 func (a *api) get(w http.ResponseWriter, r *http.Request) {
 	ns := r.PathValue("namespace")
 	if ns == ClusterScopedNamespace {
 		ns = ""
 	}
-	it, err := a.ix.Get(r.PathValue("cluster"), r.PathValue("resource"), ns, r.PathValue("name"))
+	if err := a.secretsAllowed(r.PathValue("resource")); err != nil {
+		writeQueryError(w, err)
+		return
+	}
+	it, err := a.ix.Get(r.PathValue("cluster"), r.PathValue("resource"), ns, r.PathValue("name"), scopeOf(r))
 	if err != nil {
 		writeQueryError(w, err)
 		return
@@ -223,11 +238,14 @@ func (a *api) watch(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Cache-Control", "no-cache")
 	w.WriteHeader(http.StatusOK)
 	flusher, _ := w.(http.Flusher)
+	rc := http.NewResponseController(w)
 	write := func(line watchLine) error {
 		raw, err := json.Marshal(line)
 		if err != nil {
 			return err
 		}
+		// A client that stops reading is disconnected instead of holding the stream.
+		_ = rc.SetWriteDeadline(time.Now().Add(a.opts.Limits.StreamWriteTimeout))
 		if sse {
 			_, err = fmt.Fprintf(w, "event: %s\ndata: %s\n\n", strings.ToLower(string(line.Type)), raw)
 		} else {

@@ -43,6 +43,11 @@ type Options struct {
 	Registerer prometheus.Registerer
 	// KubeAPI, when set, serves the Kubernetes read API under /clusters/ and /fleet/.
 	KubeAPI *kubeapi.Handler
+	// Authenticator, when set, is required for everything but /healthz and /readyz.
+	Authenticator Authenticator
+	Limits        Limits
+	// ServeSecrets allows Secrets (always without values) to be served. Default: refused.
+	ServeSecrets bool
 }
 
 // Server is the daemon's HTTP handler.
@@ -69,6 +74,7 @@ func New(opts Options) *Server {
 	if opts.Logger == nil {
 		opts.Logger = zap.NewNop()
 	}
+	opts.Limits.setDefaults()
 	streams, endStreams := context.WithCancel(context.Background())
 	a := &api{opts: opts, ix: opts.Index, streams: streams}
 	m := newHTTPMetrics(opts.Registerer)
@@ -89,12 +95,14 @@ func New(opts Options) *Server {
 		mux.Handle("GET /api/v1/watch", m.instrumentStream("watch", a.watch))
 	}
 	if opts.KubeAPI != nil {
+		opts.KubeAPI.ServeSecrets = opts.ServeSecrets
+		opts.KubeAPI.Scope = scopeOf
 		opts.KubeAPI.Register(mux)
 	}
 	mux.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "NotFound", "no such endpoint: "+r.Method+" "+r.URL.Path+" (see docs/api.md)")
 	})
-	return &Server{Handler: mux, endStreams: endStreams}
+	return &Server{Handler: guard(mux, opts.Authenticator, opts.Limits), endStreams: endStreams}
 }
 
 type api struct {
@@ -107,7 +115,13 @@ func (a *api) clusters(w http.ResponseWriter, r *http.Request) {
 	resp := struct {
 		Clusters  []clusters.ClusterStatus `json:"clusters"`
 		LoadError string                   `json:"loadError,omitempty"`
-	}{Clusters: a.opts.Fleet.Status()}
+	}{Clusters: []clusters.ClusterStatus{}}
+	scope := scopeOf(r)
+	for _, s := range a.opts.Fleet.Status() {
+		if scope == nil || scope.SeesCluster(s.Name) {
+			resp.Clusters = append(resp.Clusters, s)
+		}
+	}
 	if err := a.opts.Fleet.LoadError(); err != nil {
 		resp.LoadError = err.Error()
 	}
@@ -115,8 +129,20 @@ func (a *api) clusters(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *api) resources(w http.ResponseWriter, r *http.Request) {
-	writeJSON(w, http.StatusOK, map[string]any{"resources": a.ix.Resources()})
+	var out []aggregator.ResourceInfo
+	for _, res := range a.ix.Resources() {
+		if a.opts.ServeSecrets || !IsSecret(res) {
+			out = append(out, res)
+		}
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"resources": out})
 }
+
+// IsSecret reports whether a resource is core Secrets.
+func IsSecret(r aggregator.ResourceInfo) bool { return r.Kind == "Secret" && r.APIVersion == "v1" }
+
+// errSecretsOff refuses Secrets unless serveSecrets is on.
+var errSecretsOff = errors.New("secrets are not served (set api.serveSecrets: true to serve them, always without values)")
 
 // apiError is the body of every error response.
 type apiError struct {
@@ -134,6 +160,8 @@ func writeQueryError(w http.ResponseWriter, err error) {
 	switch {
 	case errors.Is(err, aggregator.ErrUnknownResource), errors.Is(err, aggregator.ErrUnknownCluster), errors.Is(err, aggregator.ErrNotFound):
 		writeError(w, http.StatusNotFound, "NotFound", err.Error())
+	case errors.Is(err, errSecretsOff):
+		writeError(w, http.StatusForbidden, "Forbidden", err.Error())
 	case errors.As(err, new(badParam)):
 		writeError(w, http.StatusBadRequest, "BadRequest", err.Error())
 	case errors.Is(err, aggregator.ErrInvalidToken):

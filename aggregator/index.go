@@ -80,8 +80,10 @@ type resourceIndex struct {
 type shard struct {
 	cluster string
 
-	mu      sync.RWMutex
-	tree    *btree.BTreeG[*entry]
+	mu    sync.RWMutex
+	tree  *btree.BTreeG[*entry]
+	byKey map[string]*entry // the same entries, for O(1) Get
+
 	byLabel map[pair]map[*entry]struct{}      // label key and value
 	byField map[pair]map[*entry]struct{}      // index name and value
 	byOwner map[types.UID]map[*entry]struct{} // owner UID
@@ -105,6 +107,7 @@ func newShard(cluster string, historySize int) *shard {
 	return &shard{
 		cluster: cluster,
 		tree:    btree.NewG(32, entryLess),
+		byKey:   map[string]*entry{},
 		byLabel: map[pair]map[*entry]struct{}{},
 		byField: map[pair]map[*entry]struct{}{},
 		byOwner: map[types.UID]map[*entry]struct{}{},
@@ -141,6 +144,7 @@ func fieldKey(k, v string) pair { return pair{k, v} }
 // insert adds or replaces e; it returns the entry it replaced, if any. s.mu is held.
 func (s *shard) insert(e *entry) *entry {
 	old, replaced := s.tree.ReplaceOrInsert(e)
+	s.byKey[e.key] = e
 	if replaced {
 		s.unindex(old)
 	} else {
@@ -176,6 +180,7 @@ func (s *shard) remove(key string) *entry {
 	if !ok {
 		return nil
 	}
+	delete(s.byKey, key)
 	s.unindex(old)
 	if s.nsCount[old.obj.Namespace]--; s.nsCount[old.obj.Namespace] <= 0 {
 		delete(s.nsCount, old.obj.Namespace)

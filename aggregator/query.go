@@ -453,7 +453,7 @@ func (ix *Index) Get(cluster, resource, namespace, name string, scope ...Scope) 
 		return Item{}, fmt.Errorf("%w: %s %s/%s in cluster %s", ErrNotFound, r.name, namespace, name, cluster)
 	}
 	s.mu.RLock()
-	e, found := s.tree.Get(&entry{key: objectKey(namespace, name)})
+	e, found := s.byKey[objectKey(namespace, name)]
 	s.mu.RUnlock()
 	if !found {
 		return Item{}, fmt.Errorf("%w: %s %s/%s in cluster %s", ErrNotFound, r.name, namespace, name, cluster)

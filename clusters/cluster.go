@@ -1,8 +1,10 @@
 package clusters
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -315,6 +317,29 @@ func (c *Cluster) probeOnce(ctx context.Context, client *http.Client) error {
 		c.offset.add(date, sent, received)
 		c.clockOffsetNanos.Store(int64(c.offset.estimate()))
 		c.offsetKnown.Store(true)
+	}
+	return c.probeStorage(ctx, client)
+}
+
+// errStorageUnavailable: the apiserver answers but its etcd does not; nothing changes in
+// the cluster and the cache cannot follow it.
+var errStorageUnavailable = errors.New("the apiserver reports its etcd failing")
+
+// probeStorage reads /readyz?verbose (open to every caller) for the etcd check: an
+// apiserver that lost etcd still answers /version and keeps idle watches open.
+func (c *Cluster) probeStorage(ctx context.Context, client *http.Client) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimRight(c.target.Config.Host, "/")+"/readyz?verbose", nil)
+	if err != nil {
+		return err
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if resp.StatusCode != http.StatusOK && bytes.Contains(body, []byte("[-]etcd ")) {
+		return errStorageUnavailable
 	}
 	return nil
 }
@@ -845,6 +870,9 @@ func (c *Cluster) derive() Condition {
 	}
 	if c.target.Err != nil {
 		return Condition{Phase: PhaseInvalid, Reason: "InvalidKubeconfig", Message: c.target.Err.Error()}
+	}
+	if errors.Is(c.probeErr, errStorageUnavailable) {
+		return Condition{Phase: PhaseDegraded, Reason: "EtcdUnavailable", Message: fmt.Sprintf("apiserver %s: %v; the cache holds the last known state", c.target.Config.Host, c.probeErr)}
 	}
 	if err := c.probeErr; err != nil {
 		phase, reason := classify(err)

@@ -222,10 +222,11 @@ func containsRow(out string, cells ...string) bool {
 }
 
 type watchLine struct {
-	Type    string `json:"type"`
-	Cluster string `json:"cluster"`
-	Cursor  string `json:"cursor"`
-	Object  struct {
+	Type            string `json:"type"`
+	Cluster         string `json:"cluster"`
+	Cursor          string `json:"cursor"`
+	ResourceVersion string `json:"resourceVersion"`
+	Object          struct {
 		Metadata metav1.ObjectMeta `json:"metadata"`
 		Data     map[string]string `json:"data"`
 	} `json:"object"`

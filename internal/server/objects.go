@@ -30,6 +30,9 @@ func (e badParam) Error() string { return fmt.Sprintf("query parameter %q: %s", 
 func (a *api) parseQuery(r *http.Request, paging bool) (aggregator.Query, error) {
 	v := r.URL.Query()
 	for name := range v {
+		if name == "" {
+			return aggregator.Query{}, badParam{"(unnamed)", "a parameter without a name (a stray '=' or '&'?)"}
+		}
 		if !knownParams[name] {
 			return aggregator.Query{}, badParam{name, "unknown parameter (see docs/api.md)"}
 		}

@@ -1,0 +1,332 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"net/url"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/fleetcache/fleetcache/internal/testfleet"
+)
+
+// fault is one thing that goes wrong in one or more clusters, and its repair.
+type fault struct {
+	name    string
+	victims []*testfleet.Cluster
+	// shows is true once fleetcache's status reflects the fault.
+	shows   func(d *daemon, t *testing.T) bool
+	apply   func(t *testing.T)
+	recover func(t *testing.T)
+}
+
+// TestFaultSuite runs faults against the real fleet while a bounded query load and a
+// writer run, and after each recovery compares fleetcache's index with a fresh LIST from
+// every cluster: no object lost, no ghost, every resourceVersion current; a watch over the
+// whole run must never see an impossible sequence. It logs a report.
+func TestFaultSuite(t *testing.T) {
+	d := startDaemon(t)
+	a, b, c := fleet.Clusters[0], fleet.Clusters[1], fleet.Clusters[2]
+	ctx, cancel := context.WithCancel(context.Background())
+
+	// A bounded query load: one request at a time, all through the suite. fleetcache
+	// answers from memory, so faults in clusters must not make it fail.
+	var queries, queryErrors atomic.Int64
+	var wg sync.WaitGroup
+	defer func() { cancel(); wg.Wait() }() // stop the load before waiting for it
+	wg.Go(func() {
+		for ctx.Err() == nil {
+			resp, err := http.Get(d.url + "/api/v1/objects?resource=pods&limit=500")
+			queries.Add(1)
+			if err != nil || resp.StatusCode != http.StatusOK {
+				queryErrors.Add(1)
+			}
+			if resp != nil {
+				resp.Body.Close()
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	})
+
+	// A writer keeps configmaps changing in every cluster; paused for comparisons.
+	var paused atomic.Bool
+	for _, cl := range fleet.Clusters {
+		cs := kubernetes.NewForConfigOrDie(cl.AdminConfig())
+		wg.Go(func() {
+			for i := 0; ctx.Err() == nil; i++ {
+				if paused.Load() {
+					time.Sleep(50 * time.Millisecond)
+					continue
+				}
+				wctx, wcancel := context.WithTimeout(ctx, time.Second)
+				name := fmt.Sprintf("churn-%d", i%5)
+				cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "default", Labels: map[string]string{"e2e": "fault"}}, Data: map[string]string{"i": fmt.Sprint(i)}}
+				switch i % 3 {
+				case 0:
+					_, _ = cs.CoreV1().ConfigMaps("default").Create(wctx, cm, metav1.CreateOptions{})
+				case 1:
+					_, _ = cs.CoreV1().ConfigMaps("default").Update(wctx, cm, metav1.UpdateOptions{})
+				case 2:
+					_ = cs.CoreV1().ConfigMaps("default").Delete(wctx, name, metav1.DeleteOptions{})
+				}
+				wcancel()
+				time.Sleep(30 * time.Millisecond)
+			}
+		})
+	}
+
+	// A watch over everything, checked for impossible sequences.
+	checker := newSequenceChecker()
+	ch, stop := openWatch(t, d, url.Values{"resource": {"configmaps"}})
+	defer stop()
+	wg.Go(func() {
+		for l := range ch {
+			checker.see(l)
+		}
+	})
+
+	rss := func() float64 { v, _ := value(d.scrape(t), "process_resident_memory_bytes", nil); return v }
+	rssStart := rss()
+
+	notSynced := func(cl *testfleet.Cluster) func(*daemon, *testing.T) bool {
+		return func(d *daemon, t *testing.T) bool {
+			v, _ := value(d.scrape(t), "fleetcache_cluster_synced", map[string]string{"cluster": cl.Name})
+			return v == 0
+		}
+	}
+	bothNotSynced := func(x, y *testfleet.Cluster) func(*daemon, *testing.T) bool {
+		return func(d *daemon, t *testing.T) bool { return notSynced(x)(d, t) && notSynced(y)(d, t) }
+	}
+	must := func(t *testing.T, err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	restart := func(t *testing.T, cls ...*testfleet.Cluster) {
+		for _, cl := range cls {
+			must(t, cl.Restart(context.Background()))
+		}
+	}
+	crds := dynamic.NewForConfigOrDie(a.AdminConfig()).Resource(schemaCRD)
+	faults := []fault{
+		{name: "SIGSTOP/SIGCONT one", victims: []*testfleet.Cluster{b}, shows: notSynced(b),
+			apply: func(t *testing.T) { must(t, b.Stop()) }, recover: func(t *testing.T) { must(t, b.Cont()) }},
+		{name: "kill/restart one", victims: []*testfleet.Cluster{c}, shows: notSynced(c),
+			apply: func(t *testing.T) { must(t, c.Kill()) }, recover: func(t *testing.T) { restart(t, c) }},
+		{name: "kill etcd/restart one", victims: []*testfleet.Cluster{a}, shows: notSynced(a),
+			apply:   func(t *testing.T) { must(t, a.KillEtcd()) },
+			recover: func(t *testing.T) { must(t, a.StartEtcd()); must(t, a.WaitReady(context.Background())) }},
+		{name: "SIGSTOP/SIGCONT two", victims: []*testfleet.Cluster{a, b}, shows: bothNotSynced(a, b),
+			apply:   func(t *testing.T) { must(t, a.Stop()); must(t, b.Stop()) },
+			recover: func(t *testing.T) { must(t, a.Cont()); must(t, b.Cont()) }},
+		{name: "kill/restart two", victims: []*testfleet.Cluster{b, c}, shows: bothNotSynced(b, c),
+			apply: func(t *testing.T) { must(t, b.Kill()); must(t, c.Kill()) }, recover: func(t *testing.T) { restart(t, b, c) }},
+		{name: "kill etcd/restart two", victims: []*testfleet.Cluster{a, c}, shows: bothNotSynced(a, c),
+			apply: func(t *testing.T) { must(t, a.KillEtcd()); must(t, c.KillEtcd()) },
+			recover: func(t *testing.T) {
+				must(t, a.StartEtcd())
+				must(t, c.StartEtcd())
+				must(t, a.WaitReady(context.Background()))
+				must(t, c.WaitReady(context.Background()))
+			}},
+		{name: "reader RBAC binding deleted/restored", victims: []*testfleet.Cluster{c},
+			shows: func(d *daemon, t *testing.T) bool {
+				v, _ := value(d.scrape(t), "fleetcache_resource_phase", map[string]string{"cluster": c.Name, "resource": "pods", "phase": "Forbidden"})
+				return v == 1
+			},
+			// Existing watches outlive an RBAC change; a restart of the apiserver makes the
+			// informers list again, and those lists are forbidden.
+			apply:   func(t *testing.T) { must(t, c.UnbindReader(context.Background())); restart(t, c) },
+			recover: func(t *testing.T) { must(t, c.BindReader(context.Background())) }},
+		{name: "CRD deleted/recreated", victims: []*testfleet.Cluster{a},
+			shows: func(d *daemon, t *testing.T) bool {
+				v, _ := value(d.scrape(t), "fleetcache_resource_phase", map[string]string{"cluster": a.Name, "resource": "widgets.example.com", "phase": "NotServed"})
+				return v == 1
+			},
+			apply: func(t *testing.T) {
+				must(t, crds.Delete(context.Background(), testfleet.WidgetCRDName, metav1.DeleteOptions{}))
+			},
+			recover: func(t *testing.T) {
+				// Seeding installs the CRD again and recreates its widgets.
+				waitFor(t, 60*time.Second, "CRD gone", func() (bool, string) {
+					_, err := crds.Get(context.Background(), testfleet.WidgetCRDName, metav1.GetOptions{})
+					return err != nil, "still there"
+				})
+				_, err := testfleet.Seed(context.Background(), a, testfleet.SeedOptions{})
+				must(t, err)
+			}},
+	}
+
+	var report []string
+	for _, f := range faults {
+		start := time.Now()
+		f.apply(t)
+		waitFor(t, 60*time.Second, f.name+": status shows the fault", func() (bool, string) { return f.shows(d, t), "not yet" })
+		shown := time.Since(start)
+		recoverAt := time.Now()
+		f.recover(t)
+		for _, v := range f.victims {
+			waitFor(t, 120*time.Second, f.name+": "+v.Name+" synced again", func() (bool, string) {
+				s, _ := value(d.scrape(t), "fleetcache_cluster_synced", map[string]string{"cluster": v.Name})
+				return s == 1, "not yet"
+			})
+		}
+		recovered := time.Since(recoverAt)
+		paused.Store(true)
+		lost, ghosts := compareWithFreshLists(t, d)
+		paused.Store(false)
+		line := fmt.Sprintf("%-38s status showed it after %6s, recovered %6s after repair, lost %d, ghosts %d",
+			f.name, shown.Round(100*time.Millisecond), recovered.Round(100*time.Millisecond), lost, ghosts)
+		report = append(report, line)
+		if lost+ghosts > 0 {
+			t.Errorf("%s", line)
+		}
+	}
+	cancel()
+	rssEnd := rss()
+	t.Logf("fault suite report:\n%s\nqueries during the suite: %d, failed: %d; watch events checked: %d; RSS %.0f MiB -> %.0f MiB",
+		strings.Join(report, "\n"), queries.Load(), queryErrors.Load(), checker.events.Load(), rssStart/(1<<20), rssEnd/(1<<20))
+	if queryErrors.Load() > 0 {
+		t.Errorf("%d queries failed during faults", queryErrors.Load())
+	}
+	if problems := checker.problems(); len(problems) > 0 {
+		t.Errorf("impossible watch sequences:\n%s", strings.Join(problems, "\n"))
+	}
+	if rssEnd > 2*rssStart+200<<20 {
+		t.Errorf("memory grew from %.0f MiB to %.0f MiB", rssStart/(1<<20), rssEnd/(1<<20))
+	}
+}
+
+// compareWithFreshLists waits until fleetcache's answer equals a fresh LIST from every
+// cluster (names and resourceVersions) for the resources the suite touches, and returns
+// what was lost and what was a ghost at the end.
+func compareWithFreshLists(t *testing.T, d *daemon) (lost, ghosts int) {
+	t.Helper()
+	for _, res := range []string{"pods", "configmaps", "deployments.apps", "widgets.example.com"} {
+		var missing, extra []string
+		waitFor(t, 60*time.Second, res+" equals a fresh list", func() (bool, string) {
+			want := map[string]bool{}
+			for _, k := range kubectlSetRV(t, res) {
+				want[k] = true
+			}
+			got := map[string]bool{}
+			for _, k := range apiSetRV(t, d, res) {
+				got[k] = true
+			}
+			missing, extra = nil, nil
+			for k := range want {
+				if !got[k] {
+					missing = append(missing, k)
+				}
+			}
+			for k := range got {
+				if !want[k] {
+					extra = append(extra, k)
+				}
+			}
+			sort.Strings(missing)
+			sort.Strings(extra)
+			return len(missing)+len(extra) == 0, fmt.Sprintf("missing %v, ghosts %v", missing, extra)
+		})
+		lost += len(missing)
+		ghosts += len(extra)
+	}
+	return lost, ghosts
+}
+
+func kubectlSetRV(t *testing.T, resource string) []string {
+	var out []string
+	for _, c := range fleet.Clusters {
+		res, err := kubectl(t, c.Name, "get", resource, "-A", "-o", `jsonpath={range .items[*]}{.metadata.namespace}/{.metadata.name}@{.metadata.resourceVersion}{"\n"}{end}`)
+		if err != nil {
+			if strings.Contains(res, "the server doesn't have a resource type") {
+				continue
+			}
+			t.Fatalf("kubectl %s in %s: %v\n%s", resource, c.Name, err, res)
+		}
+		for _, l := range strings.Fields(res) {
+			out = append(out, c.Name+"/"+l)
+		}
+	}
+	return out
+}
+
+func apiSetRV(t *testing.T, d *daemon, resource string) []string {
+	var out []string
+	q := url.Values{"resource": {resource}, "limit": {"5000"}}
+	for {
+		var page objectsPage
+		if code := d.getJSON(t, "/api/v1/objects", q, &page); code != http.StatusOK {
+			if code == http.StatusNotFound {
+				return nil // no cluster serves it right now
+			}
+			t.Fatalf("objects %s: %d", resource, code)
+		}
+		for _, it := range page.Items {
+			m := it.Object.Metadata
+			out = append(out, it.Cluster+"/"+m.Namespace+"/"+m.Name+"@"+m.ResourceVersion)
+		}
+		if page.Continue == "" {
+			return out
+		}
+		q.Set("continue", page.Continue)
+	}
+}
+
+// sequenceChecker flags impossible event sequences: a change after the deletion of the
+// same object (by uid), or a cluster's stream going back in resourceVersion.
+type sequenceChecker struct {
+	mu      sync.Mutex
+	deleted map[string]bool // cluster/uid
+	lastRV  map[string]uint64
+	bad     []string
+	events  atomic.Int64
+}
+
+func newSequenceChecker() *sequenceChecker {
+	return &sequenceChecker{deleted: map[string]bool{}, lastRV: map[string]uint64{}}
+}
+
+func (s *sequenceChecker) see(l watchLine) {
+	if l.Type == "BOOKMARK" || l.Type == "ERROR" {
+		return
+	}
+	s.events.Add(1)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	key := l.Cluster + "/" + string(l.Object.Metadata.UID)
+	switch l.Type {
+	case "DELETED":
+		s.deleted[key] = true
+	default:
+		if s.deleted[key] {
+			s.bad = append(s.bad, fmt.Sprintf("%s after DELETED for %s %s", l.Type, key, l.Object.Metadata.Name))
+		}
+	}
+	var rv uint64
+	fmt.Sscan(l.ResourceVersion, &rv)
+	if rv < s.lastRV[l.Cluster] {
+		s.bad = append(s.bad, fmt.Sprintf("cluster %s went back from %d to %d", l.Cluster, s.lastRV[l.Cluster], rv))
+	}
+	s.lastRV[l.Cluster] = rv
+}
+
+func (s *sequenceChecker) problems() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]string(nil), s.bad...)
+}
+
+var schemaCRD = schema.GroupVersionResource{Group: "apiextensions.k8s.io", Version: "v1", Resource: "customresourcedefinitions"}

@@ -16,9 +16,13 @@ import (
 	"testing"
 	"time"
 
+	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
+
+	"github.com/fleetcache/fleetcache/internal/testfleet"
 )
 
 const (
@@ -231,5 +235,51 @@ func TestSecretsServedWithoutValues(t *testing.T) {
 	}
 	if !found {
 		t.Errorf("secret %s not served", uid)
+	}
+}
+
+// TestTokenReviewMode authenticates real service-account tokens through TokenReview
+// against the first cluster, and scopes them by the token file's policy entries.
+func TestTokenReviewMode(t *testing.T) {
+	d := startDaemon(t)
+	a, b := fleet.Clusters[0], fleet.Clusters[1]
+	saToken := func(c *testfleet.Cluster, name string) string {
+		cs := kubernetes.NewForConfigOrDie(c.AdminConfig())
+		sa := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "default"}}
+		if _, err := cs.CoreV1().ServiceAccounts("default").Create(context.Background(), sa, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+			t.Fatal(err)
+		}
+		tok, err := cs.CoreV1().ServiceAccounts("default").CreateToken(context.Background(), name, &authenticationv1.TokenRequest{}, metav1.CreateOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tok.Status.Token
+	}
+	good := saToken(a, "api-client")
+	elsewhere := saToken(b, "api-client") // signed by another cluster's key
+	policy := filepath.Join(t.TempDir(), "policy.yaml")
+	if err := os.WriteFile(policy, []byte(fmt.Sprintf("users:\n  - {name: \"system:serviceaccount:default:api-client\", clusters: [%s]}\n", a.Name)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p := startProcess(t, d.bin, nil, "--config", d.config, "--token-file", policy,
+		"--token-review-kubeconfig", fleet.Kubeconfig, "--token-review-context", a.Name)
+
+	var page objectsPage
+	if code := authGet(t, p, good, "/api/v1/objects", url.Values{"resource": {"pods"}, "limit": {"5000"}}, &page); code != http.StatusOK {
+		t.Fatalf("a real service-account token: %d", code)
+	}
+	if len(page.Items) == 0 {
+		t.Fatal("the service account sees nothing")
+	}
+	for _, it := range page.Items {
+		if it.Cluster != a.Name {
+			t.Errorf("the policy limits the service account to %s; it saw %s", a.Name, it.Cluster)
+		}
+	}
+	forged := good[:len(good)-4] + "AAAA"
+	for name, tok := range map[string]string{"forged": forged, "another cluster's": elsewhere, "garbage": "not-a-jwt-at-all-0123456789"} {
+		if code := authGet(t, p, tok, "/api/v1/objects", url.Values{"resource": {"pods"}}, nil); code != http.StatusUnauthorized {
+			t.Errorf("%s token: %d, want 401", name, code)
+		}
 	}
 }

@@ -20,6 +20,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/klog/v2"
 
 	"github.com/fleetcache/fleetcache/aggregator"
@@ -68,6 +69,8 @@ func loadConfig(args []string) (*config.Config, error) {
 		grace      = fs.Duration("shutdown-grace-period", 0, "time in-flight requests and watch streams get after SIGTERM (default 20s)")
 		inCluster  = fs.String("in-cluster", "", "add the cluster fleetcache runs in: auto (default), always or never")
 		tokenFile  = fs.String("token-file", "", "static bearer tokens and their users' scopes (see docs/security.md); reloaded on change")
+		trKube     = fs.String("token-review-kubeconfig", "", "authenticate callers with TokenReview against this kubeconfig's cluster")
+		trContext  = fs.String("token-review-context", "", "the kubeconfig context for --token-review-kubeconfig")
 		insecure   = fs.Bool("insecure-allow-unauthenticated", false, "serve a non-loopback address without authentication (only behind something that authenticates)")
 		serveSecr  = fs.Bool("serve-secrets", false, "serve Secrets (never their values)")
 		tlsCert    = fs.String("tls-cert-file", "", "serve HTTPS with this certificate (reloaded on change)")
@@ -127,6 +130,10 @@ func loadConfig(args []string) (*config.Config, error) {
 			cfg.InCluster.Mode = *inCluster
 		case "token-file":
 			cfg.Auth.TokenFile = *tokenFile
+		case "token-review-kubeconfig":
+			cfg.Auth.TokenReview.Kubeconfig = *trKube
+		case "token-review-context":
+			cfg.Auth.TokenReview.Context = *trContext
 		case "insecure-allow-unauthenticated":
 			cfg.Auth.InsecureAllowUnauthenticated = *insecure
 		case "serve-secrets":
@@ -211,13 +218,33 @@ func serve(args []string) error {
 		return fmt.Errorf("listen: %w", err)
 	}
 	var authn server.Authenticator
+	var chain auth.Chain
+	var tokens *auth.TokenFile
 	if cfg.Auth.TokenFile != "" {
-		tokens, err := auth.LoadTokenFile(cfg.Auth.TokenFile)
-		if err != nil {
+		if tokens, err = auth.LoadTokenFile(cfg.Auth.TokenFile); err != nil {
 			return err
 		}
 		go tokens.Watch(ctx, 2*time.Second, log)
-		authn = tokens
+		chain = append(chain, tokens)
+	}
+	if tr := cfg.Auth.TokenReview; tr.Enabled() {
+		rules := clientcmd.NewDefaultClientConfigLoadingRules()
+		if tr.Kubeconfig != "" {
+			rules.ExplicitPath = tr.Kubeconfig
+		}
+		restCfg, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, &clientcmd.ConfigOverrides{CurrentContext: tr.Context}).ClientConfig()
+		if err != nil {
+			return fmt.Errorf("auth.tokenReview: %w", err)
+		}
+		reviewer, err := auth.NewTokenReview(restCfg, tr.Audiences)
+		if err != nil {
+			return fmt.Errorf("auth.tokenReview: %w", err)
+		}
+		reviewer.Policy = tokens
+		chain = append(chain, reviewer)
+	}
+	if len(chain) > 0 {
+		authn = chain
 	} else if host, _, _ := net.SplitHostPort(cfg.Listen); !config.Loopback(host) {
 		log.Warn("SERVING WITHOUT AUTHENTICATION on a non-loopback address (insecureAllowUnauthenticated): anyone who can reach it reads the whole fleet", zap.String("listen", cfg.Listen))
 	}

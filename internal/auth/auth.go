@@ -83,6 +83,7 @@ type TokenFile struct {
 
 	mu       sync.RWMutex
 	byDigest map[[32]byte]*User
+	byName   []*User // every entry, also those without a token (scopes for TokenReview users)
 	stamp    string
 }
 
@@ -113,6 +114,7 @@ func (t *TokenFile) reload() error {
 		return fmt.Errorf("token file %s: %w", t.path, err)
 	}
 	byDigest := map[[32]byte]*User{}
+	var byName []*User
 	var problems []string
 	for i := range f.Users {
 		u := &f.Users[i]
@@ -130,8 +132,13 @@ func (t *TokenFile) reload() error {
 			copy(digest[:], b)
 		case len(u.Token) >= 16:
 			digest = sha256.Sum256([]byte(u.Token))
+		case u.Token == "":
+			// No token: a scope for a user (or "group:<name>") authenticated by TokenReview.
+			u.namespaces = setOf(u.Namespaces)
+			byName = append(byName, u)
+			continue
 		default:
-			problems = append(problems, fmt.Sprintf("users[%d]: a token of at least 16 characters, or tokenSHA256, is required", i))
+			problems = append(problems, fmt.Sprintf("users[%d].token: at least 16 characters", i))
 			continue
 		}
 		for j, g := range u.Clusters {
@@ -142,20 +149,26 @@ func (t *TokenFile) reload() error {
 		if _, dup := byDigest[digest]; dup {
 			problems = append(problems, fmt.Sprintf("users[%d]: the same token as another user", i))
 		}
-		u.namespaces = map[string]bool{}
-		for _, ns := range u.Namespaces {
-			u.namespaces[ns] = true
-		}
+		u.namespaces = setOf(u.Namespaces)
 		u.Token, u.TokenSHA256 = "", ""
 		byDigest[digest] = u
+		byName = append(byName, u)
 	}
 	if len(problems) > 0 {
 		return fmt.Errorf("token file %s: %s", t.path, strings.Join(problems, "; "))
 	}
 	t.mu.Lock()
-	t.byDigest, t.stamp = byDigest, stamp
+	t.byDigest, t.byName, t.stamp = byDigest, byName, stamp
 	t.mu.Unlock()
 	return nil
+}
+
+func setOf(list []string) map[string]bool {
+	m := make(map[string]bool, len(list))
+	for _, s := range list {
+		m[s] = true
+	}
+	return m
 }
 
 // Watch reloads the file every interval until ctx ends. A file that fails to load is

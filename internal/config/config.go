@@ -77,11 +77,25 @@ type AuthConfig struct {
 	// TokenFile holds static bearer tokens and each user's clusters and namespaces; it
 	// is reloaded when it changes. Required unless listen is on loopback.
 	TokenFile string `json:"tokenFile,omitempty"`
+	// TokenReview authenticates tokens (e.g. service-account tokens) by asking a home
+	// cluster. Entries of tokenFile without a token then give scopes by user name or
+	// "group:<name>".
+	TokenReview TokenReviewConfig `json:"tokenReview,omitempty"`
 	// InsecureAllowUnauthenticated serves a non-loopback address without authentication.
 	// Only for when something in front (a proxy, a NetworkPolicy-fenced sidecar)
 	// authenticates.
 	InsecureAllowUnauthenticated bool `json:"insecureAllowUnauthenticated,omitempty"`
 }
+
+// TokenReviewConfig names the home cluster that reviews tokens.
+type TokenReviewConfig struct {
+	Kubeconfig string   `json:"kubeconfig,omitempty"`
+	Context    string   `json:"context,omitempty"`
+	Audiences  []string `json:"audiences,omitempty"`
+}
+
+// Enabled reports whether token review is configured.
+func (t TokenReviewConfig) Enabled() bool { return t.Kubeconfig != "" || t.Context != "" }
 
 // TLSConfig serves HTTPS; the files are re-read when they change.
 type TLSConfig struct {
@@ -180,9 +194,9 @@ func (c *Config) Validate() error {
 	var errs field.ErrorList
 	if host, _, err := net.SplitHostPort(c.Listen); err != nil {
 		errs = append(errs, field.Invalid(field.NewPath("listen"), c.Listen, err.Error()))
-	} else if !Loopback(host) && c.Auth.TokenFile == "" && !c.Auth.InsecureAllowUnauthenticated {
+	} else if !Loopback(host) && c.Auth.TokenFile == "" && !c.Auth.TokenReview.Enabled() && !c.Auth.InsecureAllowUnauthenticated {
 		errs = append(errs, field.Invalid(field.NewPath("listen"), c.Listen,
-			"refusing to serve the fleet's data without authentication on a non-loopback address: set auth.tokenFile, or auth.insecureAllowUnauthenticated (--insecure-allow-unauthenticated) if something in front authenticates"))
+			"refusing to serve the fleet's data without authentication on a non-loopback address: set auth.tokenFile or auth.tokenReview, or auth.insecureAllowUnauthenticated (--insecure-allow-unauthenticated) if something in front authenticates"))
 	}
 	if c.Auth.TokenFile != "" {
 		if _, err := os.Stat(c.Auth.TokenFile); err != nil {

@@ -846,13 +846,7 @@ func (c *Cluster) newResourceCache(r resolved, ns string) (*resourceCache, error
 func (c *Cluster) resourceChanged() {
 	c.mu.Lock()
 	next := c.derive()
-	changed := next.Phase != c.cond.Phase || next.Reason != c.cond.Reason
-	if changed {
-		next.LastTransitionTime = c.opts.Clock.Now()
-		c.cond = next
-	} else {
-		c.cond.Message = next.Message
-	}
+	changed := c.cond.moveTo(next, c.opts.Clock.Now())
 	c.mu.Unlock()
 	if changed {
 		c.log.Info("cluster phase changed", conditionFields(next)...)

@@ -82,13 +82,7 @@ func (rc *resourceCache) update(fn func(f *resourceFacts)) {
 	rc.mu.Lock()
 	fn(&rc.facts)
 	next := rc.derive()
-	changed := next.Phase != rc.cond.Phase || next.Reason != rc.cond.Reason
-	if changed {
-		next.LastTransitionTime = rc.cluster.opts.Clock.Now()
-		rc.cond = next
-	} else {
-		rc.cond.Message = next.Message
-	}
+	changed := rc.cond.moveTo(next, rc.cluster.opts.Clock.Now())
 	rc.mu.Unlock()
 	if changed {
 		rc.log.Info("resource phase changed", conditionFields(next)...)

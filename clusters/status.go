@@ -50,6 +50,18 @@ type Condition struct {
 	LastTransitionTime time.Time `json:"lastTransitionTime"`
 }
 
+// moveTo makes next the condition and reports whether that was a transition (phase or
+// reason changed, which restamps LastTransitionTime); otherwise only the message follows.
+func (c *Condition) moveTo(next Condition, now time.Time) bool {
+	if next.Phase == c.Phase && next.Reason == c.Reason {
+		c.Message = next.Message
+		return false
+	}
+	next.LastTransitionTime = now
+	*c = next
+	return true
+}
+
 // ResourceStatus is the state of one cached resource in one cluster.
 type ResourceStatus struct {
 	Condition

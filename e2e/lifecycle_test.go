@@ -22,7 +22,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/fleetcache/fleetcache/internal/testfleet"
@@ -69,17 +68,8 @@ func startProcess(t *testing.T, bin string, env []string, args ...string) *proce
 			t.Logf("fleetcache log:\n%s", logs)
 		}
 	})
-	err = wait.PollUntilContextTimeout(context.Background(), 100*time.Millisecond, 60*time.Second, true, func(context.Context) (bool, error) {
-		resp, err := http.Get(p.url + "/readyz")
-		if err != nil {
-			return false, nil
-		}
-		resp.Body.Close()
-		return resp.StatusCode == http.StatusOK, nil
-	})
-	if err != nil {
-		logs, _ := os.ReadFile(p.log)
-		t.Fatalf("fleetcache not ready: %v\n%s", err, logs)
+	if err := waitReady(p.url, p.log); err != nil {
+		t.Fatal(err)
 	}
 	return p
 }

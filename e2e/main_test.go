@@ -105,8 +105,16 @@ func launch() (*daemon, error) {
 		return nil, err
 	}
 	go func() { _ = cmd.Wait() }()
-	err = wait.PollUntilContextTimeout(context.Background(), 100*time.Millisecond, 60*time.Second, true, func(context.Context) (bool, error) {
-		resp, err := http.Get(d.url + "/readyz")
+	if err := waitReady(d.url, d.log); err != nil {
+		return nil, err
+	}
+	return d, nil
+}
+
+// waitReady polls a fleetcache's /readyz for up to a minute; the error carries its log.
+func waitReady(url, logPath string) error {
+	err := wait.PollUntilContextTimeout(context.Background(), 100*time.Millisecond, 60*time.Second, true, func(context.Context) (bool, error) {
+		resp, err := http.Get(url + "/readyz")
 		if err != nil {
 			return false, nil
 		}
@@ -114,10 +122,10 @@ func launch() (*daemon, error) {
 		return resp.StatusCode == http.StatusOK, nil
 	})
 	if err != nil {
-		logs, _ := os.ReadFile(d.log)
-		return nil, fmt.Errorf("fleetcache not ready: %v\n%s", err, logs)
+		logs, _ := os.ReadFile(logPath)
+		return fmt.Errorf("fleetcache not ready: %v\n%s", err, logs)
 	}
-	return d, nil
+	return nil
 }
 
 // getJSON fetches path?query into v and returns the status code.

@@ -248,6 +248,7 @@ func printRows(w io.Writer, kind string, rows []row, output string) error {
 	wide := output == "wide"
 	table := &metav1.Table{ColumnDefinitions: []metav1.TableColumnDefinition{{Name: "Cluster", Type: "string"}, {Name: "Namespace", Type: "string"}, {Name: "Name", Type: "string"}}}
 	var paths []*jsonpath.JSONPath
+	var names []string
 	for _, col := range columns[kind] {
 		if col.wide && !wide {
 			continue
@@ -257,18 +258,23 @@ func printRows(w io.Writer, kind string, rows []row, output string) error {
 			return err
 		}
 		paths = append(paths, jp)
+		names = append(names, col.name)
 		table.ColumnDefinitions = append(table.ColumnDefinitions, metav1.TableColumnDefinition{Name: col.name, Type: "string"})
 	}
 	table.ColumnDefinitions = append(table.ColumnDefinitions, metav1.TableColumnDefinition{Name: "Age", Type: "string"})
 	for _, r := range rows {
 		cells := []any{r.cluster, r.obj.GetNamespace(), r.obj.GetName()}
-		for _, jp := range paths {
+		for i, jp := range paths {
 			var b strings.Builder
 			if err := jp.Execute(&b, r.obj.Object); err != nil {
 				cells = append(cells, "<error>")
 				continue
 			}
-			cells = append(cells, orNone(b.String()))
+			v := b.String()
+			if v == "" && counterColumns[names[i]] {
+				v = "0" // the apiserver omits zero counts
+			}
+			cells = append(cells, orNone(v))
 		}
 		cells = append(cells, duration.HumanDuration(time.Since(r.obj.GetCreationTimestamp().Time)))
 		table.Rows = append(table.Rows, metav1.TableRow{Cells: cells})
@@ -279,6 +285,9 @@ func printRows(w io.Writer, kind string, rows []row, output string) error {
 	}
 	return printers.NewTablePrinter(printers.PrintOptions{Wide: wide}).PrintObj(table, w)
 }
+
+// counterColumns are columns whose missing value means zero.
+var counterColumns = map[string]bool{"READY": true, "AVAILABLE": true, "REPLICAS": true, "DESIRED": true}
 
 func orNone(s string) string {
 	if s == "" {

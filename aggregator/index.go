@@ -13,9 +13,11 @@ import (
 	"github.com/fleetcache/fleetcache/clusters"
 )
 
-// StatusSource tells the index how each cluster is doing, for the freshness of answers.
+// StatusSource tells the index which clusters exist and how each is doing, for the
+// freshness of answers. *clusters.Fleet is one.
 type StatusSource interface {
-	Status() []clusters.ClusterStatus
+	Names() []string
+	ClusterStatus(name string) (clusters.ClusterStatus, bool)
 }
 
 // Options tune an Index; zero values mean defaults.
@@ -389,9 +391,3 @@ func parseRV(rv string) uint64 {
 	n, _ := strconv.ParseUint(rv, 10, 64)
 	return n
 }
-
-// StatusFunc adapts a function to StatusSource.
-type StatusFunc func() []clusters.ClusterStatus
-
-// Status implements StatusSource.
-func (f StatusFunc) Status() []clusters.ClusterStatus { return f() }

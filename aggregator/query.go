@@ -154,11 +154,7 @@ func (ix *Index) clusterNames() []string {
 	if ix.status == nil {
 		return nil
 	}
-	var out []string
-	for _, s := range ix.status.Status() {
-		out = append(out, s.Name)
-	}
-	return out
+	return ix.status.Names()
 }
 
 // freshness reports the selected clusters' state for the resource.
@@ -168,12 +164,8 @@ func (ix *Index) freshness(p *plan) ([]Freshness, bool) {
 	if ix.status == nil {
 		return out, false
 	}
-	statuses := map[string]clusters.ClusterStatus{}
-	for _, s := range ix.status.Status() {
-		statuses[s.Name] = s
-	}
 	for _, name := range p.clusters {
-		s, ok := statuses[name]
+		s, ok := ix.status.ClusterStatus(name)
 		f := Freshness{Cluster: name, Phase: s.Phase, Message: s.Message}
 		if !ok {
 			f.Phase = clusters.PhaseStopped

@@ -244,6 +244,27 @@ func (f *Fleet) Cluster(name string) *Cluster {
 	return nil
 }
 
+// Names returns the running clusters' names, sorted. Cheaper than Status.
+func (f *Fleet) Names() []string {
+	f.mu.RLock()
+	out := make([]string, 0, len(f.clusters))
+	for name := range f.clusters {
+		out = append(out, name)
+	}
+	f.mu.RUnlock()
+	sort.Strings(out)
+	return out
+}
+
+// ClusterStatus returns one cluster's status.
+func (f *Fleet) ClusterStatus(name string) (ClusterStatus, bool) {
+	c := f.Cluster(name)
+	if c == nil {
+		return ClusterStatus{}, false
+	}
+	return c.Status(), true
+}
+
 // Status returns every cluster's status, sorted by name.
 func (f *Fleet) Status() []ClusterStatus {
 	cs := f.Clusters()

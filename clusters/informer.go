@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -34,6 +35,10 @@ type resourceCache struct {
 	cancel context.CancelFunc
 	done   chan struct{}
 
+	// objects follows the informer's store through its event handler: status and
+	// metrics read it without listing the store's keys.
+	objects atomic.Int64
+
 	mu    sync.Mutex
 	facts resourceFacts
 	cond  Condition
@@ -59,7 +64,7 @@ func (rc *resourceCache) status() ResourceStatus {
 		s.Requested = rc.requested
 	}
 	if !rc.facts.stopped && rc.informer != nil {
-		s.Objects = len(rc.informer.GetStore().ListKeys())
+		s.Objects = int(rc.objects.Load())
 	}
 	s.Counters = rc.cnt.snapshot()
 	s.ResourceVersionLag = s.Counters.ResourceVersionLag

@@ -197,11 +197,14 @@ func serve(args []string) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
-	var fleet *clusters.Fleet
-	index := aggregator.New(aggregator.StatusFunc(func() []clusters.ClusterStatus { return fleet.Status() }), aggregator.Options{ContinueTTL: cfg.API.ContinueTTL.Duration})
+	// The index reports the fleet's state and the fleet feeds the index: the index gets
+	// the fleet once it exists, before either starts.
+	fleetRef := &struct{ *clusters.Fleet }{}
+	index := aggregator.New(fleetRef, aggregator.Options{ContinueTTL: cfg.API.ContinueTTL.Duration})
 	clusterOpts := cfg.ClusterOptions()
 	clusterOpts.Handler = index
-	fleet = clusters.NewFleet(cfg.Source(), clusters.FleetOptions{Cluster: clusterOpts, Logger: log})
+	fleet := clusters.NewFleet(cfg.Source(), clusters.FleetOptions{Cluster: clusterOpts, Logger: log})
+	fleetRef.Fleet = fleet
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	go func() {

@@ -1,6 +1,7 @@
 package kubeapi
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -33,8 +34,10 @@ const streamWriteTimeout = 10 * time.Second
 const ClusterAnnotation = "fleetcache.io/cluster"
 
 // Fleet is what the API needs of the clusters: their names and versions.
+// *clusters.Fleet is one.
 type Fleet interface {
-	Status() []clusters.ClusterStatus
+	Names() []string
+	ClusterStatus(name string) (clusters.ClusterStatus, bool)
 }
 
 // Handler serves /clusters/{cluster}/... and /fleet/....
@@ -80,12 +83,8 @@ func (h *Handler) Register(mux *http.ServeMux) {
 }
 
 func (h *Handler) hasCluster(name string) bool {
-	for _, s := range h.Fleet.Status() {
-		if s.Name == name {
-			return true
-		}
-	}
-	return false
+	_, ok := h.Fleet.ClusterStatus(name)
+	return ok
 }
 
 // serve routes one request; cluster is "" for the whole fleet.
@@ -132,9 +131,13 @@ func readOnly(what string) *apierrors.StatusError {
 
 func (h *Handler) version(w http.ResponseWriter, cluster string) {
 	// The oldest cluster's version: what kubectl should assume of the fleet.
+	names := []string{cluster}
+	if cluster == "" {
+		names = h.Fleet.Names()
+	}
 	v := ""
-	for _, s := range h.Fleet.Status() {
-		if (cluster == "" || s.Name == cluster) && s.Version != "" && (v == "" || s.Version < v) {
+	for _, name := range names {
+		if s, ok := h.Fleet.ClusterStatus(name); ok && s.Version != "" && (v == "" || s.Version < v) {
 			v = s.Version
 		}
 	}
@@ -290,8 +293,8 @@ func (h *Handler) get(w http.ResponseWriter, r *http.Request, cluster string, in
 		// On the fleet path a name may exist in several clusters: the first, in cluster
 		// order, is returned; its annotation says which.
 		err = aggregator.ErrNotFound
-		for _, s := range h.Fleet.Status() {
-			if item, err = h.Index.Get(s.Name, info.Name, ns, name, scope); err == nil {
+		for _, c := range h.Fleet.Names() {
+			if item, err = h.Index.Get(c, info.Name, ns, name, scope); err == nil {
 				break
 			}
 		}
@@ -404,7 +407,7 @@ func (h *Handler) watch(w http.ResponseWriter, r *http.Request, q aggregator.Que
 	if s := r.URL.Query().Get("timeoutSeconds"); s != "" {
 		if n, err := strconv.Atoi(s); err == nil && n > 0 {
 			var cancel func()
-			ctx, cancel = contextWithTimeout(ctx, time.Duration(n)*time.Second)
+			ctx, cancel = context.WithTimeout(ctx, time.Duration(n)*time.Second)
 			defer cancel()
 		}
 	}

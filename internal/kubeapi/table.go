@@ -1,7 +1,6 @@
 package kubeapi
 
 import (
-	"context"
 	"fmt"
 	"strings"
 	"time"
@@ -15,10 +14,6 @@ import (
 	"github.com/fleetcache/fleetcache/aggregator"
 	"github.com/fleetcache/fleetcache/clusters"
 )
-
-func contextWithTimeout(ctx context.Context, d time.Duration) (context.Context, context.CancelFunc) {
-	return context.WithTimeout(ctx, d)
-}
 
 // column is one table column: its definition and how to compute a cell from the object.
 type column struct {

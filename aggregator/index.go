@@ -2,7 +2,6 @@ package aggregator
 
 import (
 	"sort"
-	"strconv"
 	"sync"
 	"time"
 
@@ -140,9 +139,6 @@ func removeFrom[K comparable](m map[K]map[*entry]struct{}, k K, e *entry) {
 // an object allocates no keys.
 type pair struct{ k, v string }
 
-func labelKey(k, v string) pair { return pair{k, v} }
-func fieldKey(k, v string) pair { return pair{k, v} }
-
 // insert adds or replaces e; it returns the entry it replaced, if any. s.mu is held.
 func (s *shard) insert(e *entry) *entry {
 	old, replaced := s.tree.ReplaceOrInsert(e)
@@ -153,10 +149,10 @@ func (s *shard) insert(e *entry) *entry {
 		s.nsCount[e.obj.Namespace]++
 	}
 	for k, v := range e.obj.Labels {
-		addTo(s.byLabel, labelKey(k, v), e)
+		addTo(s.byLabel, pair{k, v}, e)
 	}
 	for _, f := range e.obj.Fields {
-		addTo(s.byField, fieldKey(f.Name, f.Value), e)
+		addTo(s.byField, pair{f.Name, f.Value}, e)
 	}
 	for _, o := range e.obj.OwnerReferences {
 		addTo(s.byOwner, o.UID, e)
@@ -166,10 +162,10 @@ func (s *shard) insert(e *entry) *entry {
 
 func (s *shard) unindex(e *entry) {
 	for k, v := range e.obj.Labels {
-		removeFrom(s.byLabel, labelKey(k, v), e)
+		removeFrom(s.byLabel, pair{k, v}, e)
 	}
 	for _, f := range e.obj.Fields {
-		removeFrom(s.byField, fieldKey(f.Name, f.Value), e)
+		removeFrom(s.byField, pair{f.Name, f.Value}, e)
 	}
 	for _, o := range e.obj.OwnerReferences {
 		removeFrom(s.byOwner, o.UID, e)
@@ -384,10 +380,4 @@ func (ix *Index) lookup(name string) (*resourceIndex, bool) {
 		return ix.resources[canonical], true
 	}
 	return nil, false
-}
-
-// parseRV reads an etcd-backed resourceVersion; non-numeric ones order as 0.
-func parseRV(rv string) uint64 {
-	n, _ := strconv.ParseUint(rv, 10, 64)
-	return n
 }

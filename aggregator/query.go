@@ -284,7 +284,7 @@ func (s *shard) candidates(q Query) (out []*entry, ok bool) {
 			if r.Operator() == selection.Equals || r.Operator() == selection.DoubleEquals || r.Operator() == selection.In {
 				var sets []map[*entry]struct{}
 				for v := range r.Values() {
-					sets = append(sets, s.byLabel[labelKey(r.Key(), v)])
+					sets = append(sets, s.byLabel[pair{r.Key(), v}])
 				}
 				consider(sets)
 			}
@@ -301,7 +301,7 @@ func (s *shard) candidates(q Query) (out []*entry, ok bool) {
 		if !s.hasIndex(r.Field) {
 			continue
 		}
-		consider([]map[*entry]struct{}{s.byField[fieldKey(r.Field, r.Value)]})
+		consider([]map[*entry]struct{}{s.byField[pair{r.Field, r.Value}]})
 	}
 	if bestUnion == nil {
 		return nil, false

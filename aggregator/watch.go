@@ -76,7 +76,7 @@ func (h *history) since(rv uint64) (out []Event, ok bool) {
 // emit records an event in the shard's history and hands it to the resource's watchers.
 // s.mu is held, so watchers see each shard's events in order.
 func (r *resourceIndex) emit(s *shard, typ watch.EventType, obj, old *clusters.Object) {
-	rv := parseRV(obj.ResourceVersion)
+	rv := clusters.ParseResourceVersion(obj.ResourceVersion)
 	if rv <= s.lastRV {
 		rv = s.lastRV + 1
 	}

@@ -146,7 +146,6 @@ type Cluster struct {
 	log    *zap.Logger
 
 	informerClient *rest.Config // no client-side timeout: watches are long
-	httpClient     any
 
 	mu          sync.Mutex
 	resources   map[string]*resourceCache // by display name + "/" + namespace
@@ -374,7 +373,7 @@ func (c *Cluster) probeResourceVersions(ctx context.Context) {
 		if err != nil {
 			continue
 		}
-		if rv := parseRV(l.GetResourceVersion()); rv > 0 {
+		if rv := ParseResourceVersion(l.GetResourceVersion()); rv > 0 {
 			rc.mu.Lock()
 			rc.cnt.probed(rv, c.opts.Clock.Now())
 			rc.mu.Unlock()
@@ -382,8 +381,9 @@ func (c *Cluster) probeResourceVersions(ctx context.Context) {
 	}
 }
 
-// parseRV reads an etcd-backed resourceVersion; others read as 0 (unknown).
-func parseRV(rv string) uint64 {
+// ParseResourceVersion reads an etcd-backed resourceVersion as a number, which is how
+// fleetcache orders a cluster's events; other forms read as 0 (unknown).
+func ParseResourceVersion(rv string) uint64 {
 	n, _ := strconv.ParseUint(rv, 10, 64)
 	return n
 }
@@ -453,7 +453,10 @@ func (c *Cluster) kickDiscovery() {
 // doing so: resources that appear are started, resources no longer served are stopped and
 // their objects dropped. Failures back off exponentially up to the rediscovery interval.
 func (c *Cluster) discoveryLoop(ctx context.Context, cached discovery.CachedDiscoveryInterface) {
-	backoff := wait.Backoff{Duration: time.Second, Factor: 2, Jitter: 0.2, Steps: 100, Cap: c.opts.RediscoveryInterval}
+	newBackoff := func() wait.Backoff {
+		return wait.Backoff{Duration: time.Second, Factor: 2, Jitter: 0.2, Steps: 100, Cap: c.opts.RediscoveryInterval}
+	}
+	backoff := newBackoff()
 	for {
 		wait := c.opts.RediscoveryInterval
 		if err := c.discover(ctx, cached); err != nil {
@@ -467,7 +470,7 @@ func (c *Cluster) discoveryLoop(ctx context.Context, cached discovery.CachedDisc
 			c.mu.Lock()
 			c.discoverErr = nil
 			c.mu.Unlock()
-			backoff = wait0(backoff, time.Second)
+			backoff = newBackoff()
 		}
 		select {
 		case <-ctx.Done():
@@ -477,12 +480,6 @@ func (c *Cluster) discoveryLoop(ctx context.Context, cached discovery.CachedDisc
 		}
 		cached.Invalidate()
 	}
-}
-
-func wait0(b wait.Backoff, d time.Duration) wait.Backoff {
-	b.Duration = d
-	b.Steps = 100
-	return b
 }
 
 // resolved is one configured resource as this cluster serves it.
@@ -990,9 +987,3 @@ func (c *Cluster) Informers() []Informer {
 	})
 	return out
 }
-
-func apiStatusError(obj runtime.Object) error {
-	return apierrors.FromObject(obj)
-}
-
-func metaAccessor(obj runtime.Object) (metav1.Object, error) { return meta.Accessor(obj) }

@@ -17,7 +17,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
-	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
@@ -103,20 +102,8 @@ func startFleet(t *testing.T, src clusters.Source, opts clusters.FleetOptions) *
 	return f
 }
 
-// eventually polls cond until it holds or the timeout passes; the last message explains a
-// failure.
-func eventually(t *testing.T, timeout time.Duration, what string, cond func() (bool, string)) {
-	t.Helper()
-	var msg string
-	err := wait.PollUntilContextTimeout(context.Background(), 100*time.Millisecond, timeout, true, func(context.Context) (bool, error) {
-		var ok bool
-		ok, msg = cond()
-		return ok, nil
-	})
-	if err != nil {
-		t.Fatalf("%s: not within %s: %s", what, timeout, msg)
-	}
-}
+// eventually fails the test unless cond holds within the timeout.
+var eventually = testfleet.Eventually
 
 func phaseIs(f *clusters.Fleet, cluster string, want clusters.Phase) func() (bool, string) {
 	return func() (bool, string) {
@@ -307,11 +294,6 @@ func TestUnreachableAndUnauthorizedContexts(t *testing.T) {
 		r, _ := resourceStatus(f, "ok", "configmaps")
 		return r.Objects == before.Objects+1, fmt.Sprintf("%d objects, want %d", r.Objects, before.Objects+1)
 	})
-	if f.Ready() {
-		// The unreachable and unauthorized clusters have not synced and their initial sync
-		// timeout (20s here) may not have passed yet; if it has, ready is right too.
-		t.Log("fleet ready: the initial sync timeout has passed")
-	}
 }
 
 func TestStoppedClusterLeavesSyncedAndComesBack(t *testing.T) {

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -180,7 +181,7 @@ func (lw *observedLW) ListWithContext(ctx context.Context, opts metav1.ListOptio
 	}
 	var rv uint64
 	if l, err := meta.ListAccessor(obj); err == nil {
-		rv = parseRV(l.GetResourceVersion())
+		rv = ParseResourceVersion(l.GetResourceVersion())
 	}
 	lw.rc.listDone(start, now, rv)
 	lw.rc.update(func(f *resourceFacts) {
@@ -321,14 +322,14 @@ func (w *observedWatch) observe(ev watch.Event, now time.Time) {
 		rc.cnt.watchErrors++
 		rc.cnt.events[string(ev.Type)]++
 		rc.mu.Unlock()
-		rc.recordError("watch", apiStatusError(ev.Object))
+		rc.recordError("watch", apierrors.FromObject(ev.Object))
 		return
 	}
-	m, err := metaAccessor(ev.Object)
+	m, err := meta.Accessor(ev.Object)
 	if err != nil {
 		return
 	}
-	rv := parseRV(m.GetResourceVersion())
+	rv := ParseResourceVersion(m.GetResourceVersion())
 	if ev.Type == watch.Bookmark && w.initial && m.GetAnnotations()[metav1.InitialEventsAnnotationKey] == "true" {
 		w.initial = false
 		w.release()

@@ -1,7 +1,6 @@
 package clusters
 
 import (
-	"encoding/json"
 	"fmt"
 
 	corev1 "k8s.io/api/core/v1"
@@ -178,7 +177,7 @@ func (c *codec) compact(in any) (any, error) {
 	case protoObject:
 		out.raw, err = o.Marshal()
 	default:
-		out.raw, err = json.Marshal(obj)
+		err = fmt.Errorf("%T is neither a generated API type nor unstructured", obj)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("encode %s %s/%s: %w", c.gvk.Kind, m.GetNamespace(), m.GetName(), err)

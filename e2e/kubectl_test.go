@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
@@ -116,7 +117,7 @@ func TestKubectlOutputFormats(t *testing.T) {
 	}
 
 	wide := k.must(t, "get", "pods", "-A", "-o", "wide")
-	if h := strings.Fields(strings.SplitN(wide, "\n", 2)[0]); !contains(h, "NODE") || !contains(h, "IP") {
+	if h := strings.Fields(strings.SplitN(wide, "\n", 2)[0]); !slices.Contains(h, "NODE") || !slices.Contains(h, "IP") {
 		t.Errorf("-o wide header lacks NODE/IP: %v", h)
 	}
 	names := strings.Fields(k.must(t, "get", "pods", "-A", "-o", "name"))
@@ -137,15 +138,6 @@ func TestKubectlOutputFormats(t *testing.T) {
 	if fmt.Sprint(fromYAML) != fmt.Sprint(want) {
 		t.Errorf("-o yaml items:\n got  %v\n want %v", fromYAML, want)
 	}
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
 
 func TestKubectlGetOneObjectPerCluster(t *testing.T) {

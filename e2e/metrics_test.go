@@ -21,9 +21,10 @@ import (
 	"github.com/prometheus/common/model"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
 	"sigs.k8s.io/yaml"
+
+	"github.com/fleetcache/fleetcache/internal/testfleet"
 )
 
 // scrape reads /metrics into metric families.
@@ -80,18 +81,8 @@ next:
 	return nil
 }
 
-func waitFor(t testing.TB, timeout time.Duration, what string, cond func() (bool, string)) {
-	t.Helper()
-	var msg string
-	err := wait.PollUntilContextTimeout(context.Background(), 100*time.Millisecond, timeout, true, func(context.Context) (bool, error) {
-		var ok bool
-		ok, msg = cond()
-		return ok, nil
-	})
-	if err != nil {
-		t.Fatalf("%s: not within %s: %s", what, timeout, msg)
-	}
-}
+// waitFor fails the test unless cond holds within the timeout.
+var waitFor = testfleet.Eventually
 
 func TestObjectMetricsEqualKubectl(t *testing.T) {
 	d := startDaemon(t)

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/util/validation"
@@ -304,7 +305,7 @@ func toLine(ev watch.Event) (watchLine, error) {
 		line.Object = raw
 		return line, err
 	default:
-		if st, ok := statusOf(ev.Object); ok {
+		if st, ok := ev.Object.(*metav1.Status); ok {
 			return watchLine{Type: watch.Error, Error: &apiError{Code: int(st.Code), Reason: string(st.Reason), Message: st.Message}}, nil
 		}
 		return watchLine{}, fmt.Errorf("unexpected watch object %T", ev.Object)

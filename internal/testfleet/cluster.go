@@ -2,7 +2,6 @@ package testfleet
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net/http"
 	"path/filepath"
@@ -283,6 +282,3 @@ func (c *Cluster) wrap(verb string, err error) error {
 	}
 	return fmt.Errorf("cluster %s: %s: %w", c.Name, verb, err)
 }
-
-// IsNotRunning reports whether err says a process was not running.
-func IsNotRunning(err error) bool { return errors.Is(err, errNotRunning) }

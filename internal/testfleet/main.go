@@ -10,6 +10,9 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
+
+	"k8s.io/apimachinery/pkg/util/wait"
 )
 
 // Main runs a test package against a fleet: it starts opts.Clusters clusters in a fresh
@@ -120,5 +123,20 @@ func repoRoot() (string, error) {
 			return "", fmt.Errorf("no hack/build-bins.sh above the working directory; set FLEETCACHE_BIN")
 		}
 		dir = parent
+	}
+}
+
+// Eventually polls cond every 100ms until it holds, and fails the test if it does not
+// within timeout; cond's message explains the last failed attempt.
+func Eventually(t testing.TB, timeout time.Duration, what string, cond func() (bool, string)) {
+	t.Helper()
+	var msg string
+	err := wait.PollUntilContextTimeout(context.Background(), 100*time.Millisecond, timeout, true, func(context.Context) (bool, error) {
+		var ok bool
+		ok, msg = cond()
+		return ok, nil
+	})
+	if err != nil {
+		t.Fatalf("%s: not within %s: %s", what, timeout, msg)
 	}
 }

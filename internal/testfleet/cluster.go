@@ -106,6 +106,15 @@ func (c *Cluster) etcdArgs() []string {
 // Start starts whichever of etcd and kube-apiserver is not running, then waits until the
 // apiserver is ready and the reader's RBAC is in place.
 func (c *Cluster) Start(ctx context.Context) error {
+	if err := c.startProcesses(ctx); err != nil {
+		return err
+	}
+	return c.ensureReaderRBAC(ctx)
+}
+
+// startProcesses starts whichever of etcd and kube-apiserver is not running and waits
+// until the apiserver is ready.
+func (c *Cluster) startProcesses(ctx context.Context) error {
 	if _, ok := c.etcd.pid(); !ok {
 		if err := c.etcd.start(); err != nil {
 			return fmt.Errorf("cluster %s: %w", c.Name, err)
@@ -116,10 +125,7 @@ func (c *Cluster) Start(ctx context.Context) error {
 			return fmt.Errorf("cluster %s: %w", c.Name, err)
 		}
 	}
-	if err := c.WaitReady(ctx); err != nil {
-		return err
-	}
-	return c.ensureReaderRBAC(ctx)
+	return c.WaitReady(ctx)
 }
 
 // WaitReady polls /readyz until it answers ok or the ready timeout passes.
@@ -209,12 +215,13 @@ func (c *Cluster) Cont() error { return c.wrap("cont", c.apiserver.signal(syscal
 func (c *Cluster) Kill() error { return c.wrap("kill", c.apiserver.kill()) }
 
 // Restart kills the apiserver (if running), starts it (and etcd, if that is down) and
-// waits until it is ready.
+// waits until it is ready. It leaves RBAC as it is (a fault test may have unbound the
+// reader).
 func (c *Cluster) Restart(ctx context.Context) error {
 	if err := c.Kill(); err != nil {
 		return err
 	}
-	return c.Start(ctx)
+	return c.startProcesses(ctx)
 }
 
 // KillEtcd SIGKILLs the cluster's etcd: the apiserver stays up but its requests hang or

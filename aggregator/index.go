@@ -12,11 +12,14 @@ import (
 	"github.com/fleetcache/fleetcache/clusters"
 )
 
-// StatusSource tells the index which clusters exist and how each is doing, for the
-// freshness of answers. *clusters.Fleet is one.
-type StatusSource interface {
+// FreshnessSource tells the index which clusters exist and how current each one's cache
+// is, for the freshness of answers. *clusters.Fleet is one.
+type FreshnessSource interface {
 	Names() []string
-	ClusterStatus(name string) (clusters.ClusterStatus, bool)
+	// Loaded is false until the cluster source was read: an empty fleet then means
+	// "not known yet", and every answer is partial.
+	Loaded() bool
+	Freshness(cluster, resource string) (clusters.Freshness, bool)
 }
 
 // Options tune an Index; zero values mean defaults.
@@ -35,7 +38,7 @@ type Options struct {
 // methods are safe for concurrent use.
 type Index struct {
 	opts   Options
-	status StatusSource
+	status FreshnessSource
 
 	mu        sync.RWMutex
 	resources map[string]*resourceIndex // by resource name, e.g. "deployments.apps"
@@ -46,7 +49,7 @@ type Index struct {
 var _ clusters.EventHandler = (*Index)(nil)
 
 // New returns an empty index. status may be nil (answers then carry no freshness).
-func New(status StatusSource, opts Options) *Index {
+func New(status FreshnessSource, opts Options) *Index {
 	if opts.HistorySize == 0 {
 		opts.HistorySize = 4096
 	}

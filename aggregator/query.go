@@ -73,9 +73,16 @@ type Item struct {
 // Freshness says how current one cluster's part of an answer is.
 type Freshness struct {
 	Cluster string `json:"cluster"`
-	// Phase of the cluster, and of the queried resource in it.
-	Phase         clusters.Phase `json:"phase"`
-	ResourcePhase clusters.Phase `json:"resourcePhase,omitempty"`
+	// Phase of the cluster, and of the queried resource in it, with their reasons (e.g.
+	// Unreachable/Timeout, Degraded/Stale).
+	Phase          clusters.Phase `json:"phase"`
+	Reason         string         `json:"reason,omitempty"`
+	ResourcePhase  clusters.Phase `json:"resourcePhase,omitempty"`
+	ResourceReason string         `json:"resourceReason,omitempty"`
+	// StalenessSeconds bounds how far this cluster's part may be behind the cluster: the
+	// cache held everything the apiserver had this long ago. Absent when nothing is
+	// proven yet.
+	StalenessSeconds *float64 `json:"stalenessSeconds,omitempty"`
 	// LastEventTime is when the cluster's cache last heard from the apiserver about the
 	// resource (watch event or bookmark).
 	LastEventTime *time.Time `json:"lastEventTime,omitempty"`
@@ -157,32 +164,33 @@ func (ix *Index) clusterNames() []string {
 	return ix.status.Names()
 }
 
-// freshness reports the selected clusters' state for the resource.
+// freshness reports the selected clusters' state for the resource, and whether the
+// answer is partial: some selected cluster's part is not proven complete and current, or
+// the clusters are not known yet.
 func (ix *Index) freshness(p *plan) ([]Freshness, bool) {
 	out := make([]Freshness, 0, len(p.clusters))
-	partial := false
 	if ix.status == nil {
 		return out, false
 	}
+	partial := !ix.status.Loaded()
 	for _, name := range p.clusters {
-		s, ok := ix.status.ClusterStatus(name)
-		f := Freshness{Cluster: name, Phase: s.Phase, Message: s.Message}
+		cf, ok := ix.status.Freshness(name, p.resource.name)
 		if !ok {
-			f.Phase = clusters.PhaseStopped
-		}
-		for _, r := range s.Resources {
-			if r.Resource == p.resource.name {
-				if f.ResourcePhase == "" || r.Phase != clusters.PhaseSynced {
-					f.ResourcePhase = r.Phase
-				}
-				if r.LastEventTime != nil && (f.LastEventTime == nil || r.LastEventTime.After(*f.LastEventTime)) {
-					f.LastEventTime = r.LastEventTime
-				}
-			}
-		}
-		if f.Phase != clusters.PhaseSynced || (f.ResourcePhase != clusters.PhaseSynced && f.ResourcePhase != clusters.PhaseNotServed) {
+			out = append(out, Freshness{Cluster: name, Phase: clusters.PhaseStopped, Message: "no longer cached"})
 			partial = true
+			continue
 		}
+		f := Freshness{Cluster: name, Phase: cf.Phase, Reason: cf.Reason, Message: cf.Message,
+			ResourcePhase: cf.ResourcePhase, ResourceReason: cf.ResourceReason}
+		if cf.Proven {
+			secs := cf.Staleness.Seconds()
+			f.StalenessSeconds = &secs
+		}
+		if !cf.LastEventTime.IsZero() {
+			t := cf.LastEventTime
+			f.LastEventTime = &t
+		}
+		partial = partial || !cf.Current()
 		out = append(out, f)
 	}
 	return out, partial

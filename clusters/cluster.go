@@ -1,12 +1,10 @@
 package clusters
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
+	"net"
 	"net/http"
 	"sort"
 	"strconv"
@@ -16,7 +14,6 @@ import (
 	"time"
 
 	"go.uber.org/zap"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -32,6 +29,7 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/restmapper"
 	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/util/connrotation"
 	"k8s.io/utils/clock"
 )
 
@@ -65,8 +63,19 @@ type Options struct {
 	// InitialSyncTimeout is how long the cluster may take to sync before it is reported as
 	// late (it keeps retrying) and stops holding back readiness. Default 2m.
 	InitialSyncTimeout time.Duration
-	// ProbeInterval is how often the apiserver's reachability is checked. Default 10s.
+	// ProbeInterval is how often the cluster is probed: a consistent one-object list that
+	// checks the apiserver answers and proves each resource's cache current (freshness.go).
+	// Default 2s: a busy resource's staleness bound is about this plus the round trip.
 	ProbeInterval time.Duration
+	// IdleProofInterval is how long a watch lasts before it is renewed; its resource is
+	// probed just before the apiserver's end-of-watch bookmark, which proves an idle
+	// resource current. It bounds an idle resource's staleness; each renewal costs one
+	// watch and one one-object list. Default 15s.
+	IdleProofInterval time.Duration
+	// StaleAfter is how long a resource may go without proof that its cache is current
+	// before it is reported Stale (Degraded). Default IdleProofInterval + 2 ProbeInterval
+	// + 5s: an idle resource is proven once per IdleProofInterval.
+	StaleAfter time.Duration
 	// RediscoveryInterval is how often discovery is refreshed to notice resources that
 	// appear (a CRD installed) or disappear. Default 30s.
 	RediscoveryInterval time.Duration
@@ -97,7 +106,15 @@ func (o *Options) setDefaults() {
 		o.InitialSyncTimeout = 2 * time.Minute
 	}
 	if o.ProbeInterval == 0 {
-		o.ProbeInterval = 10 * time.Second
+		o.ProbeInterval = 2 * time.Second
+	}
+	if o.IdleProofInterval == 0 {
+		o.IdleProofInterval = 15 * time.Second
+	}
+	// A watch shorter than the bookmark lead would end before its proof.
+	o.IdleProofInterval = max(o.IdleProofInterval, shortWatch)
+	if o.StaleAfter == 0 {
+		o.StaleAfter = o.IdleProofInterval + 2*o.ProbeInterval + 5*time.Second
 	}
 	if o.RediscoveryInterval == 0 {
 		o.RediscoveryInterval = 30 * time.Second
@@ -146,6 +163,13 @@ type Cluster struct {
 	log    *zap.Logger
 
 	informerClient *rest.Config // no client-side timeout: watches are long
+	// conn is the cluster's one HTTP client: informers, discovery and probes share its
+	// connection, so a probe that hangs reveals a connection that stopped delivering, and
+	// dialer.CloseAll moves every stream to a new connection.
+	conn   *http.Client
+	dialer *connrotation.Dialer
+	// probeNext picks the resource the next probe lists (round robin).
+	probeNext int
 
 	mu          sync.Mutex
 	resources   map[string]*resourceCache // by display name + "/" + namespace
@@ -158,20 +182,14 @@ type Cluster struct {
 	initialSync time.Time
 	started     time.Time
 	stopped     bool
+	versionAt   time.Time
 	rediscover  chan struct{}
 	done        chan struct{}
 
-	// clockOffsetNanos estimates the apiserver's clock minus ours, from the Date header
-	// of probe responses; offset is only used by the probe loop.
-	clockOffsetNanos atomic.Int64
-	offsetKnown      atomic.Bool
-	offset           offsetEstimator
+	// connResets counts the times the cluster's connections were closed because a probe
+	// on them timed out.
+	connResets atomic.Uint64
 }
-
-func (c *Cluster) clockOffset() time.Duration { return time.Duration(c.clockOffsetNanos.Load()) }
-
-// ClockOffset is the estimated apiserver clock minus the local clock.
-func (c *Cluster) ClockOffset() (time.Duration, bool) { return c.clockOffset(), c.offsetKnown.Load() }
 
 // New returns a cluster that starts caching when Start is called.
 func New(target Target, opts Options) *Cluster {
@@ -221,11 +239,21 @@ func (c *Cluster) Start(ctx context.Context) error {
 	cfg := rest.CopyConfig(c.target.Config)
 	cfg.QPS, cfg.Burst = c.opts.QPS, c.opts.Burst
 	cfg.UserAgent = "fleetcache"
+	c.dialer = connrotation.NewDialer((&net.Dialer{Timeout: c.opts.RequestTimeout, KeepAlive: 30 * time.Second}).DialContext)
+	cfg.Dial = c.dialer.DialContext
 	c.informerClient = cfg
-
-	probeCfg := rest.CopyConfig(cfg)
-	probeCfg.Timeout = c.opts.RequestTimeout
-	disco, err := discovery.NewDiscoveryClientForConfig(probeCfg)
+	conn, err := rest.HTTPClientFor(cfg)
+	if err != nil {
+		c.setProbe(err)
+		<-ctx.Done()
+		c.stop()
+		return nil
+	}
+	c.conn = conn
+	// Discovery may not hang: the same connection with a timeout.
+	timed := *conn
+	timed.Timeout = c.opts.RequestTimeout
+	disco, err := discovery.NewDiscoveryClientForConfigAndClient(cfg, &timed)
 	if err != nil {
 		c.setProbe(err)
 		<-ctx.Done()
@@ -235,14 +263,7 @@ func (c *Cluster) Start(ctx context.Context) error {
 	cached := memory.NewMemCacheClient(disco)
 
 	var wg sync.WaitGroup
-	probeClient, err := rest.HTTPClientFor(probeCfg)
-	if err != nil {
-		c.setProbe(err)
-		<-ctx.Done()
-		c.stop()
-		return nil
-	}
-	wg.Go(func() { c.probeLoop(ctx, probeClient) })
+	wg.Go(func() { c.probeLoop(ctx) })
 	wg.Go(func() { c.discoveryLoop(ctx, cached) })
 	wg.Go(func() { c.syncDeadline(ctx) })
 	wg.Go(func() { c.reportProgress(ctx) })
@@ -268,117 +289,6 @@ func (c *Cluster) stop() {
 	}
 	c.resourceChanged()
 	c.log.Info("cluster stopped")
-}
-
-func (c *Cluster) probeLoop(ctx context.Context, client *http.Client) {
-	probe := func(ctx context.Context) {
-		err := c.probeOnce(ctx, client)
-		c.setProbe(err)
-		if err == nil {
-			c.probeResourceVersions(ctx)
-		}
-	}
-	wait.UntilWithContext(ctx, probe, c.opts.ProbeInterval)
-}
-
-// probeOnce asks the apiserver for /version: it tells whether it answers, its version,
-// and (from the Date header) how far its clock is from ours.
-func (c *Cluster) probeOnce(ctx context.Context, client *http.Client) error {
-	ctx, cancel := context.WithTimeout(ctx, c.opts.RequestTimeout)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimRight(c.target.Config.Host, "/")+"/version", nil)
-	if err != nil {
-		return err
-	}
-	sent := time.Now()
-	resp, err := client.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	received := time.Now()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-	if err != nil {
-		return err
-	}
-	if resp.StatusCode != http.StatusOK {
-		return apierrors.NewGenericServerResponse(resp.StatusCode, "GET", schema.GroupResource{}, "", strings.TrimSpace(string(body)), 0, false)
-	}
-	var info struct {
-		GitVersion string `json:"gitVersion"`
-	}
-	if err := json.Unmarshal(body, &info); err == nil {
-		c.mu.Lock()
-		c.version = info.GitVersion
-		c.mu.Unlock()
-	}
-	if date, err := http.ParseTime(resp.Header.Get("Date")); err == nil {
-		c.offset.add(date, sent, received)
-		c.clockOffsetNanos.Store(int64(c.offset.estimate()))
-		c.offsetKnown.Store(true)
-	}
-	return c.probeStorage(ctx, client)
-}
-
-// errStorageUnavailable: the apiserver answers but its etcd does not; nothing changes in
-// the cluster and the cache cannot follow it.
-var errStorageUnavailable = errors.New("the apiserver reports its etcd failing")
-
-// probeStorage reads /readyz?verbose (open to every caller) for the etcd check: an
-// apiserver that lost etcd still answers /version and keeps idle watches open.
-func (c *Cluster) probeStorage(ctx context.Context, client *http.Client) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimRight(c.target.Config.Host, "/")+"/readyz?verbose", nil)
-	if err != nil {
-		return err
-	}
-	resp, err := client.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-	if resp.StatusCode != http.StatusOK && bytes.Contains(body, []byte("[-]etcd ")) {
-		return errStorageUnavailable
-	}
-	return nil
-}
-
-// probeResourceVersions asks each synced resource for the cluster's current
-// resourceVersion (a list of one object, not served from the watch cache) and records it:
-// the distance to the cache's resourceVersion, and the time until the cache reaches it,
-// are the resource's real sync lag.
-func (c *Cluster) probeResourceVersions(ctx context.Context) {
-	c.mu.Lock()
-	rcs := make([]*resourceCache, 0, len(c.resources))
-	for _, rc := range c.resources {
-		if rc.lister != nil {
-			rcs = append(rcs, rc)
-		}
-	}
-	c.mu.Unlock()
-	for _, rc := range rcs {
-		rc.mu.Lock()
-		synced := rc.facts.synced
-		rc.mu.Unlock()
-		if !synced || ctx.Err() != nil {
-			continue
-		}
-		pctx, cancel := context.WithTimeout(ctx, c.opts.RequestTimeout)
-		obj, err := rc.lister.ListWithContext(pctx, metav1.ListOptions{Limit: 1, ResourceVersion: ""})
-		cancel()
-		if err != nil {
-			continue
-		}
-		l, err := meta.ListAccessor(obj)
-		if err != nil {
-			continue
-		}
-		if rv := ParseResourceVersion(l.GetResourceVersion()); rv > 0 {
-			rc.mu.Lock()
-			rc.cnt.probed(rv, c.opts.Clock.Now())
-			rc.mu.Unlock()
-		}
-	}
 }
 
 // ParseResourceVersion reads an etcd-backed resourceVersion as a number, which is how
@@ -565,7 +475,7 @@ func (c *Cluster) printerColumns(ctx context.Context, gvr schema.GroupVersionRes
 	if ok {
 		return cols
 	}
-	dyn, err := dynamic.NewForConfig(c.informerClient)
+	dyn, err := dynamic.NewForConfigAndClient(c.informerClient, c.conn)
 	if err != nil {
 		return nil
 	}
@@ -738,7 +648,7 @@ func (c *Cluster) reconcileResources(ctx context.Context, want map[string]resolv
 // placeholder is a resource that is configured but not served.
 func (c *Cluster) placeholder(name string) *resourceCache {
 	rc := &resourceCache{cluster: c, requested: name, display: name, codec: &codec{}, log: c.log.With(zap.String("resource", name)), done: make(chan struct{}), cancel: func() {},
-		cnt: newCounters(c.opts.Clock.Now())}
+		cnt: newCounters(c.opts.Clock.Now()), proof: newProof()}
 	close(rc.done)
 	rc.facts.notServed = true
 	rc.cond = rc.derive()
@@ -755,10 +665,11 @@ func (rc *resourceCache) isNotServed() bool {
 func (c *Cluster) newResourceCache(r resolved, ns string) (*resourceCache, error) {
 	rc := &resourceCache{
 		cluster: c, requested: r.requested, gvr: r.gvr, display: r.display(), namespace: ns,
-		log:  c.log.With(zap.String("resource", r.display())),
-		done: make(chan struct{}),
-		cond: Condition{Phase: PhasePending, LastTransitionTime: c.opts.Clock.Now()},
-		cnt:  newCounters(c.opts.Clock.Now()),
+		log:   c.log.With(zap.String("resource", r.display())),
+		done:  make(chan struct{}),
+		cond:  Condition{Phase: PhasePending, LastTransitionTime: c.opts.Clock.Now()},
+		cnt:   newCounters(c.opts.Clock.Now()),
+		proof: newProof(),
 	}
 	if ns != "" {
 		rc.log = rc.log.With(zap.String("namespace", ns))
@@ -793,7 +704,7 @@ func (c *Cluster) newResourceCache(r resolved, ns string) (*resourceCache, error
 		cfg.NegotiatedSerializer = scheme.Codecs.WithoutConversion()
 		cfg.ContentType = runtime.ContentTypeProtobuf
 		cfg.AcceptContentTypes = runtime.ContentTypeProtobuf + "," + runtime.ContentTypeJSON
-		client, err := rest.RESTClientFor(cfg)
+		client, err := rest.RESTClientForConfigAndClient(cfg, c.conn)
 		if err != nil {
 			return nil, err
 		}
@@ -805,7 +716,7 @@ func (c *Cluster) newResourceCache(r resolved, ns string) (*resourceCache, error
 			return obj.(protoObject)
 		}}
 	} else {
-		dyn, err := dynamic.NewForConfig(c.informerClient)
+		dyn, err := dynamic.NewForConfigAndClient(c.informerClient, c.conn)
 		if err != nil {
 			return nil, err
 		}
@@ -870,6 +781,9 @@ func (c *Cluster) derive() Condition {
 	}
 	if errors.Is(c.probeErr, errStorageUnavailable) {
 		return Condition{Phase: PhaseDegraded, Reason: "EtcdUnavailable", Message: fmt.Sprintf("apiserver %s: %v; the cache holds the last known state", c.target.Config.Host, c.probeErr)}
+	}
+	if errors.Is(c.probeErr, errConnectionStalled) {
+		return Condition{Phase: PhaseDegraded, Reason: "ConnectionStalled", Message: fmt.Sprintf("apiserver %s: %v", c.target.Config.Host, c.probeErr)}
 	}
 	if err := c.probeErr; err != nil {
 		phase, reason := classify(err)
@@ -945,23 +859,66 @@ func (c *Cluster) Status() ClusterStatus {
 	if c.target.Config != nil {
 		s.Server = c.target.Config.Host
 	}
-	if off, ok := c.ClockOffset(); ok {
-		secs := off.Seconds()
-		s.ClockOffsetSeconds = &secs
-	}
 	rcs := make([]*resourceCache, 0, len(c.resources))
 	for _, rc := range c.resources {
 		rcs = append(rcs, rc)
 	}
 	c.mu.Unlock()
+	s.ConnectionResets = c.connResets.Load()
+	proven := true
+	var worst float64
 	for _, rc := range rcs {
-		s.Resources = append(s.Resources, rc.status())
+		r := rc.status()
+		s.Resources = append(s.Resources, r)
+		switch {
+		case r.Phase == PhaseNotServed:
+		case r.StalenessSeconds == nil:
+			proven = false
+		default:
+			worst = max(worst, *r.StalenessSeconds)
+		}
+	}
+	if proven && len(rcs) > 0 {
+		s.StalenessSeconds = &worst
 	}
 	sort.Slice(s.Resources, func(i, j int) bool {
 		a, b := s.Resources[i], s.Resources[j]
 		return a.Resource < b.Resource || a.Resource == b.Resource && a.Namespace < b.Namespace
 	})
 	return s
+}
+
+// Freshness returns how current the cluster's cache of resource (its display name,
+// e.g. "deployments.apps") is. It takes the cluster's lock and each of the resource's
+// informers' locks briefly, and copies nothing else.
+func (c *Cluster) Freshness(resource string) Freshness {
+	c.mu.Lock()
+	f := Freshness{Phase: c.cond.Phase, Reason: c.cond.Reason, Message: c.cond.Message}
+	var rcs []*resourceCache
+	for _, rc := range c.resources {
+		if rc.display == resource {
+			rcs = append(rcs, rc)
+		}
+	}
+	c.mu.Unlock()
+	now := c.opts.Clock.Now()
+	f.Proven = len(rcs) > 0
+	for _, rc := range rcs {
+		rc.mu.Lock()
+		if f.ResourcePhase == "" || phaseRank(rc.cond.Phase) > phaseRank(f.ResourcePhase) {
+			f.ResourcePhase, f.ResourceReason = rc.cond.Phase, rc.cond.Reason
+		}
+		if st, ok := rc.proof.staleness(now); ok {
+			f.Staleness = max(f.Staleness, st)
+		} else if !rc.facts.notServed {
+			f.Proven = false
+		}
+		if rc.facts.lastEv.After(f.LastEventTime) {
+			f.LastEventTime = rc.facts.lastEv
+		}
+		rc.mu.Unlock()
+	}
+	return f
 }
 
 // Informer is one running informer of the cluster, for the index.

@@ -51,6 +51,7 @@ type Fleet struct {
 
 	mu        sync.RWMutex
 	clusters  map[string]*running
+	loaded    bool // the source was read successfully at least once
 	loadErr   error
 	listeners []func(added, removed []*Cluster)
 }
@@ -144,6 +145,7 @@ func (f *Fleet) apply(ctx context.Context) {
 	targets, err := f.source.Targets()
 	f.mu.Lock()
 	f.loadErr = err
+	f.loaded = f.loaded || err == nil
 	f.mu.Unlock()
 	if err != nil {
 		f.log.Error("cannot load clusters; keeping the running ones", zap.Error(err))
@@ -282,16 +284,46 @@ func (f *Fleet) LoadError() error {
 	return f.loadErr
 }
 
-// Ready reports whether every cluster has finished its initial sync or given up waiting
-// for it (InitialSyncTimeout): a daemon is ready once the answers it gives are as complete
-// as they are going to get soon.
-func (f *Fleet) Ready() bool {
-	for _, c := range f.Clusters() {
-		if !c.settled() {
-			return false
-		}
+// Loaded reports whether the cluster source has been read successfully: before that the
+// fleet is empty because nothing is known yet, not because it has no clusters.
+func (f *Fleet) Loaded() bool {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.loaded
+}
+
+// Freshness returns how current the named cluster's cache of resource is.
+func (f *Fleet) Freshness(cluster, resource string) (Freshness, bool) {
+	c := f.Cluster(cluster)
+	if c == nil {
+		return Freshness{}, false
 	}
-	return true
+	return c.Freshness(resource), true
+}
+
+// Readiness is what a readiness policy needs to know of one cluster.
+type Readiness struct {
+	Name string
+	Condition
+	// Synced is true when the cluster is Synced now; EverSynced when it completed its
+	// initial sync at some point.
+	Synced, EverSynced bool
+	// Settled is true once the cluster has synced, or given up waiting for it
+	// (InitialSyncTimeout), or cannot be used (Invalid).
+	Settled bool
+}
+
+// Readiness returns every cluster's readiness, sorted by name, without copying statuses.
+func (f *Fleet) Readiness() []Readiness {
+	cs := f.Clusters()
+	out := make([]Readiness, len(cs))
+	for i, c := range cs {
+		c.mu.Lock()
+		out[i] = Readiness{Name: c.target.Name, Condition: c.cond, Synced: c.cond.Phase == PhaseSynced, EverSynced: !c.initialSync.IsZero()}
+		c.mu.Unlock()
+		out[i].Settled = c.settled()
+	}
+	return out
 }
 
 func (c *Cluster) settled() bool {

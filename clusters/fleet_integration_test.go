@@ -65,6 +65,9 @@ func readerKubeconfig(t *testing.T) (string, clusters.ContextFilter) {
 }
 
 // fastOptions shortens every interval so that tests converge in seconds.
+// staleAfter is the tests' limit on a resource's staleness bound.
+const staleAfter = 10 * time.Second
+
 func fastOptions(resources ...string) clusters.FleetOptions {
 	var specs []clusters.ResourceSpec
 	for _, r := range resources {
@@ -78,6 +81,8 @@ func fastOptions(resources ...string) clusters.FleetOptions {
 			ListTimeout:         10 * time.Second,
 			InitialSyncTimeout:  20 * time.Second,
 			ProbeInterval:       time.Second,
+			IdleProofInterval:   5 * time.Second,
+			StaleAfter:          staleAfter,
 			RediscoveryInterval: time.Second,
 			ListLimiter:         clusters.NewListLimiter(2),
 		},
@@ -176,8 +181,13 @@ func TestFleetSyncsAndCountsMatchKubectl(t *testing.T) {
 	for _, c := range fleet.Clusters {
 		eventually(t, 30*time.Second, c.Name+" synced", phaseIs(f, c.Name, clusters.PhaseSynced))
 	}
-	if !f.Ready() {
-		t.Error("fleet not ready although every cluster is synced")
+	if !f.Loaded() {
+		t.Error("fleet not loaded although every cluster is synced")
+	}
+	for _, r := range f.Readiness() {
+		if !r.Settled || !r.EverSynced || !r.Synced {
+			t.Errorf("%s: readiness %+v although synced", r.Name, r)
+		}
 	}
 	for _, c := range fleet.Clusters {
 		assertCountsMatchKubectl(t, f, c.Name)
@@ -191,6 +201,10 @@ func TestFleetSyncsAndCountsMatchKubectl(t *testing.T) {
 			}
 			if !r.WatchConnected || r.LastListTime == nil || r.InitialSyncTime == nil {
 				t.Errorf("%s/%s: watch %v, last list %v, initial sync %v", c.Name, r.Resource, r.WatchConnected, r.LastListTime, r.InitialSyncTime)
+			}
+			// Synced means proven current: the bound exists and is within staleAfter.
+			if r.StalenessSeconds == nil || *r.StalenessSeconds > staleAfter.Seconds() {
+				t.Errorf("%s/%s: Synced with staleness bound %v", c.Name, r.Resource, r.StalenessSeconds)
 			}
 		}
 	}

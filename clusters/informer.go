@@ -13,6 +13,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/util/watchlist"
@@ -44,6 +45,7 @@ type resourceCache struct {
 	facts resourceFacts
 	cond  Condition
 	cnt   counters
+	proof proof
 }
 
 type resourceFacts struct {
@@ -67,8 +69,12 @@ func (rc *resourceCache) status() ResourceStatus {
 	if !rc.facts.stopped && rc.informer != nil {
 		s.Objects = int(rc.objects.Load())
 	}
-	s.Counters = rc.cnt.snapshot()
+	s.Counters = rc.cnt.snapshot(&rc.proof)
 	s.ResourceVersionLag = s.Counters.ResourceVersionLag
+	if st, ok := rc.proof.staleness(rc.cluster.opts.Clock.Now()); ok && !rc.facts.stopped {
+		secs := st.Seconds()
+		s.StalenessSeconds = &secs
+	}
 	s.InitialSyncTime = timePtr(rc.facts.initialSync)
 	s.LastListTime = timePtr(rc.facts.lastList)
 	s.LastEventTime = timePtr(rc.facts.lastEv)
@@ -110,7 +116,31 @@ func (rc *resourceCache) derive() Condition {
 	case f.errPhase != "":
 		return Condition{Phase: PhaseDegraded, Reason: f.errReason, Message: f.errMessage}
 	}
+	now := rc.cluster.opts.Clock.Now()
+	if !rc.proof.current(now, rc.cluster.opts.StaleAfter) {
+		return Condition{Phase: PhaseDegraded, Reason: ReasonStale, Message: rc.staleMessage(now)}
+	}
 	return Condition{Phase: PhaseSynced}
+}
+
+// ReasonStale: the cache cannot prove it is current. Its watch delivered nothing that
+// reaches a recent probe's revision (a stalled watch or connection), or it has not caught
+// up since a failure.
+const ReasonStale = "Stale"
+
+// staleMessage says why a resource is Stale; rc.mu is held.
+func (rc *resourceCache) staleMessage(now time.Time) string {
+	p := &rc.proof
+	bound, ok := p.staleness(now)
+	switch {
+	case !ok:
+		return fmt.Sprintf("%s: no probe answered yet has been reached by the cache", rc.display)
+	case !p.provenAt.After(p.disruptedAt):
+		return fmt.Sprintf("%s: not proven current since a failure %s ago (the cache held everything up to %s ago)",
+			rc.display, now.Sub(p.disruptedAt).Round(time.Millisecond), bound.Round(time.Millisecond))
+	}
+	return fmt.Sprintf("%s: the cache is only proven to hold what the apiserver had %s ago (limit %s); its watch may be stalled",
+		rc.display, bound.Round(time.Millisecond), rc.cluster.opts.StaleAfter)
 }
 
 func (rc *resourceCache) recordError(verb string, err error) {
@@ -166,6 +196,12 @@ func (lw *observedLW) ListWithContext(ctx context.Context, opts metav1.ListOptio
 	defer opts2.ListLimiter.release()
 	ctx, cancel := context.WithTimeout(ctx, opts2.ListTimeout)
 	defer cancel()
+	if opts.Continue == "" {
+		// A consistent read (served from the apiserver's watch cache since Kubernetes
+		// 1.31) instead of the reflector's "any version" read: the list then proves the
+		// cache current as of the moment it was sent.
+		opts.ResourceVersion, opts.ResourceVersionMatch = "", ""
+	}
 	start := opts2.Clock.Now()
 	obj, err := lw.inner.ListWithContext(ctx, opts)
 	now := opts2.Clock.Now()
@@ -191,7 +227,9 @@ func (lw *observedLW) ListWithContext(ctx context.Context, opts metav1.ListOptio
 	return obj, nil
 }
 
-// listDone counts a completed list (or the initial part of a watch-list stream).
+// listDone counts a completed list (or the initial part of a watch-list stream). Lists
+// are consistent reads (see ListWithContext), so the list's revision was current when it
+// was sent: the cache is proven current as of start.
 func (rc *resourceCache) listDone(start, now time.Time, rv uint64) {
 	rc.mu.Lock()
 	defer rc.mu.Unlock()
@@ -200,11 +238,10 @@ func (rc *resourceCache) listDone(start, now time.Time, rv uint64) {
 		rc.cnt.relists++
 	}
 	rc.cnt.listDuration.observe(now.Sub(start).Seconds())
-	// A relist may go back in time only if the cluster lost data; follow it anyway.
-	if rv > 0 && rv < rc.cnt.cacheRV {
-		rc.cnt.cacheRV = 0
+	rc.proof.relisted(rv, now)
+	if rv > 0 && start.After(rc.proof.provenAt) {
+		rc.proof.provenAt = start
 	}
-	rc.cnt.advance(rv, now)
 }
 
 func (lw *observedLW) WatchWithContext(ctx context.Context, opts metav1.ListOptions) (watch.Interface, error) {
@@ -216,6 +253,12 @@ func (lw *observedLW) WatchWithContext(ctx context.Context, opts metav1.ListOpti
 		if err := o.ListLimiter.acquire(ctx); err != nil {
 			return nil, err
 		}
+		// Consistent, like lists: the initial-events-end bookmark then proves the cache
+		// current as of the request.
+		opts.ResourceVersion = ""
+	} else {
+		timeout := lw.rc.watchTimeout()
+		opts.TimeoutSeconds = &timeout
 	}
 	release := sync.OnceFunc(func() {
 		if initial {
@@ -255,8 +298,41 @@ func (lw *observedLW) WatchWithContext(ctx context.Context, opts metav1.ListOpti
 		}
 	})
 	ow := &observedWatch{inner: w, out: make(chan watch.Event), stop: make(chan struct{}), rc: lw.rc, initial: initial, release: release, cancel: cancel, start: start}
+	if !initial {
+		// The apiserver sends a bookmark two seconds before the watch's timeout; probing
+		// the resource just before makes that bookmark prove it current.
+		ow.deadline = start.Add(time.Duration(*opts.TimeoutSeconds) * time.Second)
+		ow.proofTimer = time.AfterFunc(time.Duration(*opts.TimeoutSeconds)*time.Second-preBookmarkLead, func() {
+			lw.rc.cluster.probeResource(wctx, lw.rc)
+		})
+	}
 	go ow.run()
 	return ow, nil
+}
+
+// Watch lifetimes (see freshness.go): a watch ends after the idle proof interval, and a
+// resource not proven current since its last failure gets a short one, so that a bookmark
+// proves it within seconds.
+const (
+	// preBookmarkLead is how long before a watch's end its resource is probed: the
+	// apiserver's bookmark is due 2s before the end, give or take its 1s bookmark timer.
+	preBookmarkLead = 3 * time.Second
+	// shortWatch is the timeout of a watch whose resource awaits proof: its bookmark comes
+	// about 2s after it starts.
+	shortWatch = 4 * time.Second
+)
+
+// watchTimeout is the timeout of the resource's next watch, in seconds.
+func (rc *resourceCache) watchTimeout() int64 {
+	o := rc.cluster.opts
+	rc.mu.Lock()
+	current := rc.proof.current(o.Clock.Now(), o.StaleAfter)
+	rc.mu.Unlock()
+	if !current {
+		return int64(shortWatch / time.Second)
+	}
+	// Jittered, so that a cluster's watches do not all renew at the same moment.
+	return int64(wait.Jitter(o.IdleProofInterval, 0.1) / time.Second)
 }
 
 // observedWatch forwards a watch stream and records its events and its end.
@@ -272,6 +348,9 @@ type observedWatch struct {
 	release func()
 	cancel  context.CancelFunc
 	start   time.Time
+	// deadline is when the server ends the stream; proofTimer probes before its bookmark.
+	deadline   time.Time
+	proofTimer *time.Timer
 }
 
 func (w *observedWatch) ResultChan() <-chan watch.Event { return w.out }
@@ -288,7 +367,18 @@ func (w *observedWatch) run() {
 		close(w.out)
 		w.release()
 		w.cancel()
-		w.rc.update(func(f *resourceFacts) { f.watchConnected = false })
+		if w.proofTimer != nil {
+			w.proofTimer.Stop()
+		}
+		now := w.rc.cluster.opts.Clock.Now()
+		w.rc.update(func(f *resourceFacts) {
+			f.watchConnected = false
+			// A stream that ends well before its timeout broke: whatever it proved,
+			// the cache must prove itself again.
+			if w.deadline.IsZero() || now.Before(w.deadline.Add(-time.Second)) {
+				w.rc.proof.disrupted(now)
+			}
+		})
 		if w.initial {
 			// The stream ended before its initial events were complete: a failed list.
 			w.rc.mu.Lock()
@@ -302,6 +392,11 @@ func (w *observedWatch) run() {
 		case ev, ok := <-w.inner.ResultChan():
 			if !ok {
 				return
+			}
+			select {
+			case <-w.stop: // ended here (Stop): what the closing stream says is noise
+				return
+			default:
 			}
 			w.observe(ev, clock.Now())
 			select {
@@ -338,24 +433,21 @@ func (w *observedWatch) observe(ev watch.Event, now time.Time) {
 			f.lastList, f.lastEv = now, now
 			rc.clearError(f)
 		})
-	}
-	var lag float64
-	measure := false
-	if ev.Type != watch.Bookmark && !w.initial {
-		if changed, ok := changeTime(ev.Object); ok {
-			lag = now.Add(rc.cluster.clockOffset()).Sub(changed).Seconds()
-			measure = true
-		}
+		// The stream goes on as a watch with the reflector's long timeout; end it after
+		// the idle proof interval so that the next watch proves an idle resource current.
+		d := rc.cluster.opts.IdleProofInterval
+		w.deadline = now.Add(d)
+		w.proofTimer = time.AfterFunc(d, w.Stop)
 	}
 	rc.mu.Lock()
 	rc.cnt.events[string(ev.Type)]++
 	if ev.Type == watch.Bookmark {
 		rc.cnt.lastBookmark = now
 	}
-	if measure {
-		rc.cnt.eventLag.observe(max(lag, 0))
+	if !w.initial {
+		// The initial events of a watch-list come in key order, not revision order.
+		rc.proof.advance(rv, now)
 	}
-	rc.cnt.advance(rv, now)
 	rc.facts.lastEv = now
 	rc.mu.Unlock()
 }

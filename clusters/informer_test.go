@@ -69,7 +69,7 @@ func TestGoneWatchIsCountedAsRelist(t *testing.T) {
 	c := New(Target{Name: "fake", Config: &rest.Config{}}, Options{})
 	rc := &resourceCache{
 		cluster: c, display: "configmaps", requested: "configmaps", done: make(chan struct{}),
-		log: c.log, cnt: newCounters(time.Now()),
+		log: c.log, cnt: newCounters(time.Now()), proof: newProof(),
 		codec: &codec{gvk: corev1.SchemeGroupVersion.WithKind("ConfigMap"), newTyped: func() protoObject { return &corev1.ConfigMap{} }},
 		ref:   &InformerRef{Cluster: "fake", Resource: "configmaps", ID: 1},
 	}
@@ -95,7 +95,10 @@ func TestGoneWatchIsCountedAsRelist(t *testing.T) {
 	if k.Events["ERROR"] != 1 || k.WatchErrors != 1 || k.WatchStarts < 2 {
 		t.Errorf("ERROR events %d, watch errors %d, watch starts %d: want 1, 1, >=2", k.Events["ERROR"], k.WatchErrors, k.WatchStarts)
 	}
-	if k.CacheResourceVersion != 20 {
-		t.Errorf("cache resourceVersion %d, want 20 from the relist", k.CacheResourceVersion)
+	rc.mu.Lock()
+	cacheRV := rc.proof.cacheRV
+	rc.mu.Unlock()
+	if cacheRV != 20 {
+		t.Errorf("cache resourceVersion %d, want 20 from the relist", cacheRV)
 	}
 }

@@ -93,7 +93,9 @@ func LoadKubeconfig(paths []string, filter ContextFilter) ([]Target, error) {
 		t.Fingerprint = fingerprint(raw, ctxName, t.Err)
 		targets = append(targets, t)
 	}
-	if len(targets) == 0 {
+	// A kubeconfig with no contexts at all is an empty fleet (e.g. one filled in later);
+	// contexts that the filter all leaves out are a mistake.
+	if len(targets) == 0 && len(raw.Contexts) > 0 {
 		return nil, fmt.Errorf("kubeconfig %v: no context selected (%d contexts, include %v, exclude %v)", paths, len(raw.Contexts), filter.Include, filter.Exclude)
 	}
 	sort.Slice(targets, func(i, j int) bool { return targets[i].Name < targets[j].Name })

@@ -4,10 +4,10 @@ import (
 	"context"
 	"errors"
 	"net"
-	"strings"
 	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	utilnet "k8s.io/apimachinery/pkg/util/net"
 )
 
 // Phase is where a cluster or one of its resources stands.
@@ -82,6 +82,10 @@ type ResourceStatus struct {
 	LastEventTime *time.Time `json:"lastEventTime,omitempty"`
 	// WatchConnected is true while a watch stream is open.
 	WatchConnected bool `json:"watchConnected"`
+	// StalenessSeconds bounds how far the cache may be behind the apiserver: the time
+	// since the newest freshness probe whose revision the cache has reached was sent.
+	// Absent until the first such probe.
+	StalenessSeconds *float64 `json:"stalenessSeconds,omitempty"`
 	// ResourceVersionLag is how many revisions the cache is behind the cluster's current
 	// resourceVersion, as of the last probe.
 	ResourceVersionLag int64 `json:"resourceVersionLag"`
@@ -99,12 +103,15 @@ type ClusterStatus struct {
 	Version string `json:"version,omitempty"`
 	// InitialSyncTime is when every resource first reached Synced (or NotServed).
 	InitialSyncTime *time.Time `json:"initialSyncTime,omitempty"`
-	// LastProbeTime is when the apiserver last answered the health probe.
+	// LastProbeTime is when the apiserver last answered the freshness probe.
 	LastProbeTime *time.Time `json:"lastProbeTime,omitempty"`
-	// ClockOffsetSeconds estimates the apiserver's clock minus fleetcache's, from probe
-	// responses; event lag is corrected by it.
-	ClockOffsetSeconds *float64         `json:"clockOffsetSeconds,omitempty"`
-	Resources          []ResourceStatus `json:"resources"`
+	// StalenessSeconds is the largest staleness bound of the cluster's served resources;
+	// absent while one of them has none.
+	StalenessSeconds *float64 `json:"stalenessSeconds,omitempty"`
+	// ConnectionResets counts the times the cluster's connections were closed because a
+	// probe on them timed out (a connection that stopped delivering).
+	ConnectionResets uint64           `json:"connectionResets"`
+	Resources        []ResourceStatus `json:"resources"`
 }
 
 // Objects is the number of objects cached for the cluster.
@@ -131,7 +138,7 @@ func classify(err error) (Phase, string) {
 		return PhaseUnreachable, "Timeout"
 	case apierrors.IsTooManyRequests(err):
 		return PhaseDegraded, "TooManyRequests"
-	case strings.Contains(err.Error(), "connection refused"):
+	case utilnet.IsConnectionRefused(err):
 		return PhaseUnreachable, "ConnectionRefused"
 	case errors.As(err, &netErr):
 		return PhaseUnreachable, "NetworkError"
@@ -144,3 +151,43 @@ func classify(err error) (Phase, string) {
 // PhaseInvalid: the kubeconfig context cannot be used (no such cluster or user entry,
 // unreadable credentials file, ...). Fix the kubeconfig; it is reloaded on change.
 const PhaseInvalid Phase = "Invalid"
+
+// Freshness is how current one cluster's cache of one resource is: what an answer says
+// about its part. It is read without copying the cluster's status.
+type Freshness struct {
+	// Phase, Reason and Message are the cluster's condition.
+	Phase   Phase
+	Reason  string
+	Message string
+	// ResourcePhase and ResourceReason are the resource's (the worst of its informers');
+	// empty when the cluster does not cache it.
+	ResourcePhase  Phase
+	ResourceReason string
+	// Staleness bounds how far the resource's cache may be behind; Proven is false when
+	// no probe was reached yet.
+	Staleness time.Duration
+	Proven    bool
+	// LastEventTime is when the resource's watch last delivered an event or bookmark.
+	LastEventTime time.Time
+}
+
+// Current reports whether the answer's part from this cluster is complete and proven
+// fresh: cluster and resource Synced (or the resource not served there).
+func (f Freshness) Current() bool {
+	return f.Phase == PhaseSynced && (f.ResourcePhase == PhaseSynced || f.ResourcePhase == PhaseNotServed || f.ResourcePhase == "")
+}
+
+// phaseRank orders resource phases from healthy to worst, to report the worst informer.
+func phaseRank(p Phase) int {
+	switch p {
+	case PhaseSynced:
+		return 0
+	case PhaseNotServed:
+		return 1
+	case PhaseDegraded:
+		return 2
+	case PhaseSyncing, PhasePending:
+		return 3
+	}
+	return 4
+}

@@ -59,16 +59,14 @@ func TestFaultSuite(t *testing.T) {
 		}
 	})
 
-	// A writer keeps configmaps changing in every cluster; paused for comparisons.
-	var paused atomic.Bool
+	// A writer keeps configmaps changing in every cluster. Each write holds gate for
+	// reading; a comparison takes it for writing, which waits for the writes in flight.
+	var gate sync.RWMutex
 	for _, cl := range fleet.Clusters {
 		cs := kubernetes.NewForConfigOrDie(cl.AdminConfig())
 		wg.Go(func() {
 			for i := 0; ctx.Err() == nil; i++ {
-				if paused.Load() {
-					time.Sleep(50 * time.Millisecond)
-					continue
-				}
+				gate.RLock()
 				wctx, wcancel := context.WithTimeout(ctx, time.Second)
 				name := fmt.Sprintf("churn-%d", i%5)
 				cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "default", Labels: map[string]string{"e2e": "fault"}}, Data: map[string]string{"i": fmt.Sprint(i)}}
@@ -81,6 +79,7 @@ func TestFaultSuite(t *testing.T) {
 					_ = cs.CoreV1().ConfigMaps("default").Delete(wctx, name, metav1.DeleteOptions{})
 				}
 				wcancel()
+				gate.RUnlock()
 				time.Sleep(30 * time.Millisecond)
 			}
 		})
@@ -175,19 +174,16 @@ func TestFaultSuite(t *testing.T) {
 		f.apply(t)
 		waitFor(t, 60*time.Second, f.name+": status shows the fault", func() (bool, string) { return f.shows(d, t), "not yet" })
 		shown := time.Since(start)
+		// Writes went on during the fault (to the clusters that took them); they stop now,
+		// and the repair is made: from then on the clusters do not change.
+		gate.Lock()
 		recoverAt := time.Now()
 		f.recover(t)
-		for _, v := range f.victims {
-			waitFor(t, 120*time.Second, f.name+": "+v.Name+" synced again", func() (bool, string) {
-				s, _ := value(d.scrape(t), "fleetcache_cluster_synced", map[string]string{"cluster": v.Name})
-				return s == 1, "not yet"
-			})
-		}
+		repaired := time.Now()
+		lost, ghosts := firstCurrentAnswerIsTrue(t, d, repaired)
 		recovered := time.Since(recoverAt)
-		paused.Store(true)
-		lost, ghosts := compareWithFreshLists(t, d)
-		paused.Store(false)
-		line := fmt.Sprintf("%-38s status showed it after %6s, recovered %6s after repair, lost %d, ghosts %d",
+		gate.Unlock()
+		line := fmt.Sprintf("%-38s status showed it after %6s, current again %6s after repair, lost %d, ghosts %d",
 			f.name, shown.Round(100*time.Millisecond), recovered.Round(100*time.Millisecond), lost, ghosts)
 		report = append(report, line)
 		if lost+ghosts > 0 {
@@ -209,41 +205,104 @@ func TestFaultSuite(t *testing.T) {
 	}
 }
 
-// compareWithFreshLists waits until fleetcache's answer equals a fresh LIST from every
-// cluster (names and resourceVersions) for the resources the suite touches, and returns
-// what was lost and what was a ghost at the end.
-func compareWithFreshLists(t *testing.T, d *daemon) (lost, ghosts int) {
+// faultResources are the resources the fault suite compares with the clusters.
+var faultResources = []string{"pods", "configmaps", "deployments.apps", "widgets.example.com"}
+
+// firstCurrentAnswerIsTrue polls fleetcache until its answers for every compared
+// resource claim to be complete and current as of since (not partial, every cluster
+// Synced, staleness bound reaching back before since), then compares those very answers
+// with fresh lists from the clusters, which have not changed since. It returns what the
+// answers lost (missing, or at an older resourceVersion) and their ghosts.
+func firstCurrentAnswerIsTrue(t *testing.T, d *daemon, since time.Time) (lost, ghosts int) {
 	t.Helper()
-	for _, res := range []string{"pods", "configmaps", "deployments.apps", "widgets.example.com"} {
-		var missing, extra []string
-		waitFor(t, 60*time.Second, res+" equals a fresh list", func() (bool, string) {
-			want := map[string]bool{}
-			for _, k := range kubectlSetRV(t, res) {
-				want[k] = true
+	deadline := time.Now().Add(120 * time.Second)
+	for {
+		answers, current, why := map[string][]string{}, true, ""
+		for _, res := range faultResources {
+			items, ok, reason := currentAnswer(t, d, res, since)
+			if !ok {
+				current, why = false, res+": "+reason
+				break
 			}
-			got := map[string]bool{}
-			for _, k := range apiSetRV(t, d, res) {
-				got[k] = true
-			}
-			missing, extra = nil, nil
-			for k := range want {
-				if !got[k] {
-					missing = append(missing, k)
+			answers[res] = items
+		}
+		if current {
+			for _, res := range faultResources {
+				missing, extra := setDiff(answers[res], kubectlSetRV(t, res))
+				if len(missing)+len(extra) > 0 {
+					t.Errorf("%s: an answer claiming to be current since the repair was wrong: missing or outdated %v, ghosts %v", res, missing, extra)
 				}
+				lost += len(missing)
+				ghosts += len(extra)
 			}
-			for k := range got {
-				if !want[k] {
-					extra = append(extra, k)
-				}
-			}
-			sort.Strings(missing)
-			sort.Strings(extra)
-			return len(missing)+len(extra) == 0, fmt.Sprintf("missing %v, ghosts %v", missing, extra)
-		})
-		lost += len(missing)
-		ghosts += len(extra)
+			return lost, ghosts
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no answer claimed to be current within 120s of the repair; last: %s", why)
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
-	return lost, ghosts
+}
+
+// currentAnswer reads every object of a resource in one answer and reports whether the
+// answer claims to hold everything the clusters had at since.
+func currentAnswer(t *testing.T, d *daemon, resource string, since time.Time) ([]string, bool, string) {
+	var page struct {
+		objectsPage
+		Clusters []struct {
+			Cluster, Phase, ResourcePhase string
+			StalenessSeconds              *float64
+		} `json:"clusters"`
+	}
+	sent := time.Now()
+	code := d.getJSON(t, "/api/v1/objects", url.Values{"resource": {resource}, "limit": {"5000"}}, &page)
+	if code == http.StatusNotFound {
+		return nil, false, "not cached anywhere"
+	}
+	if code != http.StatusOK || page.Continue != "" {
+		t.Fatalf("objects %s: status %d, continue %q", resource, code, page.Continue)
+	}
+	if page.Partial {
+		return nil, false, "partial"
+	}
+	for _, c := range page.Clusters {
+		if c.StalenessSeconds == nil {
+			return nil, false, c.Cluster + " has no staleness bound"
+		}
+		if !sent.Add(-time.Duration(*c.StalenessSeconds * float64(time.Second))).After(since) {
+			return nil, false, fmt.Sprintf("%s only proven %.3fs back", c.Cluster, *c.StalenessSeconds)
+		}
+	}
+	var out []string
+	for _, it := range page.Items {
+		m := it.Object.Metadata
+		out = append(out, it.Cluster+"/"+m.Namespace+"/"+m.Name+"@"+m.ResourceVersion)
+	}
+	return out, true, ""
+}
+
+// setDiff returns what want has and got lacks, and what got has and want lacks.
+func setDiff(got, want []string) (missing, extra []string) {
+	g, w := map[string]bool{}, map[string]bool{}
+	for _, k := range got {
+		g[k] = true
+	}
+	for _, k := range want {
+		w[k] = true
+	}
+	for k := range w {
+		if !g[k] {
+			missing = append(missing, k)
+		}
+	}
+	for k := range g {
+		if !w[k] {
+			extra = append(extra, k)
+		}
+	}
+	sort.Strings(missing)
+	sort.Strings(extra)
+	return missing, extra
 }
 
 func kubectlSetRV(t *testing.T, resource string) []string {
@@ -261,28 +320,6 @@ func kubectlSetRV(t *testing.T, resource string) []string {
 		}
 	}
 	return out
-}
-
-func apiSetRV(t *testing.T, d *daemon, resource string) []string {
-	var out []string
-	q := url.Values{"resource": {resource}, "limit": {"5000"}}
-	for {
-		var page objectsPage
-		if code := d.getJSON(t, "/api/v1/objects", q, &page); code != http.StatusOK {
-			if code == http.StatusNotFound {
-				return nil // no cluster serves it right now
-			}
-			t.Fatalf("objects %s: %d", resource, code)
-		}
-		for _, it := range page.Items {
-			m := it.Object.Metadata
-			out = append(out, it.Cluster+"/"+m.Namespace+"/"+m.Name+"@"+m.ResourceVersion)
-		}
-		if page.Continue == "" {
-			return out
-		}
-		q.Set("continue", page.Continue)
-	}
 }
 
 // sequenceChecker flags impossible event sequences: a change after the deletion of the

@@ -89,7 +89,7 @@ func launch() (*daemon, error) {
 	for _, r := range e2eResources {
 		fmt.Fprintf(&cfg, "  - name: %s\n", r)
 	}
-	fmt.Fprintf(&cfg, "cluster: {probeInterval: 1s, requestTimeout: 2s, rediscoveryInterval: 1s, initialSyncTimeout: 20s}\napi: {continueTTL: %s}\nreadiness: {policy: atLeast, minClusters: %d}\nlog: {level: debug}\n", continueTTL, len(fleet.Clusters))
+	fmt.Fprintf(&cfg, "cluster: {probeInterval: 1s, requestTimeout: 2s, idleProofInterval: 5s, rediscoveryInterval: 1s, initialSyncTimeout: 20s}\napi: {continueTTL: %s}\nreadiness: {policy: atLeast, minClusters: %d}\nlog: {level: debug}\n", continueTTL, len(fleet.Clusters))
 	if err := os.WriteFile(d.config, []byte(cfg.String()), 0o600); err != nil {
 		return nil, err
 	}

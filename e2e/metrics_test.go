@@ -5,14 +5,11 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"math"
 	"net/http"
-	"net/url"
 	"os"
 	"os/exec"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -253,101 +250,6 @@ func TestDashboardAndRulesUseLiveMetrics(t *testing.T) {
 	}
 }
 
-// TestReportedLagMatchesMeasuredLag writes about 200 updates a second to one cluster and
-// compares the mean event lag fleetcache reports with the mean the test measures itself
-// (write to event seen through /api/v1/watch).
-func TestReportedLagMatchesMeasuredLag(t *testing.T) {
-	d := startDaemon(t)
-	c := fleet.Clusters[0]
-	cs := kubernetes.NewForConfigOrDie(c.AdminConfig())
-	ctx := context.Background()
-	const writers, perWriter = 4, 100
-	for w := range writers {
-		cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("load-%d", w), Namespace: "default", Labels: map[string]string{"e2e": "load"}}, Data: map[string]string{"seq": "0"}}
-		if _, err := cs.CoreV1().ConfigMaps("default").Create(ctx, cm, metav1.CreateOptions{}); err != nil {
-			t.Fatal(err)
-		}
-		defer cs.CoreV1().ConfigMaps("default").Delete(ctx, cm.Name, metav1.DeleteOptions{})
-	}
-	ch, stop := openWatch(t, d, url.Values{"resource": {"configmaps"}, "cluster": {c.Name}, "labelSelector": {"e2e=load"}})
-	defer stop()
-	lagFamilies := func() (sum, count float64) {
-		m := find(d.scrape(t), "fleetcache_event_lag_seconds", map[string]string{"cluster": c.Name, "resource": "configmaps"})
-		if m == nil || m.Histogram == nil {
-			return 0, 0
-		}
-		return m.Histogram.GetSampleSum(), float64(m.Histogram.GetSampleCount())
-	}
-	sum0, count0 := lagFamilies()
-
-	var mu sync.Mutex
-	written := map[string]time.Time{} // name/seq -> when the update was sent
-	var wg sync.WaitGroup
-	start := time.Now()
-	for w := range writers {
-		wg.Go(func() {
-			tick := time.NewTicker(time.Second / 50) // 4 writers x 50/s = 200 updates/s
-			defer tick.Stop()
-			name := fmt.Sprintf("load-%d", w)
-			for i := 1; i <= perWriter; i++ {
-				<-tick.C
-				cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "default", Labels: map[string]string{"e2e": "load"}}, Data: map[string]string{"seq": fmt.Sprint(i)}}
-				// Recorded before the call: the event can arrive before the response does.
-				mu.Lock()
-				written[fmt.Sprintf("%s/%d", name, i)] = time.Now()
-				mu.Unlock()
-				if _, err := cs.CoreV1().ConfigMaps("default").Update(ctx, cm, metav1.UpdateOptions{}); err != nil {
-					t.Error(err)
-					return
-				}
-			}
-		})
-	}
-	var measured []float64
-	deadline := time.After(60 * time.Second)
-	for len(measured) < writers*perWriter {
-		select {
-		case l, ok := <-ch:
-			if !ok {
-				t.Fatal("watch ended")
-			}
-			if l.Type != "MODIFIED" {
-				continue
-			}
-			seen := time.Now()
-			key := fmt.Sprintf("%s/%s", l.Object.Metadata.Name, l.Object.Data["seq"])
-			mu.Lock()
-			at, ok := written[key]
-			mu.Unlock()
-			if ok {
-				measured = append(measured, seen.Sub(at).Seconds())
-			}
-		case <-deadline:
-			t.Fatalf("saw %d of %d updates", len(measured), writers*perWriter)
-		}
-	}
-	wg.Wait()
-	rate := float64(writers*perWriter) / time.Since(start).Seconds()
-	var total float64
-	for _, v := range measured {
-		total += v
-	}
-	measuredMean := total / float64(len(measured))
-	var reportedMean float64
-	waitFor(t, 10*time.Second, "lag observations", func() (bool, string) {
-		sum1, count1 := lagFamilies()
-		if count1-count0 < float64(writers*perWriter) {
-			return false, fmt.Sprintf("%v observations", count1-count0)
-		}
-		reportedMean = (sum1 - sum0) / (count1 - count0)
-		return true, ""
-	})
-	t.Logf("%.0f updates/s; mean lag measured by the test %.3fs, reported by fleetcache %.3fs", rate, measuredMean, reportedMean)
-	if math.Abs(reportedMean-measuredMean) > 1 {
-		t.Errorf("reported mean lag %.3fs is more than 1s from the measured %.3fs", reportedMean, measuredMean)
-	}
-}
-
 func readyz(t testing.TB, d *daemon) (int, string) {
 	resp, err := http.Get(d.url + "/readyz?verbose")
 	if err != nil {
@@ -425,13 +327,14 @@ func TestKillAndRestartCountsRelistsAndRecovers(t *testing.T) {
 		v, _ := value(d.scrape(t), "fleetcache_cluster_synced", map[string]string{"cluster": victim.Name})
 		return v == 1 && starts > starts0, fmt.Sprintf("synced %v, watch starts %v -> %v", v, starts0, starts)
 	})
-	lists, errs, relists, _ := counters()
-	// Every successful list after the first is a relist: whether or not the informer had to
-	// list again, the counters agree with each other.
-	if relists-relists0 != (lists-lists0)-(errs-errs0) {
-		t.Errorf("relists grew by %v but successful lists by %v", relists-relists0, (lists-lists0)-(errs-errs0))
+	lists, errs, relists, starts := counters()
+	t.Logf("after kill and restart: %v successful lists, %v relists, %v failed lists, %v watch starts", (lists-lists0)-(errs-errs0), relists-relists0, errs-errs0, starts-starts0)
+	// With its own etcd the cluster keeps its revisions across an apiserver restart, and
+	// the informer resumes its watch where it was. A restarted apiserver may answer
+	// Forbidden until its RBAC cache is filled, which costs one relist; more is a storm.
+	if relists-relists0 > 1 {
+		t.Errorf("the informer listed %v times after one apiserver restart", relists-relists0)
 	}
-	t.Logf("after kill and restart: %v successful lists, %v relists, %v failed lists", (lists-lists0)-(errs-errs0), relists-relists0, errs-errs0)
 	for _, res := range e2eResources {
 		waitFor(t, 15*time.Second, res+" count back to kubectl's", func() (bool, string) {
 			got, _ := value(d.scrape(t), "fleetcache_objects", map[string]string{"cluster": victim.Name, "resource": res})

@@ -255,7 +255,7 @@ func serve(args []string) error {
 		Authenticator: authn, ServeSecrets: cfg.API.ServeSecrets,
 		Limits: server.Limits{MaxInFlight: cfg.API.MaxInFlight, MaxWatches: cfg.API.MaxWatches, RequestTimeout: cfg.API.RequestTimeout.Duration},
 		Fleet:  fleet, Index: index, Gatherer: reg, Registerer: reg, Logger: log,
-		Ready:   server.ReadyPolicy{Mode: cfg.Readiness.Policy, Min: cfg.Readiness.MinClusters},
+		Ready:   server.ReadyPolicy{Mode: cfg.Readiness.Policy, Min: cfg.Readiness.MinClusters, AllowEmpty: cfg.Readiness.AllowEmpty},
 		KubeAPI: &kubeapi.Handler{Index: index, Fleet: fleet},
 	})
 	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second}

@@ -107,6 +107,7 @@ type TLSConfig struct {
 type ReadinessConfig struct {
 	Policy      string `json:"policy,omitempty"`
 	MinClusters int    `json:"minClusters,omitempty"`
+	AllowEmpty  bool   `json:"allowEmpty,omitempty"`
 }
 
 // ClusterConfig applies to every cluster.
@@ -117,6 +118,8 @@ type ClusterConfig struct {
 	ListTimeout         metav1.Duration `json:"listTimeout,omitempty"`
 	InitialSyncTimeout  metav1.Duration `json:"initialSyncTimeout,omitempty"`
 	ProbeInterval       metav1.Duration `json:"probeInterval,omitempty"`
+	IdleProofInterval   metav1.Duration `json:"idleProofInterval,omitempty"`
+	StaleAfter          metav1.Duration `json:"staleAfter,omitempty"`
 	RediscoveryInterval metav1.Duration `json:"rediscoveryInterval,omitempty"`
 }
 
@@ -285,6 +288,8 @@ func (c *Config) Validate() error {
 		"cluster.listTimeout":         c.Cluster.ListTimeout.Duration,
 		"cluster.initialSyncTimeout":  c.Cluster.InitialSyncTimeout.Duration,
 		"cluster.probeInterval":       c.Cluster.ProbeInterval.Duration,
+		"cluster.idleProofInterval":   c.Cluster.IdleProofInterval.Duration,
+		"cluster.staleAfter":          c.Cluster.StaleAfter.Duration,
 		"cluster.rediscoveryInterval": c.Cluster.RediscoveryInterval.Duration,
 		"api.continueTTL":             c.API.ContinueTTL.Duration,
 		"shutdownGracePeriod":         c.ShutdownGracePeriod.Duration,
@@ -294,6 +299,12 @@ func (c *Config) Validate() error {
 		if d < 0 {
 			errs = append(errs, field.Invalid(path(name), d.String(), "must not be negative"))
 		}
+	}
+	if d := c.Cluster.IdleProofInterval.Duration; d > 0 && d < 5*time.Second {
+		errs = append(errs, field.Invalid(path("cluster.idleProofInterval"), d.String(), "must be at least 5s: the apiserver's bookmark comes 2s before a watch ends"))
+	}
+	if stale, idle := c.Cluster.StaleAfter.Duration, c.Cluster.IdleProofInterval.Duration; stale > 0 && stale <= max(idle, 5*time.Second) {
+		errs = append(errs, field.Invalid(path("cluster.staleAfter"), stale.String(), "must exceed cluster.idleProofInterval: an idle resource is proven current once per interval"))
 	}
 	if c.Cluster.QPS < 0 {
 		errs = append(errs, field.Invalid(path("cluster.qps"), c.Cluster.QPS, "must not be negative"))
@@ -397,6 +408,8 @@ func (c *Config) ClusterOptions() clusters.Options {
 		ListTimeout:         c.Cluster.ListTimeout.Duration,
 		InitialSyncTimeout:  c.Cluster.InitialSyncTimeout.Duration,
 		ProbeInterval:       c.Cluster.ProbeInterval.Duration,
+		IdleProofInterval:   c.Cluster.IdleProofInterval.Duration,
+		StaleAfter:          c.Cluster.StaleAfter.Duration,
 		RediscoveryInterval: c.Cluster.RediscoveryInterval.Duration,
 		ListLimiter:         clusters.NewListLimiter(c.MaxConcurrentInitialLists),
 	}

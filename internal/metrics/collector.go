@@ -21,11 +21,11 @@ type Collector struct {
 	src   StatusSource
 	descs []*prometheus.Desc
 
-	clusterInfo, clusterSynced, clusterPhase, clockOffset, lastProbe, clusterInitialSync *prometheus.Desc
+	clusterInfo, clusterSynced, clusterPhase, lastProbe, clusterInitialSync, connResets *prometheus.Desc
 
 	resourceSynced, resourcePhase, objects, watchConnected, lastEvent, lastBookmark, lastList,
 	initialSyncDuration, lists, listErrors, relists, watchStarts, watchErrors, events, listDuration,
-	eventLag, rvLag, freshness *prometheus.Desc
+	staleness, syncLag, rvLag *prometheus.Desc
 }
 
 // NewCollector returns a collector over src.
@@ -40,8 +40,8 @@ func NewCollector(src StatusSource) *Collector {
 	c.clusterInfo = d("cluster_info", "Constant 1 for each cached cluster, labelled with its apiserver URL and git version (empty until the first successful probe).", "cluster", "server", "version")
 	c.clusterSynced = d("cluster_synced", "1 if the cluster's phase is Synced: its apiserver answers the health probe and every cached resource is Synced (or not served by it); else 0.", cl...)
 	c.clusterPhase = d("cluster_phase", "The cluster's phase as a state set: 1 for the current phase, 0 for the others.", "cluster", "phase")
-	c.clockOffset = d("cluster_clock_offset_seconds", "Estimated apiserver clock minus fleetcache's clock, from the Date header of health probes (smoothed; the header has 1 s resolution). Event lag is corrected by it.", cl...)
-	c.lastProbe = d("cluster_last_probe_timestamp_seconds", "Unix time of the last health probe (GET /version) the apiserver answered.", cl...)
+	c.lastProbe = d("cluster_last_probe_timestamp_seconds", "Unix time of the last freshness probe (a consistent one-object list) the apiserver answered.", cl...)
+	c.connResets = d("cluster_connection_resets_total", "Times the cluster's connections were closed because a probe on them timed out: a connection that stopped delivering, whose watches then reconnected.", cl...)
 	c.clusterInitialSync = d("initial_sync_timestamp_seconds", "Unix time at which every resource of the cluster was first synced.", cl...)
 	c.resourceSynced = d("resource_synced", "Number of the resource's informers (one per configured namespace, usually 1) that completed their initial list and whose list/watch calls are not failing.", res...)
 	c.resourcePhase = d("resource_phase", "Number of the resource's informers in each phase (a state set when there is one informer).", "cluster", "resource", "phase")
@@ -58,9 +58,9 @@ func NewCollector(src StatusSource) *Collector {
 	c.watchErrors = d("watch_errors_total", "Watch calls for the resource that failed, plus ERROR events received on open streams.", res...)
 	c.events = d("events_total", "Watch events received for the resource, by type (ADDED, MODIFIED, DELETED, BOOKMARK, ERROR); includes the initial events of watch-list streams.", "cluster", "resource", "type")
 	c.listDuration = d("list_duration_seconds", "Duration of successful list calls (and watch-list initial streams) for the resource.", res...)
-	c.eventLag = d("event_lag_seconds", "Receive time of each live watch event minus the object's server-side change time (newest managedFields time, creation or deletion request time; 1 s resolution, centred), corrected by the cluster's clock offset.", res...)
-	c.rvLag = d("resource_version_lag", "Revisions between the cluster's current resourceVersion (probed with a one-object list) and the newest one the cache has seen for the resource, as of the last probe.", res...)
-	c.freshness = d("freshness_seconds", "For each resourceVersion probe, the time until the cache reached the probed resourceVersion by an event or bookmark: the resource's real sync lag, measured without writing anything.", res...)
+	c.staleness = d("staleness_seconds", "Upper bound on how far the resource's cache is behind the apiserver, now: seconds since the newest freshness probe whose revision the cache has reached was sent. Sound whatever the network delays and clocks; a busy resource reads about the probe interval at most, an idle one up to cluster.idleProofInterval. Absent until the first probe is reached.", res...)
+	c.syncLag = d("sync_lag_seconds", "For each freshness probe, seconds from sending it until the resource's cache held the revision it returned (by a watch event or bookmark): an upper bound on the lag of every change made before the probe.", res...)
+	c.rvLag = d("resource_version_lag", "Revisions between the newest revision a freshness probe returned and the newest one the resource's cache has seen.", res...)
 	return c
 }
 
@@ -76,12 +76,13 @@ type aggregate struct {
 	synced, objects, watches, rvLag     float64
 	phases                              map[clusters.Phase]float64
 	lastEvent, lastBookmark, lastList   float64
-	initialSync                         float64
+	initialSync, staleness              float64
 	lists, listErrors, relists          uint64
 	watchStarts, watchErrors            uint64
 	events                              map[string]uint64
-	listDuration, eventLag, freshness   clusters.Histogram
+	listDuration, syncLag               clusters.Histogram
 	hasInitialSync, hasInformer, probed bool
+	unproven                            bool // some informer has no staleness bound yet
 }
 
 func merge(into *clusters.Histogram, h clusters.Histogram) {
@@ -114,9 +115,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		for _, p := range clusters.Phases {
 			gauge(c.clusterPhase, b2f(cs.Phase == p), cs.Name, string(p))
 		}
-		if cs.ClockOffsetSeconds != nil {
-			gauge(c.clockOffset, *cs.ClockOffsetSeconds, cs.Name)
-		}
+		counter(c.connResets, cs.ConnectionResets, cs.Name)
 		if cs.LastProbeTime != nil {
 			gauge(c.lastProbe, unix(cs.LastProbeTime), cs.Name)
 		}
@@ -161,9 +160,13 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 				a.events[t] += n
 			}
 			merge(&a.listDuration, k.ListDuration)
-			merge(&a.eventLag, k.EventLag)
-			merge(&a.freshness, k.Freshness)
-			if k.ProbedResourceVersionKnown {
+			merge(&a.syncLag, k.SyncLag)
+			if r.StalenessSeconds != nil {
+				a.staleness = max(a.staleness, *r.StalenessSeconds)
+			} else {
+				a.unproven = true
+			}
+			if k.Probed {
 				a.rvLag += float64(k.ResourceVersionLag)
 				a.probed = true
 			}
@@ -200,6 +203,9 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 			if a.probed {
 				gauge(c.rvLag, a.rvLag, l...)
 			}
+			if !a.unproven {
+				gauge(c.staleness, a.staleness, l...)
+			}
 			counter(c.lists, a.lists, l...)
 			counter(c.listErrors, a.listErrors, l...)
 			counter(c.relists, a.relists, l...)
@@ -209,8 +215,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 				counter(c.events, a.events[t], cs.Name, res, t)
 			}
 			hist(c.listDuration, a.listDuration, l...)
-			hist(c.eventLag, a.eventLag, l...)
-			hist(c.freshness, a.freshness, l...)
+			hist(c.syncLag, a.syncLag, l...)
 		}
 	}
 }

@@ -21,7 +21,8 @@ import (
 type noFleet struct{}
 
 func (noFleet) Status() []clusters.ClusterStatus { return nil }
-func (noFleet) Ready() bool                      { return true }
+func (noFleet) Readiness() []clusters.Readiness  { return nil }
+func (noFleet) Loaded() bool                     { return true }
 func (noFleet) LoadError() error                 { return nil }
 
 func loadIndex(b *testing.B, n int) *aggregator.Index {

@@ -4,25 +4,25 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
-
-	"github.com/fleetcache/fleetcache/clusters"
 )
 
-// ReadyPolicy says when /readyz answers 200.
+// ReadyPolicy says when /readyz answers 200. Whatever the mode, the daemon is not ready
+// before its cluster source has been read, nor with no clusters unless AllowEmpty.
 type ReadyPolicy struct {
 	// Mode is one of:
 	//   - "all" (default): every cluster has finished its initial sync, or given up
-	//     waiting for it (cluster.initialSyncTimeout), or is Invalid. A cluster that goes
-	//     stale later does not make the daemon unready: its answers say so instead.
+	//     waiting for it (cluster.initialSyncTimeout), or is Invalid; and at least one
+	//     cluster has synced. A cluster that goes stale later does not make the daemon
+	//     unready: its answers say so instead.
 	//   - "any": at least one cluster is Synced now.
 	//   - "quorum": more than half of the clusters are Synced now.
 	//   - "atLeast": at least Min clusters are Synced now.
 	Mode string `json:"mode,omitempty"`
 	Min  int    `json:"min,omitempty"`
+	// AllowEmpty makes a fleet with no clusters ready (e.g. a daemon whose kubeconfig is
+	// filled in later).
+	AllowEmpty bool `json:"allowEmpty,omitempty"`
 }
-
-// ReadyModes lists the valid modes.
-var ReadyModes = []string{"all", "any", "quorum", "atLeast"}
 
 func (p ReadyPolicy) String() string {
 	if p.Mode == "atLeast" {
@@ -36,29 +36,48 @@ func (p ReadyPolicy) String() string {
 
 // ready evaluates the policy and returns kube-apiserver style lines for ?verbose.
 func ready(p ReadyPolicy, fleet Fleet) (bool, []string) {
-	statuses := fleet.Status()
+	if !fleet.Loaded() {
+		msg := "[-]clusters not loaded yet"
+		if err := fleet.LoadError(); err != nil {
+			msg += ": " + err.Error()
+		}
+		return false, []string{msg}
+	}
+	clusters := fleet.Readiness()
+	if len(clusters) == 0 {
+		if p.AllowEmpty {
+			return true, []string{"[+]no clusters (readiness.allowEmpty)"}
+		}
+		return false, []string{"[-]no clusters: the source lists none (set readiness.allowEmpty to be ready anyway)"}
+	}
 	var lines []string
-	synced := 0
-	for _, s := range statuses {
+	synced, everSynced, settled := 0, 0, 0
+	for _, c := range clusters {
 		mark := "-"
-		if s.Phase == clusters.PhaseSynced {
+		if c.Synced {
 			synced++
 			mark = "+"
 		}
-		line := fmt.Sprintf("[%s]cluster %s %s", mark, s.Name, s.Phase)
-		if s.Message != "" {
-			line += ": " + s.Message
+		if c.EverSynced {
+			everSynced++
+		}
+		if c.Settled {
+			settled++
+		}
+		line := fmt.Sprintf("[%s]cluster %s %s", mark, c.Name, c.Phase)
+		if c.Message != "" {
+			line += ": " + c.Message
 		}
 		lines = append(lines, line)
 	}
 	var ok bool
 	switch p.Mode {
 	case "", "all":
-		ok = fleet.Ready()
+		ok = settled == len(clusters) && everSynced > 0
 	case "any":
 		ok = synced > 0
 	case "quorum":
-		ok = synced*2 > len(statuses)
+		ok = synced*2 > len(clusters)
 	case "atLeast":
 		ok = synced >= p.Min
 	}

@@ -20,7 +20,8 @@ import (
 // Fleet is what the server needs of the clusters.
 type Fleet interface {
 	Status() []clusters.ClusterStatus
-	Ready() bool
+	Readiness() []clusters.Readiness
+	Loaded() bool
 	LoadError() error
 }
 

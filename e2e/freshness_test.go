@@ -1,0 +1,501 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/fleetcache/fleetcache/internal/testfleet"
+)
+
+// Freshness tests: a fleetcache whose connection to one cluster goes through a proxy that
+// delays, freezes or cuts it, while a writer patches a ConfigMap in that cluster straight
+// at its apiserver. Each test checks what fleetcache claims (phase, staleness bound,
+// partial) against what is true at the moment of the claim.
+
+// freshnessProbeInterval and freshnessIdleProof are the proxied daemon's settings; its
+// staleAfter is the default, idle proof + 2 probe intervals + 5s.
+const (
+	freshnessProbeInterval = time.Second
+	freshnessIdleProof     = 5 * time.Second
+)
+
+// proxiedDaemon is a fleetcache process whose connection to victim goes through proxy.
+type proxiedDaemon struct {
+	*process
+	proxy  *testfleet.Proxy
+	victim *testfleet.Cluster
+}
+
+func startProxiedDaemon(t *testing.T) *proxiedDaemon {
+	t.Helper()
+	shared := startDaemon(t) // seeds the fleet and builds the binary
+	victim := fleet.Clusters[0]
+	proxy, err := victim.StartProxy()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { proxy.Close() })
+	kc, err := clientcmd.LoadFromFile(fleet.Kubeconfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := kc.Contexts[victim.Name+"-reader"]
+	if ctx == nil {
+		t.Fatalf("no context %s-reader", victim.Name)
+	}
+	entry := kc.Clusters[ctx.Cluster].DeepCopy()
+	entry.Server = proxy.Server()
+	kc.Clusters["proxied"] = entry
+	ctx.Cluster = "proxied"
+	dir := t.TempDir()
+	kubeconfig := filepath.Join(dir, "kubeconfig")
+	if err := clientcmd.WriteToFile(*kc, kubeconfig); err != nil {
+		t.Fatal(err)
+	}
+	var cfg strings.Builder
+	fmt.Fprintf(&cfg, "kubeconfig: [%s]\ncontexts:\n  include: ['*-reader']\n  aliases:\n", kubeconfig)
+	for _, c := range fleet.Clusters {
+		fmt.Fprintf(&cfg, "    %s-reader: %s\n", c.Name, c.Name)
+	}
+	fmt.Fprintf(&cfg, "resources: [{name: configmaps}, {name: pods}, {name: namespaces}]\n")
+	// The request timeout exceeds the 2s delay the tests inject.
+	fmt.Fprintf(&cfg, "cluster: {probeInterval: %s, requestTimeout: 4s, idleProofInterval: %s, rediscoveryInterval: 5s}\nlog: {level: debug}\n",
+		freshnessProbeInterval, freshnessIdleProof)
+	config := filepath.Join(dir, "config.yaml")
+	if err := os.WriteFile(config, []byte(cfg.String()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p := startProcess(t, shared.bin, nil, "--config", config)
+	return &proxiedDaemon{process: p, proxy: proxy, victim: victim}
+}
+
+// claim is one answer of /api/v1/objects for the victim's ConfigMaps: the items and
+// what the answer says of their freshness.
+type claim struct {
+	sent      time.Time // when the request was sent
+	partial   bool
+	phase     string
+	reason    string
+	resPhase  string
+	resReason string
+	staleness *float64
+	items     map[string]string // namespace/name -> resourceVersion
+}
+
+func (d *proxiedDaemon) claim(t *testing.T) claim {
+	t.Helper()
+	q := url.Values{"resource": {"configmaps"}, "cluster": {d.victim.Name}, "limit": {"5000"}}
+	var page struct {
+		Clusters []struct {
+			Cluster          string   `json:"cluster"`
+			Phase            string   `json:"phase"`
+			Reason           string   `json:"reason"`
+			ResourcePhase    string   `json:"resourcePhase"`
+			ResourceReason   string   `json:"resourceReason"`
+			StalenessSeconds *float64 `json:"stalenessSeconds"`
+		} `json:"clusters"`
+		Partial bool `json:"partial"`
+		Items   []struct {
+			Object struct {
+				Metadata metav1.ObjectMeta `json:"metadata"`
+			} `json:"object"`
+		} `json:"items"`
+		Continue string `json:"continue"`
+	}
+	c := claim{sent: time.Now(), items: map[string]string{}}
+	dd := &daemon{url: d.url}
+	if code := dd.getJSON(t, "/api/v1/objects", q, &page); code != http.StatusOK {
+		t.Fatalf("objects: %d", code)
+	}
+	if page.Continue != "" || len(page.Clusters) != 1 {
+		t.Fatalf("unexpected answer: continue %q, %d clusters", page.Continue, len(page.Clusters))
+	}
+	f := page.Clusters[0]
+	c.partial, c.phase, c.reason, c.resPhase, c.resReason, c.staleness = page.Partial, f.Phase, f.Reason, f.ResourcePhase, f.ResourceReason, f.StalenessSeconds
+	for _, it := range page.Items {
+		m := it.Object.Metadata
+		c.items[m.Namespace+"/"+m.Name] = m.ResourceVersion
+	}
+	return c
+}
+
+func (c claim) String() string {
+	st := "none"
+	if c.staleness != nil {
+		st = fmt.Sprintf("%.3fs", *c.staleness)
+	}
+	return fmt.Sprintf("partial=%v cluster %s/%s, configmaps %s/%s, staleness %s", c.partial, c.phase, c.reason, c.resPhase, c.resReason, st)
+}
+
+// covers reports whether the claim says the cache is complete and current and holds
+// everything the apiserver had at t.
+func (c claim) covers(t time.Time) bool {
+	return !c.partial && c.phase == "Synced" && c.resPhase == "Synced" && c.staleness != nil &&
+		c.sent.Add(-time.Duration(*c.staleness*float64(time.Second))).After(t)
+}
+
+// truth lists the victim's ConfigMaps straight from its apiserver.
+func truth(t *testing.T, victim *testfleet.Cluster) map[string]string {
+	t.Helper()
+	cs := kubernetes.NewForConfigOrDie(victim.AdminConfig())
+	l, err := cs.CoreV1().ConfigMaps("").List(context.Background(), metav1.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]string{}
+	for _, cm := range l.Items {
+		out[cm.Namespace+"/"+cm.Name] = cm.ResourceVersion
+	}
+	return out
+}
+
+// diff returns the objects missing from got (or at another resourceVersion) and the
+// ghosts in got, against want.
+func diff(got, want map[string]string) (lost, ghosts []string) {
+	for k, rv := range want {
+		if got[k] != rv {
+			lost = append(lost, k+"@"+rv)
+		}
+	}
+	for k := range got {
+		if _, ok := want[k]; !ok {
+			ghosts = append(ghosts, k)
+		}
+	}
+	sort.Strings(lost)
+	sort.Strings(ghosts)
+	return lost, ghosts
+}
+
+// patcher patches one annotation of one ConfigMap in a cluster at a steady rate, straight
+// at the apiserver, and records when each value was sent.
+type patcher struct {
+	name  string
+	write sync.Mutex // held during each write; pause takes it
+	mu    sync.Mutex // guards sent
+	sent  map[string]time.Time
+	took  time.Duration // total time the successful writes took
+	stop  context.CancelFunc
+	done  chan struct{}
+	count int
+}
+
+func newConfigMap(name string) *corev1.ConfigMap {
+	return &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "default", Labels: map[string]string{"e2e": "freshness"}}}
+}
+
+func startPatcher(t *testing.T, c *testfleet.Cluster, perSecond int) *patcher {
+	t.Helper()
+	cfg := c.AdminConfig()
+	// client-go's default limit (5 requests/s) would hold writes back and add its wait to
+	// the measured lag.
+	cfg.QPS, cfg.Burst = 1000, 1000
+	cs := kubernetes.NewForConfigOrDie(cfg)
+	name := fmt.Sprintf("patched-%d", time.Now().UnixNano())
+	if _, err := cs.CoreV1().ConfigMaps("default").Create(context.Background(), newConfigMap(name), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = cs.CoreV1().ConfigMaps("default").Delete(context.Background(), name, metav1.DeleteOptions{})
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	p := &patcher{name: name, sent: map[string]time.Time{}, stop: cancel, done: make(chan struct{})}
+	go func() {
+		defer close(p.done)
+		tick := time.NewTicker(time.Second / time.Duration(perSecond))
+		defer tick.Stop()
+		for i := 1; ; i++ {
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+			}
+			p.write.Lock()
+			v := fmt.Sprint(i)
+			p.mu.Lock()
+			p.sent[v] = time.Now()
+			p.mu.Unlock()
+			patch := fmt.Sprintf(`{"metadata":{"annotations":{"seq":%q}}}`, v)
+			wctx, wcancel := context.WithTimeout(ctx, 5*time.Second)
+			start := time.Now()
+			_, err := cs.CoreV1().ConfigMaps("default").Patch(wctx, name, types.MergePatchType, []byte(patch), metav1.PatchOptions{})
+			wcancel()
+			if err == nil {
+				p.count++
+				p.mu.Lock()
+				p.took += time.Since(start)
+				p.mu.Unlock()
+			}
+			p.write.Unlock()
+		}
+	}()
+	t.Cleanup(p.halt)
+	return p
+}
+
+// pause waits for the write in flight and holds the others back; it returns when the
+// last write was acknowledged.
+func (p *patcher) pause() time.Time { p.write.Lock(); return time.Now() }
+func (p *patcher) resume()          { p.write.Unlock() }
+func (p *patcher) halt() {
+	p.stop()
+	<-p.done
+}
+
+// sentAt returns when the write of value v was sent.
+func (p *patcher) sentAt(v string) (time.Time, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	at, ok := p.sent[v]
+	return at, ok
+}
+
+// firstTruthfulClaim polls the daemon until an answer claims to cover `since` (writes
+// were paused then), and checks that very answer against a fresh list from the
+// apiserver. It returns how long the claim took.
+func firstTruthfulClaim(t *testing.T, d *proxiedDaemon, since time.Time, within time.Duration) time.Duration {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	var last claim
+	for time.Now().Before(deadline) {
+		last = d.claim(t)
+		if last.covers(since) {
+			lost, ghosts := diff(last.items, truth(t, d.victim))
+			if len(lost)+len(ghosts) > 0 {
+				t.Errorf("answer claiming to be complete and current (%s) is wrong: lost or outdated %v, ghosts %v", last, lost, ghosts)
+			}
+			return time.Since(since)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("no answer claimed to be current within %s; last: %s", within, last)
+	return 0
+}
+
+// syncLagMean reads the mean of fleetcache_sync_lag_seconds over an interval.
+func syncLag(t *testing.T, d *daemon, cluster string) (sum, count float64) {
+	m := find(d.scrape(t), "fleetcache_sync_lag_seconds", map[string]string{"cluster": cluster, "resource": "configmaps"})
+	if m == nil || m.Histogram == nil {
+		return 0, 0
+	}
+	return m.Histogram.GetSampleSum(), float64(m.Histogram.GetSampleCount())
+}
+
+// TestStalenessBoundUnderOneWayDelay delays everything the victim's apiserver sends to
+// fleetcache by 2s: every change reaches the cache 2s late. The reported sync lag must say
+// so (within [2.0s, 3.0s]), the staleness bound must never read less than the true lag,
+// and once the delay is gone the first answer that claims to be current must be.
+func TestStalenessBoundUnderOneWayDelay(t *testing.T) {
+	d := startProxiedDaemon(t)
+	dd := &daemon{url: d.url}
+	p := startPatcher(t, d.victim, 5)
+	const delay = 2 * time.Second
+	d.proxy.SetDelay(delay)
+	// Warm up: probes sent before the delay are resolved.
+	time.Sleep(delay + 2*freshnessProbeInterval)
+	sum0, count0 := syncLag(t, dd, d.victim.Name)
+	// Probes are sequential: under the delay each takes 2s, so one resolves every ~3s.
+	var minBound float64 = 1e9
+	for range 48 {
+		c := d.claim(t)
+		if c.staleness != nil {
+			minBound = min(minBound, *c.staleness)
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+	sum1, count1 := syncLag(t, dd, d.victim.Name)
+	if count1-count0 < 3 {
+		t.Fatalf("only %v probes resolved in 12s", count1-count0)
+	}
+	mean := (sum1 - sum0) / (count1 - count0)
+	t.Logf("2s one-way delay: mean sync lag %.3fs over %v probes, smallest staleness bound read %.3fs", mean, count1-count0, minBound)
+	if mean < delay.Seconds() || mean > 3 {
+		t.Errorf("mean sync lag %.3fs under a 2s one-way delay, want within [2.0s, 3.0s]", mean)
+	}
+	if minBound < delay.Seconds() {
+		t.Errorf("a staleness bound of %.3fs was reported while every change arrived 2s late", minBound)
+	}
+	d.proxy.SetDelay(0)
+	pausedAt := p.pause()
+	defer p.resume()
+	took := firstTruthfulClaim(t, d, pausedAt, 30*time.Second)
+	t.Logf("after the delay ended and writes paused, the first current claim came %s later and was true", took.Round(time.Millisecond))
+}
+
+// TestFrozenConnectionIsReportedStaleAndRecovers freezes the connection fleetcache's
+// watches use while writes go on: within 10s answers must stop claiming to be current,
+// then fleetcache must reconnect by itself, and its first claim to be current again must
+// be true.
+func TestFrozenConnectionIsReportedStaleAndRecovers(t *testing.T) {
+	d := startProxiedDaemon(t)
+	p := startPatcher(t, d.victim, 5)
+	time.Sleep(2 * freshnessProbeInterval)
+	if c := d.claim(t); !c.covers(time.Now().Add(-30 * time.Second)) {
+		t.Fatalf("not current before the fault: %s", c)
+	}
+	frozenAt := time.Now()
+	d.proxy.Freeze()
+	var seen claim
+	for {
+		seen = d.claim(t)
+		if seen.partial {
+			break
+		}
+		if time.Since(frozenAt) > 10*time.Second {
+			t.Fatalf("frozen connection not reported within 10s: %s", seen)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Logf("frozen connection reported after %s: %s", time.Since(frozenAt).Round(time.Millisecond), seen)
+	if seen.phase == "Synced" && seen.resPhase == "Synced" {
+		t.Errorf("partial answer without a reason: %s", seen)
+	}
+	// fleetcache reconnects (new connections pass) and catches up with the writes made
+	// meanwhile; the first claim after writes paused must be true.
+	pausedAt := p.pause()
+	defer p.resume()
+	took := firstTruthfulClaim(t, d, pausedAt, 60*time.Second)
+	t.Logf("recovered: first current claim %s after writes paused, %s after the freeze", took.Round(time.Millisecond), time.Since(frozenAt).Round(time.Millisecond))
+	if v, _ := value((&daemon{url: d.url}).scrape(t), "fleetcache_cluster_connection_resets_total", map[string]string{"cluster": d.victim.Name}); v < 1 {
+		t.Errorf("connection resets %v, want >= 1", v)
+	}
+}
+
+// TestCutConnectionsCatchUpBeforeClaimingCurrent cuts every connection to the victim
+// repeatedly while writes go on; the first claim to be current after writes paused must be
+// true.
+func TestCutConnectionsCatchUpBeforeClaimingCurrent(t *testing.T) {
+	d := startProxiedDaemon(t)
+	p := startPatcher(t, d.victim, 10)
+	for range 5 {
+		time.Sleep(300 * time.Millisecond)
+		d.proxy.Cut()
+	}
+	pausedAt := p.pause()
+	defer p.resume()
+	d.proxy.Cut()
+	took := firstTruthfulClaim(t, d, pausedAt, 60*time.Second)
+	t.Logf("after cuts, first current claim %s after writes paused (%d writes made)", took.Round(time.Millisecond), p.count)
+}
+
+// TestReportedLagMatchesMeasuredLag patches one field of one ConfigMap 5 times a second
+// and compares the mean sync lag fleetcache reports with the mean write-to-watch lag the
+// test measures through /api/v1/watch: within max(0.3s, 20%).
+func TestReportedLagMatchesMeasuredLag(t *testing.T) {
+	d := startDaemon(t)
+	c := fleet.Clusters[0]
+	p := startPatcher(t, c, 5)
+	ch, stop := openWatch(t, d, url.Values{"resource": {"configmaps"}, "cluster": {c.Name}, "fieldSelector": {"metadata.name=" + p.name}})
+	defer stop()
+	time.Sleep(2 * time.Second) // probes sent before the writes began are resolved
+	sum0, count0 := syncLag(t, d, c.Name)
+	from := time.Now() // events of earlier writes waited in the channel: not measured
+	var measured []float64
+	deadline := time.After(60 * time.Second)
+	for len(measured) < 50 {
+		select {
+		case l, ok := <-ch:
+			if !ok {
+				t.Fatal("watch ended")
+			}
+			if l.Type != "MODIFIED" {
+				continue
+			}
+			seen := time.Now()
+			if at, ok := p.sentAt(l.Object.Metadata.Annotations["seq"]); ok && at.After(from) {
+				measured = append(measured, seen.Sub(at).Seconds())
+			}
+		case <-deadline:
+			t.Fatalf("saw %d updates in 60s", len(measured))
+		}
+	}
+	sum1, count1 := syncLag(t, d, c.Name)
+	p.halt()
+	var total float64
+	for _, v := range measured {
+		total += v
+	}
+	measuredMean := total / float64(len(measured))
+	if count1-count0 < 5 {
+		t.Fatalf("only %v probes resolved during 10s of writes", count1-count0)
+	}
+	reportedMean := (sum1 - sum0) / (count1 - count0)
+	p.mu.Lock()
+	writeMean := p.took.Seconds() / float64(p.count)
+	p.mu.Unlock()
+	t.Logf("5 patches/s: mean write-to-watch lag measured %.3fs (a write itself took %.3fs), mean sync lag reported %.3fs over %v probes", measuredMean, writeMean, reportedMean, count1-count0)
+	if diff := reportedMean - measuredMean; diff < -max(0.3, 0.2*measuredMean) || diff > max(0.3, 0.2*measuredMean) {
+		t.Errorf("reported mean %.3fs is more than max(0.3s, 20%%) from the measured %.3fs", reportedMean, measuredMean)
+	}
+}
+
+// TestEmptyFleetIsNotReady starts fleetcache on a kubeconfig with no contexts: it must not
+// report ready (an empty answer would look complete), and must say why; with
+// readiness.allowEmpty it is ready.
+func TestEmptyFleetIsNotReady(t *testing.T) {
+	shared := startDaemon(t)
+	dir := t.TempDir()
+	kubeconfig := filepath.Join(dir, "kubeconfig")
+	if err := os.WriteFile(kubeconfig, []byte("apiVersion: v1\nkind: Config\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, allowEmpty := range []bool{false, true} {
+		config := filepath.Join(dir, fmt.Sprintf("config-%v.yaml", allowEmpty))
+		cfg := fmt.Sprintf("kubeconfig: [%s]\ninCluster: {mode: never}\nreadiness: {allowEmpty: %v}\n", kubeconfig, allowEmpty)
+		if err := os.WriteFile(config, []byte(cfg), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		addr := freeAddr(t)
+		p := startProcessNoWait(t, shared.bin, "--config", config, "--listen", addr)
+		d := &daemon{url: "http://" + addr}
+		var code int
+		var body string
+		// Poll until the daemon answers and has read its kubeconfig (verbose says so).
+		waitFor(t, 20*time.Second, "readyz answers", func() (bool, string) {
+			resp, err := http.Get(d.url + "/readyz?verbose")
+			if err != nil {
+				return false, err.Error()
+			}
+			defer resp.Body.Close()
+			b := new(strings.Builder)
+			_, _ = io.Copy(b, resp.Body)
+			code, body = resp.StatusCode, b.String()
+			return !strings.Contains(body, "not loaded yet"), body
+		})
+		if allowEmpty && code != http.StatusOK || !allowEmpty && (code != http.StatusServiceUnavailable || !strings.Contains(body, "no clusters")) {
+			t.Errorf("allowEmpty %v: /readyz %d\n%s", allowEmpty, code, body)
+		}
+		_ = p.Process.Kill()
+	}
+}
+
+// startProcessNoWait starts a fleetcache without waiting for it to be ready.
+func startProcessNoWait(t *testing.T, bin string, args ...string) *exec.Cmd {
+	t.Helper()
+	cmd := exec.Command(bin, append([]string{"serve"}, args...)...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = cmd.Wait() }()
+	t.Cleanup(func() { _ = cmd.Process.Kill() })
+	return cmd
+}

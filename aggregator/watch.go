@@ -115,6 +115,9 @@ type WatchItem struct {
 	Item
 	RV     uint64
 	Cursor string
+	// InitialEventsEnd marks the bookmark that ends a watch's initial events
+	// (WatchOptions.InitialEvents): every selected object was sent before it.
+	InitialEventsEnd bool
 }
 
 // GetObjectKind implements runtime.Object.
@@ -158,6 +161,27 @@ func (w *watcher) offer(ev Event) {
 // The stream ends with an ERROR event when the watcher falls behind, and closes when ctx
 // ends or Stop is called.
 func (ix *Index) Watch(ctx context.Context, q Query, from Cursor) (watch.Interface, error) {
+	return ix.WatchWith(ctx, q, WatchOptions{From: from})
+}
+
+// WatchOptions say where a watch starts.
+type WatchOptions struct {
+	// From resumes after a cursor; nil starts now.
+	From Cursor
+	// InitialEvents starts with the current state instead of a starting BOOKMARK: an
+	// ADDED event for every selected object, read from each cluster's index together
+	// with its position, then a BOOKMARK with InitialEventsEnd set, then the changes
+	// after that position. From is ignored. This is the Kubernetes watch-list protocol
+	// (sendInitialEvents=true), which needs no separate list.
+	InitialEvents bool
+}
+
+// WatchWith is Watch with options.
+func (ix *Index) WatchWith(ctx context.Context, q Query, opts WatchOptions) (watch.Interface, error) {
+	from := opts.From
+	if opts.InitialEvents {
+		from = nil
+	}
 	p, err := ix.plan(q)
 	if err != nil {
 		return nil, err
@@ -189,6 +213,7 @@ func (ix *Index) Watch(ctx context.Context, q Query, from Cursor) (watch.Interfa
 
 	cursor := Cursor{}
 	var replay []Event
+	var initial []Item
 	for _, s := range p.shards {
 		s.mu.RLock()
 		start, ok := from[s.cluster]
@@ -196,6 +221,14 @@ func (ix *Index) Watch(ctx context.Context, q Query, from Cursor) (watch.Interfa
 			start = s.lastRV
 		}
 		events, kept := s.history.since(start)
+		if opts.InitialEvents {
+			// Under the same lock as the position: the snapshot is exactly the state at
+			// start, and every later change arrives through the live buffer.
+			s.scan(q, w.m, "", func(e *entry) bool {
+				initial = append(initial, Item{Cluster: s.cluster, Resource: r.name, Object: e.obj})
+				return true
+			})
+		}
 		s.mu.RUnlock()
 		if !kept {
 			unregister()
@@ -244,7 +277,14 @@ func (ix *Index) Watch(ctx context.Context, q Query, from Cursor) (watch.Interfa
 				return false
 			}
 		}
-		if !send(watch.Event{Type: watch.Bookmark, Object: &WatchItem{Item: Item{Resource: r.name}, Cursor: cursor.Encode()}}) {
+		start := cursor.Encode()
+		for _, it := range initial {
+			if !send(watch.Event{Type: watch.Added, Object: &WatchItem{Item: it, RV: cursor[it.Cluster], Cursor: start}}) {
+				return
+			}
+		}
+		initial = nil
+		if !send(watch.Event{Type: watch.Bookmark, Object: &WatchItem{Item: Item{Resource: r.name}, Cursor: start, InitialEventsEnd: opts.InitialEvents}}) {
 			return
 		}
 		deliver := func(ev Event) bool {

@@ -22,7 +22,7 @@ run -bench Scaling -benchtime 1x ./internal/benchapi/
 run -bench 'Get' -benchtime 200000x ./aggregator/
 run -bench 'List|Count' -benchtime 20x ./aggregator/
 run -bench HTTPUnderLoad -benchtime 400x ./internal/server/
-run -bench 'FleetQueryVsKubectl|RealFleet|DaemonRSS' -benchtime 3x ./e2e/
+run -bench 'FleetQueryVsKubectl|RealFleet|DaemonRSS|ClientGoInformerSync' -benchtime 3x ./e2e/
 
 echo
 go run ./hack/benchsummary < "$out/raw.txt" | tee "$out/summary.md"

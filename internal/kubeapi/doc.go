@@ -1,17 +1,27 @@
 // Package kubeapi serves the Kubernetes API's read paths from fleetcache's index, so that
-// kubectl and other Kubernetes clients can read the fleet:
+// kubectl and client-go programs (informers included) can read the fleet:
 //
 //	/clusters/{cluster}/...   one cluster, as if it were its apiserver
 //	/fleet/...                every cluster at once
 //
-// It serves discovery (/api, /apis, /api/v1, /apis/{group}/{version}, /version) for the
-// cached resources, list, get and watch with labelSelector, fieldSelector, limit and
-// continue, and server-side Tables (Accept: application/json;as=Table;v=v1;g=meta.k8s.io)
-// whose first column is CLUSTER. Objects carry their cluster in the annotation
-// fleetcache.io/cluster. Every write is refused with 405 and a Status that says the API
-// is read-only.
+// Parts:
+//   - kubeapi.go: routing, list and get, the read-only 405s.
+//   - discovery.go: /api, /apis, /api/v1, /apis/{group}[/{version}] and aggregated
+//     discovery (apidiscovery.k8s.io/v2), listing exactly the cached resources.
+//   - version.go: list and watch options as kube-apiserver decodes and validates them,
+//     and resourceVersion semantics.
+//   - watchlist.go: watches, including the watch-list protocol (sendInitialEvents) and
+//     bookmarks.
+//   - encode.go: content negotiation; protobuf for built-in types, JSON otherwise.
+//   - table.go: server-side Tables (Accept: application/json;as=Table;v=v1;g=meta.k8s.io)
+//     whose first column is CLUSTER.
 //
-// resourceVersion: a list's metadata.resourceVersion is an opaque per-cluster vector (an
-// aggregator.Cursor); a watch from it delivers every later change. resourceVersion "" or
-// "0" on a watch starts now; on a list it is ignored (answers come from memory).
+// Objects carry their cluster in the annotation fleetcache.io/cluster. Every write is
+// refused with 405 and a Status that says the API is read-only.
+//
+// resourceVersion: a list's metadata.resourceVersion is "<epoch>.<cursor>", the
+// aggregator's per-cluster position prefixed by a number random per process; a watch from
+// it delivers every later change. One from another process (before a restart) or older
+// than the retained history is 410 Expired, and clients relist. "" and "0" are the
+// current state (a watch from them starts with it, as kube-apiserver's does).
 package kubeapi

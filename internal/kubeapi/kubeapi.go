@@ -1,12 +1,10 @@
 package kubeapi
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
-	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -21,7 +19,6 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/version"
-	"k8s.io/apimachinery/pkg/watch"
 
 	"github.com/fleetcache/fleetcache/aggregator"
 	"github.com/fleetcache/fleetcache/clusters"
@@ -51,6 +48,11 @@ type Handler struct {
 	ServeSecrets bool
 	// Scope returns the caller's visibility; nil or a nil result sees everything.
 	Scope func(*http.Request) aggregator.Scope
+	// BookmarkInterval is how often a quiet watch that allows bookmarks gets one.
+	// Default DefaultBookmarkInterval.
+	BookmarkInterval time.Duration
+
+	epoch string // prefixes every resourceVersion; see version.go
 }
 
 func (h *Handler) scope(r *http.Request) aggregator.Scope {
@@ -69,6 +71,7 @@ func (h *Handler) Register(mux *http.ServeMux) {
 	if h.MaxLimit == 0 {
 		h.MaxLimit = 5000
 	}
+	h.epoch = newEpoch()
 	mux.HandleFunc("/clusters/{cluster}/{rest...}", func(w http.ResponseWriter, r *http.Request) {
 		cluster := r.PathValue("cluster")
 		if sc := h.scope(r); !h.hasCluster(cluster) || sc != nil && !sc.SeesCluster(cluster) {
@@ -104,15 +107,14 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, cluster, path st
 	switch {
 	case path == "/version":
 		h.version(w, cluster)
-	case path == "/api":
-		writeJSON(w, &metav1.APIVersions{TypeMeta: metav1.TypeMeta{Kind: "APIVersions"}, Versions: []string{"v1"},
-			ServerAddressByClientCIDRs: []metav1.ServerAddressByClientCIDR{{ClientCIDR: "0.0.0.0/0", ServerAddress: r.Host}}})
-	case path == "/apis":
-		h.groups(w)
+	case path == "/api" || path == "/apis":
+		h.discoveryRoot(w, r, cluster, path == "/api")
+	case len(parts) == 2 && parts[0] == "apis":
+		h.group(w, cluster, parts[1])
 	case len(parts) == 2 && parts[0] == "api":
-		h.resources(w, "", parts[1])
+		h.resources(w, cluster, "", parts[1])
 	case len(parts) == 3 && parts[0] == "apis":
-		h.resources(w, parts[1], parts[2])
+		h.resources(w, cluster, parts[1], parts[2])
 	case parts[0] == "api" && len(parts) >= 3:
 		h.object(w, r, cluster, "", parts[1], parts[2:])
 	case parts[0] == "apis" && len(parts) >= 4:
@@ -148,65 +150,6 @@ func (h *Handler) version(w http.ResponseWriter, cluster string) {
 	writeJSON(w, &info)
 }
 
-// groupVersions lists the cached resources by group and version.
-func (h *Handler) byGroupVersion() map[schema.GroupVersion][]aggregator.ResourceInfo {
-	out := map[schema.GroupVersion][]aggregator.ResourceInfo{}
-	for _, r := range h.Index.Resources() {
-		if !h.visible(r) {
-			continue
-		}
-		gv, err := schema.ParseGroupVersion(r.APIVersion)
-		if err != nil {
-			continue
-		}
-		out[gv] = append(out[gv], r)
-	}
-	return out
-}
-
-func (h *Handler) groups(w http.ResponseWriter) {
-	byGroup := map[string][]string{}
-	for gv := range h.byGroupVersion() {
-		if gv.Group != "" {
-			byGroup[gv.Group] = append(byGroup[gv.Group], gv.Version)
-		}
-	}
-	list := &metav1.APIGroupList{TypeMeta: metav1.TypeMeta{Kind: "APIGroupList", APIVersion: "v1"}}
-	names := make([]string, 0, len(byGroup))
-	for g := range byGroup {
-		names = append(names, g)
-	}
-	sort.Strings(names)
-	for _, g := range names {
-		group := metav1.APIGroup{Name: g}
-		for _, v := range byGroup[g] {
-			gv := metav1.GroupVersionForDiscovery{GroupVersion: g + "/" + v, Version: v}
-			group.Versions = append(group.Versions, gv)
-		}
-		group.PreferredVersion = group.Versions[0]
-		list.Groups = append(list.Groups, group)
-	}
-	writeJSON(w, list)
-}
-
-func (h *Handler) resources(w http.ResponseWriter, group, version string) {
-	gv := schema.GroupVersion{Group: group, Version: version}
-	infos, ok := h.byGroupVersion()[gv]
-	if !ok {
-		writeStatus(w, apierrors.NewNotFound(schema.GroupResource{Group: group}, version))
-		return
-	}
-	list := &metav1.APIResourceList{TypeMeta: metav1.TypeMeta{Kind: "APIResourceList", APIVersion: "v1"}, GroupVersion: gv.String()}
-	for _, r := range infos {
-		plural, _, _ := strings.Cut(r.Name, ".")
-		list.APIResources = append(list.APIResources, metav1.APIResource{
-			Name: plural, SingularName: r.Singular, Namespaced: r.Namespaced, Kind: r.Kind, ShortNames: r.ShortNames,
-			Verbs: metav1.Verbs{"get", "list", "watch"},
-		})
-	}
-	writeJSON(w, list)
-}
-
 // object serves list, get and watch: rest is [resource], [resource, name],
 // [namespaces, ns, resource] or [namespaces, ns, resource, name] (and
 // [namespaces, name] for a namespace itself).
@@ -235,11 +178,16 @@ func (h *Handler) object(w http.ResponseWriter, r *http.Request, cluster, group,
 		full += "." + group
 	}
 	info, ok := h.Index.Resource(full)
-	if !ok || !h.visible(info) || info.APIVersion != (schema.GroupVersion{Group: group, Version: version}).String() {
+	if !ok || !h.visible(info) || info.APIVersion != (schema.GroupVersion{Group: group, Version: version}).String() || !h.served(cluster, info) {
 		writeStatus(w, apierrors.NewNotFound(schema.GroupResource{Group: group, Resource: resource}, ""))
 		return
 	}
-	if name != "" && r.URL.Query().Get("watch") != "true" {
+	opts, bad := listOptions(r)
+	if bad != nil {
+		writeStatus(w, bad)
+		return
+	}
+	if name != "" && !opts.Watch {
 		h.get(w, r, cluster, info, ns, name)
 		return
 	}
@@ -248,11 +196,19 @@ func (h *Handler) object(w http.ResponseWriter, r *http.Request, cluster, group,
 		writeStatus(w, apierrors.NewBadRequest(err.Error()))
 		return
 	}
-	if r.URL.Query().Get("watch") == "true" || r.URL.Query().Get("watch") == "1" {
-		h.watch(w, r, q, info)
+	if opts.Watch {
+		h.watch(w, r, q, info, opts)
 		return
 	}
-	h.list(w, r, q, info)
+	if opts.ResourceVersion == "0" {
+		q.Limit = 0 // as kube-apiserver's watch cache: one page, one consistent position
+	}
+	rv, bad := h.listVersion(opts, &q)
+	if bad != nil {
+		writeStatus(w, bad)
+		return
+	}
+	h.list(w, r, q, info, rv)
 }
 
 func (h *Handler) query(r *http.Request, cluster string, info aggregator.ResourceInfo, ns, name string) (aggregator.Query, error) {
@@ -313,6 +269,10 @@ func (h *Handler) get(w http.ResponseWriter, r *http.Request, cluster string, in
 		writeJSON(w, table(info, []aggregator.Item{item}, []runtime.Object{obj}, ""))
 		return
 	}
+	if s := negotiate(r, info); isProtobuf(s) {
+		writeObject(w, s, obj)
+		return
+	}
 	writeJSON(w, obj)
 }
 
@@ -344,12 +304,8 @@ func wantsTable(r *http.Request) bool {
 	return false
 }
 
-func (h *Handler) list(w http.ResponseWriter, r *http.Request, q aggregator.Query, info aggregator.ResourceInfo) {
-	cursor, err := h.Index.Cursor(q)
-	if err != nil {
-		writeQueryError(w, err)
-		return
-	}
+// list answers one page; rv is its resourceVersion (listVersion).
+func (h *Handler) list(w http.ResponseWriter, r *http.Request, q aggregator.Query, info aggregator.ResourceInfo, rv string) {
 	res, err := h.Index.List(q)
 	if err != nil {
 		writeQueryError(w, err)
@@ -373,9 +329,13 @@ func (h *Handler) list(w http.ResponseWriter, r *http.Request, q aggregator.Quer
 		w.Header().Add("Warning", fmt.Sprintf(`299 - "fleetcache: partial answer: %s"`, strings.Join(stale, ", ")))
 	}
 	if wantsTable(r) {
-		t := table(info, res.Items, objs, cursor.Encode())
-		t.Continue = res.Continue
+		t := table(info, res.Items, objs, rv)
+		t.Continue = wrapContinue(rv, res.Continue)
 		writeJSON(w, t)
+		return
+	}
+	if s := negotiate(r, info); isProtobuf(s) {
+		writeTypedList(w, s, info, metav1.ListMeta{ResourceVersion: rv, Continue: wrapContinue(rv, res.Continue)}, objs)
 		return
 	}
 	items := make([]json.RawMessage, len(objs))
@@ -388,108 +348,22 @@ func (h *Handler) list(w http.ResponseWriter, r *http.Request, q aggregator.Quer
 	writeJSON(w, map[string]any{
 		"kind":       info.Kind + "List",
 		"apiVersion": info.APIVersion,
-		"metadata":   metav1.ListMeta{ResourceVersion: cursor.Encode(), Continue: res.Continue},
+		"metadata":   metav1.ListMeta{ResourceVersion: rv, Continue: wrapContinue(rv, res.Continue)},
 		"items":      items,
 	})
 }
 
-func (h *Handler) watch(w http.ResponseWriter, r *http.Request, q aggregator.Query, info aggregator.ResourceInfo) {
-	var from aggregator.Cursor
-	if rv := r.URL.Query().Get("resourceVersion"); rv != "" && rv != "0" {
-		c, err := aggregator.ParseCursor(rv)
-		if err != nil {
-			writeStatus(w, apierrors.NewBadRequest("resourceVersion: not one this server issued: "+err.Error()))
-			return
-		}
-		from = c
-	}
-	ctx := r.Context()
-	if s := r.URL.Query().Get("timeoutSeconds"); s != "" {
-		if n, err := strconv.Atoi(s); err == nil && n > 0 {
-			var cancel func()
-			ctx, cancel = context.WithTimeout(ctx, time.Duration(n)*time.Second)
-			defer cancel()
-		}
-	}
-	wi, err := h.Index.Watch(ctx, q, from)
-	if err != nil {
-		writeQueryError(w, err)
-		return
-	}
-	defer wi.Stop()
-	asTable := wantsTable(r)
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Transfer-Encoding", "chunked")
-	w.WriteHeader(http.StatusOK)
-	flusher, _ := w.(http.Flusher)
-	if flusher != nil {
-		flusher.Flush()
-	}
-	enc := json.NewEncoder(w)
-	rc := http.NewResponseController(w)
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case ev, ok := <-wi.ResultChan():
-			// A client that stops reading is disconnected instead of holding the stream.
-			_ = rc.SetWriteDeadline(time.Now().Add(streamWriteTimeout))
-			if !ok {
-				return
-			}
-			out, skip := h.watchEvent(ev, info, asTable)
-			if skip {
-				continue
-			}
-			if err := enc.Encode(out); err != nil {
-				return
-			}
-			if flusher != nil {
-				flusher.Flush()
-			}
-		}
-	}
-}
+func writeQueryError(w http.ResponseWriter, err error) { writeStatus(w, queryStatus(err)) }
 
-// watchEvent converts an index event to the Kubernetes watch wire format.
-func (h *Handler) watchEvent(ev watch.Event, info aggregator.ResourceInfo, asTable bool) (metav1.WatchEvent, bool) {
-	switch o := ev.Object.(type) {
-	case *aggregator.WatchItem:
-		if ev.Type == watch.Bookmark {
-			return metav1.WatchEvent{}, true // kubectl does not need them; cursors are per event
-		}
-		obj, err := tagged(o.Item)
-		if err != nil {
-			return statusEvent(apierrors.NewInternalError(err)), false
-		}
-		if asTable {
-			t := table(info, []aggregator.Item{o.Item}, []runtime.Object{obj}, o.Cursor)
-			return metav1.WatchEvent{Type: string(ev.Type), Object: runtime.RawExtension{Object: t}}, false
-		}
-		if m, err := meta.Accessor(obj); err == nil {
-			m.SetResourceVersion(o.Cursor) // resuming from it continues the fleet's stream
-		}
-		return metav1.WatchEvent{Type: string(ev.Type), Object: runtime.RawExtension{Object: obj}}, false
-	case *metav1.Status:
-		return metav1.WatchEvent{Type: string(watch.Error), Object: runtime.RawExtension{Object: o}}, false
-	}
-	return metav1.WatchEvent{}, true
-}
-
-func statusEvent(err *apierrors.StatusError) metav1.WatchEvent {
-	st := err.Status()
-	return metav1.WatchEvent{Type: string(watch.Error), Object: runtime.RawExtension{Object: &st}}
-}
-
-func writeQueryError(w http.ResponseWriter, err error) {
+// queryStatus maps the aggregator's errors to what kube-apiserver would answer.
+func queryStatus(err error) *apierrors.StatusError {
 	switch {
 	case errors.Is(err, aggregator.ErrExpired):
-		writeStatus(w, apierrors.NewResourceExpired(err.Error()))
+		return apierrors.NewResourceExpired(err.Error())
 	case errors.Is(err, aggregator.ErrUnknownResource), errors.Is(err, aggregator.ErrUnknownCluster), errors.Is(err, aggregator.ErrNotFound):
-		writeStatus(w, apierrors.NewNotFound(schema.GroupResource{}, err.Error()))
-	default:
-		writeStatus(w, apierrors.NewBadRequest(err.Error()))
+		return apierrors.NewNotFound(schema.GroupResource{}, err.Error())
 	}
+	return apierrors.NewBadRequest(err.Error())
 }
 
 func writeStatus(w http.ResponseWriter, err *apierrors.StatusError) {

@@ -187,8 +187,8 @@ type Cluster struct {
 	done        chan struct{}
 
 	// connResets counts the times the cluster's connections were closed because a probe
-	// on them timed out.
-	connResets atomic.Uint64
+	// on them timed out; probes counts the requests probes made.
+	connResets, probes atomic.Uint64
 }
 
 // New returns a cluster that starts caching when Start is called.
@@ -864,7 +864,7 @@ func (c *Cluster) Status() ClusterStatus {
 		rcs = append(rcs, rc)
 	}
 	c.mu.Unlock()
-	s.ConnectionResets = c.connResets.Load()
+	s.ConnectionResets, s.Probes = c.connResets.Load(), c.probes.Load()
 	proven := true
 	var worst float64
 	for _, rc := range rcs {

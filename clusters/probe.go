@@ -101,6 +101,7 @@ func (c *Cluster) probeResource(ctx context.Context, rc *resourceCache) error {
 	pctx, cancel := context.WithTimeout(ctx, c.opts.RequestTimeout)
 	defer cancel()
 	sent := c.opts.Clock.Now()
+	c.probes.Add(1)
 	obj, err := rc.lister.ListWithContext(pctx, metav1.ListOptions{Limit: 1, ResourceVersion: ""})
 	if err != nil {
 		return err
@@ -154,6 +155,7 @@ func (c *Cluster) get(ctx context.Context, path string) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
+	c.probes.Add(1)
 	resp, err := c.conn.Do(req)
 	if err != nil {
 		return nil, err

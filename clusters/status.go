@@ -110,8 +110,10 @@ type ClusterStatus struct {
 	StalenessSeconds *float64 `json:"stalenessSeconds,omitempty"`
 	// ConnectionResets counts the times the cluster's connections were closed because a
 	// probe on them timed out (a connection that stopped delivering).
-	ConnectionResets uint64           `json:"connectionResets"`
-	Resources        []ResourceStatus `json:"resources"`
+	ConnectionResets uint64 `json:"connectionResets"`
+	// Probes counts the requests freshness and health probes made to the apiserver.
+	Probes    uint64           `json:"probes"`
+	Resources []ResourceStatus `json:"resources"`
 }
 
 // Objects is the number of objects cached for the cluster.

@@ -44,7 +44,7 @@ type proxiedDaemon struct {
 	victim *testfleet.Cluster
 }
 
-func startProxiedDaemon(t *testing.T) *proxiedDaemon {
+func startProxiedDaemon(t testing.TB) *proxiedDaemon {
 	t.Helper()
 	shared := startDaemon(t) // seeds the fleet and builds the binary
 	victim := fleet.Clusters[0]
@@ -100,7 +100,7 @@ type claim struct {
 	items     map[string]string // namespace/name -> resourceVersion
 }
 
-func (d *proxiedDaemon) claim(t *testing.T) claim {
+func (d *proxiedDaemon) claim(t testing.TB) claim {
 	t.Helper()
 	q := url.Values{"resource": {"configmaps"}, "cluster": {d.victim.Name}, "limit": {"5000"}}
 	var page struct {
@@ -153,7 +153,7 @@ func (c claim) covers(t time.Time) bool {
 }
 
 // truth lists the victim's ConfigMaps straight from its apiserver.
-func truth(t *testing.T, victim *testfleet.Cluster) map[string]string {
+func truth(t testing.TB, victim *testfleet.Cluster) map[string]string {
 	t.Helper()
 	cs := kubernetes.NewForConfigOrDie(victim.AdminConfig())
 	l, err := cs.CoreV1().ConfigMaps("").List(context.Background(), metav1.ListOptions{})
@@ -202,7 +202,7 @@ func newConfigMap(name string) *corev1.ConfigMap {
 	return &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "default", Labels: map[string]string{"e2e": "freshness"}}}
 }
 
-func startPatcher(t *testing.T, c *testfleet.Cluster, perSecond int) *patcher {
+func startPatcher(t testing.TB, c *testfleet.Cluster, perSecond int) *patcher {
 	t.Helper()
 	cfg := c.AdminConfig()
 	// client-go's default limit (5 requests/s) would hold writes back and add its wait to
@@ -271,7 +271,7 @@ func (p *patcher) sentAt(v string) (time.Time, bool) {
 // firstTruthfulClaim polls the daemon until an answer claims to cover `since` (writes
 // were paused then), and checks that very answer against a fresh list from the
 // apiserver. It returns how long the claim took.
-func firstTruthfulClaim(t *testing.T, d *proxiedDaemon, since time.Time, within time.Duration) time.Duration {
+func firstTruthfulClaim(t testing.TB, d *proxiedDaemon, since time.Time, within time.Duration) time.Duration {
 	t.Helper()
 	deadline := time.Now().Add(within)
 	var last claim
@@ -291,7 +291,7 @@ func firstTruthfulClaim(t *testing.T, d *proxiedDaemon, since time.Time, within 
 }
 
 // syncLagMean reads the mean of fleetcache_sync_lag_seconds over an interval.
-func syncLag(t *testing.T, d *daemon, cluster string) (sum, count float64) {
+func syncLag(t testing.TB, d *daemon, cluster string) (sum, count float64) {
 	m := find(d.scrape(t), "fleetcache_sync_lag_seconds", map[string]string{"cluster": cluster, "resource": "configmaps"})
 	if m == nil || m.Histogram == nil {
 		return 0, 0

@@ -27,7 +27,7 @@ import (
 	"github.com/fleetcache/fleetcache/internal/testfleet"
 )
 
-func freeAddr(t *testing.T) string {
+func freeAddr(t testing.TB) string {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -45,7 +45,7 @@ type process struct {
 	exited chan error
 }
 
-func startProcess(t *testing.T, bin string, env []string, args ...string) *process {
+func startProcess(t testing.TB, bin string, env []string, args ...string) *process {
 	t.Helper()
 	addr := freeAddr(t)
 	p := &process{url: "http://" + addr, log: filepath.Join(t.TempDir(), "fleetcache.log"), exited: make(chan error, 1)}

@@ -234,7 +234,7 @@ type watchLine struct {
 }
 
 // openWatch streams /api/v1/watch lines into a channel.
-func openWatch(t *testing.T, d *daemon, q url.Values) (<-chan watchLine, func()) {
+func openWatch(t testing.TB, d *daemon, q url.Values) (<-chan watchLine, func()) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, d.url+"/api/v1/watch?"+q.Encode(), nil)

@@ -23,6 +23,7 @@ run -bench 'Get' -benchtime 200000x ./aggregator/
 run -bench 'List|Count' -benchtime 20x ./aggregator/
 run -bench HTTPUnderLoad -benchtime 400x ./internal/server/
 run -bench 'FleetQueryVsKubectl|RealFleet|DaemonRSS|ClientGoInformerSync' -benchtime 3x ./e2e/
+run -bench 'Freshness' -benchtime 1x ./e2e/
 
 echo
 go run ./hack/benchsummary < "$out/raw.txt" | tee "$out/summary.md"

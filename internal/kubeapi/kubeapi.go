@@ -321,8 +321,11 @@ func (h *Handler) list(w http.ResponseWriter, r *http.Request, q aggregator.Quer
 	if res.Partial {
 		var stale []string
 		for _, f := range res.Clusters {
-			if f.Phase != clusters.PhaseSynced {
-				stale = append(stale, fmt.Sprintf("%s is %s", f.Cluster, f.Phase))
+			switch {
+			case f.Phase != clusters.PhaseSynced:
+				stale = append(stale, fmt.Sprintf("%s is %s %s", f.Cluster, f.Phase, f.Reason))
+			case f.ResourcePhase != clusters.PhaseSynced && f.ResourcePhase != clusters.PhaseNotServed:
+				stale = append(stale, fmt.Sprintf("%s: %s is %s %s", f.Cluster, info.Name, f.ResourcePhase, f.ResourceReason))
 			}
 		}
 		// kubectl prints Warning headers: the user learns the answer may be incomplete.

@@ -21,7 +21,7 @@ type Collector struct {
 	src   StatusSource
 	descs []*prometheus.Desc
 
-	clusterInfo, clusterSynced, clusterPhase, lastProbe, clusterInitialSync, connResets *prometheus.Desc
+	clusterInfo, clusterSynced, clusterPhase, lastProbe, clusterInitialSync, connResets, probes *prometheus.Desc
 
 	resourceSynced, resourcePhase, objects, watchConnected, lastEvent, lastBookmark, lastList,
 	initialSyncDuration, lists, listErrors, relists, watchStarts, watchErrors, events, listDuration,
@@ -41,6 +41,7 @@ func NewCollector(src StatusSource) *Collector {
 	c.clusterSynced = d("cluster_synced", "1 if the cluster's phase is Synced: its apiserver answers the health probe and every cached resource is Synced (or not served by it); else 0.", cl...)
 	c.clusterPhase = d("cluster_phase", "The cluster's phase as a state set: 1 for the current phase, 0 for the others.", "cluster", "phase")
 	c.lastProbe = d("cluster_last_probe_timestamp_seconds", "Unix time of the last freshness probe (a consistent one-object list) the apiserver answered.", cl...)
+	c.probes = d("cluster_probes_total", "Requests the cluster's freshness and health probes made to its apiserver (with lists_total and watch_starts_total, the load fleetcache puts on it).", cl...)
 	c.connResets = d("cluster_connection_resets_total", "Times the cluster's connections were closed because a probe on them timed out: a connection that stopped delivering, whose watches then reconnected.", cl...)
 	c.clusterInitialSync = d("initial_sync_timestamp_seconds", "Unix time at which every resource of the cluster was first synced.", cl...)
 	c.resourceSynced = d("resource_synced", "Number of the resource's informers (one per configured namespace, usually 1) that completed their initial list and whose list/watch calls are not failing.", res...)
@@ -116,6 +117,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 			gauge(c.clusterPhase, b2f(cs.Phase == p), cs.Name, string(p))
 		}
 		counter(c.connResets, cs.ConnectionResets, cs.Name)
+		counter(c.probes, cs.Probes, cs.Name)
 		if cs.LastProbeTime != nil {
 			gauge(c.lastProbe, unix(cs.LastProbeTime), cs.Name)
 		}

@@ -4,7 +4,6 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
-	"path/filepath"
 	goruntime "runtime"
 	"sort"
 	"strings"
@@ -18,6 +17,7 @@ import (
 	"k8s.io/apimachinery/pkg/selection"
 
 	"github.com/fleetcache/fleetcache/clusters"
+	"github.com/fleetcache/fleetcache/internal/glob"
 )
 
 // Query selects objects of one resource across clusters. The zero value of each filter
@@ -119,7 +119,7 @@ func (ix *Index) plan(q Query) (*plan, error) {
 		return nil, fmt.Errorf("%w %q: not cached (the resources cached are listed by GET /api/v1/resources)", ErrUnknownResource, q.Resource)
 	}
 	if q.Clusters != "" {
-		if _, err := filepath.Match(q.Clusters, ""); err != nil {
+		if err := glob.Validate(q.Clusters); err != nil {
 			return nil, fmt.Errorf("%w: cluster pattern %q: %v", ErrUnknownCluster, q.Clusters, err)
 		}
 	}
@@ -136,7 +136,7 @@ func (ix *Index) plan(q Query) (*plan, error) {
 		if q.Scope != nil && !q.Scope.SeesCluster(name) {
 			continue
 		}
-		if q.Clusters == "" || globMatch(q.Clusters, name) {
+		if q.Clusters == "" || glob.Match(q.Clusters, name) {
 			p.clusters = append(p.clusters, name)
 			if s := r.shards[name]; s != nil {
 				p.shards = append(p.shards, s)
@@ -144,17 +144,12 @@ func (ix *Index) plan(q Query) (*plan, error) {
 		}
 	}
 	r.mu.RUnlock()
-	if q.Clusters != "" && !strings.ContainsAny(q.Clusters, "*?[") && len(p.clusters) == 0 {
+	if q.Clusters != "" && !glob.HasMeta(q.Clusters) && len(p.clusters) == 0 {
 		return nil, fmt.Errorf("%w %q", ErrUnknownCluster, q.Clusters)
 	}
 	sort.Strings(p.clusters)
 	sort.Slice(p.shards, func(i, j int) bool { return p.shards[i].cluster < p.shards[j].cluster })
 	return p, nil
-}
-
-func globMatch(pattern, name string) bool {
-	ok, _ := filepath.Match(pattern, name)
-	return ok
 }
 
 func (ix *Index) clusterNames() []string {

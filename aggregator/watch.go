@@ -14,6 +14,7 @@ import (
 	"k8s.io/apimachinery/pkg/watch"
 
 	"github.com/fleetcache/fleetcache/clusters"
+	"github.com/fleetcache/fleetcache/internal/glob"
 )
 
 // Event is one change in one cluster, as kept in the history and sent to watchers.
@@ -197,7 +198,7 @@ func (ix *Index) WatchWith(ctx context.Context, q Query, opts WatchOptions) (wat
 			if q.Scope != nil && !q.Scope.SeesCluster(name) {
 				return false
 			}
-			return q.Clusters == "" || globMatch(q.Clusters, name)
+			return q.Clusters == "" || glob.Match(q.Clusters, name)
 		},
 	}
 	// Register first, then read each shard's history under its lock: an event lands in

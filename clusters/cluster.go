@@ -85,8 +85,6 @@ type Options struct {
 	Handler EventHandler
 	Logger  *zap.Logger
 	Clock   clock.Clock
-	// OnChange is called (without locks held) whenever a phase changes.
-	OnChange func(*Cluster)
 }
 
 func (o *Options) setDefaults() {
@@ -209,9 +207,6 @@ func New(target Target, opts Options) *Cluster {
 
 // Name is the cluster's name.
 func (c *Cluster) Name() string { return c.target.Name }
-
-// Target is what the cluster was made from.
-func (c *Cluster) Target() Target { return c.target }
 
 // Done is closed when Start has returned.
 func (c *Cluster) Done() <-chan struct{} { return c.done }
@@ -764,9 +759,6 @@ func (c *Cluster) resourceChanged() {
 	c.mu.Unlock()
 	if changed {
 		c.log.Info("cluster phase changed", conditionFields(next)...)
-		if c.opts.OnChange != nil {
-			c.opts.OnChange(c)
-		}
 	}
 }
 
@@ -919,28 +911,4 @@ func (c *Cluster) Freshness(resource string) Freshness {
 		rc.mu.Unlock()
 	}
 	return f
-}
-
-// Informer is one running informer of the cluster, for the index.
-type Informer struct {
-	Resource  string // display name, e.g. "deployments.apps"
-	Namespace string
-	Kind      string
-	Informer  cache.SharedIndexInformer
-}
-
-// Informers returns the running informers, sorted by resource and namespace.
-func (c *Cluster) Informers() []Informer {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	var out []Informer
-	for _, rc := range c.resources {
-		if rc.informer != nil {
-			out = append(out, Informer{Resource: rc.display, Namespace: rc.namespace, Kind: rc.codec.gvk.Kind, Informer: rc.informer})
-		}
-	}
-	sort.Slice(out, func(i, j int) bool {
-		return out[i].Resource < out[j].Resource || out[i].Resource == out[j].Resource && out[i].Namespace < out[j].Namespace
-	})
-	return out
 }

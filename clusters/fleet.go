@@ -2,18 +2,24 @@ package clusters
 
 import (
 	"context"
-	"crypto/sha256"
-	"os"
 	"sort"
 	"sync"
 	"time"
 
 	"go.uber.org/zap"
+
+	"github.com/fleetcache/fleetcache/internal/filewatch"
 )
 
 // Source lists the clusters to cache; it is asked again on every reload.
 type Source interface {
 	Targets() ([]Target, error)
+}
+
+// FileSource is a Source read from files: the fleet reloads it when they change.
+type FileSource interface {
+	Source
+	Files() []string
 }
 
 // KubeconfigSource reads targets from kubeconfig files.
@@ -30,7 +36,7 @@ func (s KubeconfigSource) Files() []string { return s.Paths }
 
 // FleetOptions configure a Fleet. Zero values mean defaults.
 type FleetOptions struct {
-	// Cluster options shared by every cluster. Its OnChange is reserved for the fleet.
+	// Cluster options shared by every cluster.
 	Cluster Options
 	// ReloadInterval is how often the source's files are checked for changes. Default 2s.
 	ReloadInterval time.Duration
@@ -49,11 +55,10 @@ type Fleet struct {
 	log    *zap.Logger
 	reload chan struct{}
 
-	mu        sync.RWMutex
-	clusters  map[string]*running
-	loaded    bool // the source was read successfully at least once
-	loadErr   error
-	listeners []func(added, removed []*Cluster)
+	mu       sync.RWMutex
+	clusters map[string]*running
+	loaded   bool // the source was read successfully at least once
+	loadErr  error
 }
 
 type running struct {
@@ -76,14 +81,6 @@ func NewFleet(source Source, opts FleetOptions) *Fleet {
 	return &Fleet{source: source, opts: opts, log: opts.Logger, reload: make(chan struct{}, 1), clusters: map[string]*running{}}
 }
 
-// OnClustersChanged registers fn to be called after clusters were added or removed (a
-// restarted cluster is removed, then added). Register before Start.
-func (f *Fleet) OnClustersChanged(fn func(added, removed []*Cluster)) {
-	f.mu.Lock()
-	f.listeners = append(f.listeners, fn)
-	f.mu.Unlock()
-}
-
 // Reload asks the fleet to read its source again (e.g. on SIGHUP).
 func (f *Fleet) Reload() {
 	select {
@@ -96,13 +93,17 @@ func (f *Fleet) Reload() {
 // timeout) and returns. A source that fails to load is reported by LoadError and retried
 // on the next change; the clusters already running keep running.
 func (f *Fleet) Start(ctx context.Context) error {
-	f.apply(ctx)
-	var watched fileState
-	if fs, ok := f.source.(interface{ Files() []string }); ok {
-		watched = statFiles(fs.Files())
+	var files func() []string
+	var since filewatch.Stamp
+	if fs, ok := f.source.(FileSource); ok {
+		files = fs.Files
+		since = filewatch.StampOf(files()...) // before apply reads them: no change is missed
+		go filewatch.Poll(ctx, f.opts.ReloadInterval, since, files, func() {
+			f.log.Info("kubeconfig changed; reloading")
+			f.Reload()
+		})
 	}
-	ticker := time.NewTicker(f.opts.ReloadInterval)
-	defer ticker.Stop()
+	f.apply(ctx)
 	for {
 		select {
 		case <-ctx.Done():
@@ -111,34 +112,8 @@ func (f *Fleet) Start(ctx context.Context) error {
 		case <-f.reload:
 			f.log.Info("reloading cluster sources")
 			f.apply(ctx)
-		case <-ticker.C:
-			if fs, ok := f.source.(interface{ Files() []string }); ok {
-				if now := statFiles(fs.Files()); now != watched {
-					watched = now
-					f.log.Info("kubeconfig changed; reloading")
-					f.apply(ctx)
-				}
-			}
 		}
 	}
-}
-
-// fileState summarises the watched files' contents.
-type fileState [32]byte
-
-func statFiles(paths []string) fileState {
-	h := sha256.New()
-	for _, p := range paths {
-		h.Write([]byte(p))
-		b, err := os.ReadFile(p)
-		if err != nil {
-			h.Write([]byte(err.Error()))
-		}
-		h.Write(b)
-	}
-	var s fileState
-	copy(s[:], h.Sum(nil))
-	return s
 }
 
 func (f *Fleet) apply(ctx context.Context) {
@@ -170,7 +145,6 @@ func (f *Fleet) apply(ctx context.Context) {
 			f.log.Info("stopping cluster", zap.String("cluster", name), zap.String("why", reason))
 		}
 	}
-	var added []*Cluster
 	for _, t := range targets {
 		if _, ok := f.clusters[t.Name]; ok {
 			continue
@@ -179,27 +153,17 @@ func (f *Fleet) apply(ctx context.Context) {
 		c := New(t, opts)
 		cctx, cancel := context.WithCancel(ctx)
 		f.clusters[t.Name] = &running{cluster: c, cancel: cancel}
-		added = append(added, c)
 		go func() { _ = c.Start(cctx) }()
 	}
-	listeners := append([]func(added, removed []*Cluster){}, f.listeners...)
 	f.mu.Unlock()
-
-	removed := f.stopClusters(stop)
-	if len(added) > 0 || len(removed) > 0 {
-		for _, fn := range listeners {
-			fn(added, removed)
-		}
-	}
+	f.stopClusters(stop)
 }
 
 // stopClusters cancels each cluster and waits for it, at most StopTimeout each, in
 // parallel: a hung cluster cannot hold up the others.
-func (f *Fleet) stopClusters(rs []*running) []*Cluster {
+func (f *Fleet) stopClusters(rs []*running) {
 	var wg sync.WaitGroup
-	out := make([]*Cluster, len(rs))
-	for i, r := range rs {
-		out[i] = r.cluster
+	for _, r := range rs {
 		r.cancel()
 		wg.Go(func() {
 			select {
@@ -210,7 +174,6 @@ func (f *Fleet) stopClusters(rs []*running) []*Cluster {
 		})
 	}
 	wg.Wait()
-	return out
 }
 
 func (f *Fleet) stopAll() {
@@ -299,6 +262,18 @@ func (f *Fleet) Freshness(cluster, resource string) (Freshness, bool) {
 		return Freshness{}, false
 	}
 	return c.Freshness(resource), true
+}
+
+// Version returns the named cluster's apiserver version ("" until the first probe
+// read it), and whether there is such a cluster.
+func (f *Fleet) Version(cluster string) (string, bool) {
+	c := f.Cluster(cluster)
+	if c == nil {
+		return "", false
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.version, true
 }
 
 // Readiness is what a readiness policy needs to know of one cluster.

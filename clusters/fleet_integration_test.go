@@ -420,7 +420,10 @@ func TestKubeconfigEditsApplyWithoutRestart(t *testing.T) {
 func TestSecretValuesNeverCached(t *testing.T) {
 	seeded(t)
 	path, filter := readerKubeconfig(t)
-	f := startFleet(t, clusters.KubeconfigSource{Paths: []string{path}, Filter: filter}, fastOptions("secrets"))
+	opts := fastOptions("secrets")
+	rec := newRecorder()
+	opts.Cluster.Handler = rec
+	f := startFleet(t, clusters.KubeconfigSource{Paths: []string{path}, Filter: filter}, opts)
 	a := fleet.Clusters[0]
 	eventually(t, 30*time.Second, a.Name+" synced", phaseIs(f, a.Name, clusters.PhaseSynced))
 
@@ -454,18 +457,12 @@ func TestSecretValuesNeverCached(t *testing.T) {
 
 	var found *clusters.Object
 	eventually(t, 10*time.Second, "watched secret cached", func() (bool, string) {
-		for _, inf := range f.Cluster(a.Name).Informers() {
-			if obj, ok, _ := inf.Informer.GetStore().GetByKey("default/watched-secret"); ok {
-				found = obj.(*clusters.Object)
-				return true, ""
-			}
-		}
-		return false, "not yet"
+		found = rec.get(a.Name + "/default/watched-secret")
+		return found != nil, "not yet"
 	})
 	checked := 0
-	for _, inf := range f.Cluster(a.Name).Informers() {
-		for _, item := range inf.Informer.GetStore().List() {
-			obj := item.(*clusters.Object)
+	{
+		for _, obj := range rec.objects(a.Name) {
 			decoded, err := obj.Decode()
 			if err != nil {
 				t.Fatal(err)
@@ -494,6 +491,49 @@ func TestSecretValuesNeverCached(t *testing.T) {
 	if _, ok := decoded.(*corev1.Secret).Data["token"]; !ok {
 		t.Error("the key name of the watched secret was dropped; key names should stay")
 	}
+}
+
+// recorder is an EventHandler that keeps what the clusters deliver, as the index does.
+type recorder struct {
+	mu   sync.Mutex
+	objs map[string]*clusters.Object // cluster/namespace/name
+}
+
+func newRecorder() *recorder { return &recorder{objs: map[string]*clusters.Object{}} }
+
+func (r *recorder) OnAdd(ref *clusters.InformerRef, obj *clusters.Object) { r.put(ref, obj) }
+func (r *recorder) OnUpdate(ref *clusters.InformerRef, _, obj *clusters.Object) {
+	r.put(ref, obj)
+}
+func (r *recorder) OnDelete(ref *clusters.InformerRef, obj *clusters.Object) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	delete(r.objs, ref.Cluster+"/"+obj.Namespace+"/"+obj.Name)
+}
+func (r *recorder) OnStop(*clusters.InformerRef) {}
+
+func (r *recorder) put(ref *clusters.InformerRef, obj *clusters.Object) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.objs[ref.Cluster+"/"+obj.Namespace+"/"+obj.Name] = obj
+}
+
+func (r *recorder) get(key string) *clusters.Object {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.objs[key]
+}
+
+func (r *recorder) objects(cluster string) []*clusters.Object {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []*clusters.Object
+	for k, o := range r.objs {
+		if strings.HasPrefix(k, cluster+"/") {
+			out = append(out, o)
+		}
+	}
+	return out
 }
 
 var schemaCRD = schema.GroupVersionResource{Group: "apiextensions.k8s.io", Version: "v1", Resource: "customresourcedefinitions"}

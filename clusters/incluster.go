@@ -102,7 +102,7 @@ func (ss Sources) Targets() ([]Target, error) {
 func (ss Sources) Files() []string {
 	var out []string
 	for _, s := range ss {
-		if f, ok := s.(interface{ Files() []string }); ok {
+		if f, ok := s.(FileSource); ok {
 			out = append(out, f.Files()...)
 		}
 	}

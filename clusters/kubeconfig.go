@@ -6,13 +6,14 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
-	"path/filepath"
 	"sort"
 	"strings"
 
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+
+	"github.com/fleetcache/fleetcache/internal/glob"
 )
 
 // ContextFilter selects and names kubeconfig contexts.
@@ -30,13 +31,13 @@ type ContextFilter struct {
 func (f ContextFilter) Match(context string) bool {
 	included := len(f.Include) == 0
 	for _, p := range f.Include {
-		if globMatch(p, context) {
+		if glob.Match(p, context) {
 			included = true
 			break
 		}
 	}
 	for _, p := range f.Exclude {
-		if globMatch(p, context) {
+		if glob.Match(p, context) {
 			return false
 		}
 	}
@@ -155,12 +156,4 @@ func clientConfig(raw *clientcmdapi.Config, rules clientcmd.ClientConfigLoader, 
 		return nil, fmt.Errorf("context %q: %w", ctxName, err)
 	}
 	return cfg, nil
-}
-
-// globMatch is filepath.Match without the special meaning of '/', which context names
-// (EKS ARNs) contain.
-func globMatch(pattern, name string) bool {
-	const sep = "\x1f"
-	ok, _ := filepath.Match(strings.ReplaceAll(pattern, "/", sep), strings.ReplaceAll(name, "/", sep))
-	return ok
 }

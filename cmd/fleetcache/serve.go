@@ -27,6 +27,7 @@ import (
 	"github.com/fleetcache/fleetcache/clusters"
 	"github.com/fleetcache/fleetcache/internal/auth"
 	"github.com/fleetcache/fleetcache/internal/config"
+	"github.com/fleetcache/fleetcache/internal/filewatch"
 	"github.com/fleetcache/fleetcache/internal/kubeapi"
 	"github.com/fleetcache/fleetcache/internal/metrics"
 	"github.com/fleetcache/fleetcache/internal/server"
@@ -278,10 +279,12 @@ func serve(args []string) error {
 		close(fleetDone)
 	}()
 	if cfg.TLS.CertFile != "" {
-		certs := &reloadingCert{certFile: cfg.TLS.CertFile, keyFile: cfg.TLS.KeyFile}
-		if _, err := certs.get(nil); err != nil {
+		since := filewatch.StampOf(cfg.TLS.CertFile, cfg.TLS.KeyFile)
+		certs, err := loadCert(cfg.TLS.CertFile, cfg.TLS.KeyFile)
+		if err != nil {
 			return err
 		}
+		go certs.watch(ctx, since, log)
 		ln = tls.NewListener(ln, &tls.Config{GetCertificate: certs.get, MinVersion: tls.VersionTLS12})
 	}
 	serveErr := make(chan error, 1)

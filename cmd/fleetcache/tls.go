@@ -1,53 +1,64 @@
 package main
 
 import (
+	"context"
 	"crypto/tls"
 	"fmt"
-	"os"
 	"sync"
 	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/fleetcache/fleetcache/internal/filewatch"
 )
 
-// reloadingCert serves the certificate in certFile/keyFile, loading it again when either
-// file changes (checked at most once a second), so a rotated certificate (cert-manager,
-// a renewed Secret) takes effect without a restart.
+// certReloadInterval is how often the certificate files are checked: a rotation
+// (cert-manager, a renewed Secret) takes effect within it, without a restart.
+const certReloadInterval = time.Second
+
+// reloadingCert serves the certificate in certFile/keyFile and loads it again when
+// either file changes. A broken new pair is logged and the last good one kept.
 type reloadingCert struct {
 	certFile, keyFile string
 
-	mu      sync.Mutex
-	cert    *tls.Certificate
-	stamp   string
-	checked time.Time
+	mu   sync.RWMutex
+	cert *tls.Certificate
+}
+
+// loadCert loads the pair once; the error is for start-up, where a bad pair is fatal.
+func loadCert(certFile, keyFile string) (*reloadingCert, error) {
+	r := &reloadingCert{certFile: certFile, keyFile: keyFile}
+	if err := r.load(); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+func (r *reloadingCert) load() error {
+	cert, err := tls.LoadX509KeyPair(r.certFile, r.keyFile)
+	if err != nil {
+		return fmt.Errorf("tls: %w", err)
+	}
+	r.mu.Lock()
+	r.cert = &cert
+	r.mu.Unlock()
+	return nil
+}
+
+// watch reloads the pair whenever the files change, until ctx ends; since is their stamp
+// when loadCert read them.
+func (r *reloadingCert) watch(ctx context.Context, since filewatch.Stamp, log *zap.Logger) {
+	filewatch.Poll(ctx, certReloadInterval, since, func() []string { return []string{r.certFile, r.keyFile} }, func() {
+		if err := r.load(); err != nil {
+			log.Error("TLS certificate not reloaded; serving the previous one", zap.Error(err))
+			return
+		}
+		log.Info("TLS certificate reloaded", zap.String("certFile", r.certFile))
+	})
 }
 
 func (r *reloadingCert) get(*tls.ClientHelloInfo) (*tls.Certificate, error) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.cert != nil && time.Since(r.checked) < time.Second {
-		return r.cert, nil
-	}
-	r.checked = time.Now()
-	stamp := ""
-	for _, f := range []string{r.certFile, r.keyFile} {
-		st, err := os.Stat(f)
-		if err != nil {
-			if r.cert != nil {
-				return r.cert, nil // keep serving the last good one
-			}
-			return nil, fmt.Errorf("tls: %w", err)
-		}
-		stamp += fmt.Sprintf("%d/%d;", st.ModTime().UnixNano(), st.Size())
-	}
-	if stamp == r.stamp && r.cert != nil {
-		return r.cert, nil
-	}
-	cert, err := tls.LoadX509KeyPair(r.certFile, r.keyFile)
-	if err != nil {
-		if r.cert != nil {
-			return r.cert, nil
-		}
-		return nil, fmt.Errorf("tls: %w", err)
-	}
-	r.cert, r.stamp = &cert, stamp
+	r.mu.RLock()
+	defer r.mu.RUnlock()
 	return r.cert, nil
 }

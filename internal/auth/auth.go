@@ -21,13 +21,15 @@ import (
 	"fmt"
 	"net/http"
 	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"time"
 
 	"go.uber.org/zap"
 	"sigs.k8s.io/yaml"
+
+	"github.com/fleetcache/fleetcache/internal/filewatch"
+	"github.com/fleetcache/fleetcache/internal/glob"
 )
 
 // User is an authenticated caller and what it may see.
@@ -52,7 +54,7 @@ func (u *User) SeesCluster(name string) bool {
 		return true
 	}
 	for _, g := range u.Clusters {
-		if ok, _ := filepath.Match(g, name); ok {
+		if glob.Match(g, name) {
 			return true
 		}
 	}
@@ -142,7 +144,7 @@ func (t *TokenFile) reload() error {
 			continue
 		}
 		for j, g := range u.Clusters {
-			if _, err := filepath.Match(g, ""); err != nil {
+			if err := glob.Validate(g); err != nil {
 				problems = append(problems, fmt.Sprintf("users[%d].clusters[%d]: %v", i, j, err))
 			}
 		}
@@ -171,32 +173,22 @@ func setOf(list []string) map[string]bool {
 	return m
 }
 
-// Watch reloads the file every interval until ctx ends. A file that fails to load is
-// logged and the previous users stay in effect.
+// Watch reloads the file whenever its contents change (checked every interval) until ctx
+// ends. A file that fails to load is logged and the previous users stay in effect.
 func (t *TokenFile) Watch(ctx context.Context, interval time.Duration, log *zap.Logger) {
-	tick := time.NewTicker(interval)
-	defer tick.Stop()
-	for {
-		select {
-		case <-ctx.Done():
+	since := filewatch.StampOf(t.path)
+	reload := func() {
+		if err := t.reload(); err != nil {
+			log.Error("token file not reloaded; keeping the previous users", zap.Error(err))
 			return
-		case <-tick.C:
-			t.mu.RLock()
-			before := t.stamp
-			t.mu.RUnlock()
-			if err := t.reload(); err != nil {
-				log.Error("token file not reloaded; keeping the previous users", zap.Error(err))
-				continue
-			}
-			t.mu.RLock()
-			changed := t.stamp != before
-			n := len(t.byDigest)
-			t.mu.RUnlock()
-			if changed {
-				log.Info("token file reloaded", zap.Int("users", n))
-			}
 		}
+		t.mu.RLock()
+		n := len(t.byDigest)
+		t.mu.RUnlock()
+		log.Info("token file reloaded", zap.Int("users", n))
 	}
+	reload() // a change between LoadTokenFile and now
+	filewatch.Poll(ctx, interval, since, func() []string { return []string{t.path} }, reload)
 }
 
 // ErrUnauthenticated means no valid bearer token.

@@ -45,20 +45,8 @@ func (h *Handler) served(cluster string, info aggregator.ResourceInfo) bool {
 	if cluster == "" {
 		return true
 	}
-	st, ok := h.Fleet.ClusterStatus(cluster)
-	if !ok {
-		return true
-	}
-	notServed := false
-	for _, r := range st.Resources {
-		if r.Resource == info.Name {
-			if r.Phase != clusters.PhaseNotServed {
-				return true // served in some namespace
-			}
-			notServed = true
-		}
-	}
-	return !notServed
+	f, ok := h.Fleet.Freshness(cluster, info.Name)
+	return !ok || f.ResourcePhase != clusters.PhaseNotServed
 }
 
 // byGroupVersion lists the resources served on the path, by group and version.

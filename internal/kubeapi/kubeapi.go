@@ -18,6 +18,7 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	utilversion "k8s.io/apimachinery/pkg/util/version"
 	"k8s.io/apimachinery/pkg/version"
 
 	"github.com/fleetcache/fleetcache/aggregator"
@@ -34,7 +35,10 @@ const ClusterAnnotation = "fleetcache.io/cluster"
 // *clusters.Fleet is one.
 type Fleet interface {
 	Names() []string
-	ClusterStatus(name string) (clusters.ClusterStatus, bool)
+	// Version is the cluster's apiserver version ("" until known); false for no such
+	// cluster.
+	Version(cluster string) (string, bool)
+	Freshness(cluster, resource string) (clusters.Freshness, bool)
 }
 
 // Handler serves /clusters/{cluster}/... and /fleet/....
@@ -86,7 +90,7 @@ func (h *Handler) Register(mux *http.ServeMux) {
 }
 
 func (h *Handler) hasCluster(name string) bool {
-	_, ok := h.Fleet.ClusterStatus(name)
+	_, ok := h.Fleet.Version(name)
 	return ok
 }
 
@@ -137,15 +141,21 @@ func (h *Handler) version(w http.ResponseWriter, cluster string) {
 	if cluster == "" {
 		names = h.Fleet.Names()
 	}
+	var oldest *utilversion.Version
 	v := ""
 	for _, name := range names {
-		if s, ok := h.Fleet.ClusterStatus(name); ok && s.Version != "" && (v == "" || s.Version < v) {
-			v = s.Version
+		cv, _ := h.Fleet.Version(name)
+		parsed, err := utilversion.ParseGeneric(cv)
+		if err != nil {
+			continue // not known yet, or not a version
+		}
+		if oldest == nil || parsed.LessThan(oldest) {
+			oldest, v = parsed, cv
 		}
 	}
 	info := version.Info{GitVersion: v, Platform: "fleetcache"}
-	if parts := strings.SplitN(strings.TrimPrefix(v, "v"), ".", 3); len(parts) >= 2 {
-		info.Major, info.Minor = parts[0], parts[1]
+	if oldest != nil {
+		info.Major, info.Minor = fmt.Sprint(oldest.Major()), fmt.Sprint(oldest.Minor())
 	}
 	writeJSON(w, &info)
 }

@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -16,6 +15,7 @@ import (
 	"k8s.io/apimachinery/pkg/watch"
 
 	"github.com/fleetcache/fleetcache/aggregator"
+	"github.com/fleetcache/fleetcache/internal/glob"
 )
 
 // ClusterScopedNamespace stands for "no namespace" in object paths:
@@ -47,7 +47,7 @@ func (a *api) parseQuery(r *http.Request, paging bool) (aggregator.Query, error)
 	}
 	q.Scope = scopeOf(r)
 	if q.Clusters != "" {
-		if _, err := filepath.Match(q.Clusters, ""); err != nil {
+		if err := glob.Validate(q.Clusters); err != nil {
 			return q, badParam{"cluster", "not a valid glob: " + err.Error()}
 		}
 	}

@@ -11,29 +11,6 @@ import (
 	"github.com/fleetcache/fleetcache/internal/filewatch"
 )
 
-// Source lists the clusters to cache; it is asked again on every reload.
-type Source interface {
-	Targets() ([]Target, error)
-}
-
-// FileSource is a Source read from files: the fleet reloads it when they change.
-type FileSource interface {
-	Source
-	Files() []string
-}
-
-// KubeconfigSource reads targets from kubeconfig files.
-type KubeconfigSource struct {
-	Paths  []string
-	Filter ContextFilter
-}
-
-// Targets implements Source.
-func (s KubeconfigSource) Targets() ([]Target, error) { return LoadKubeconfig(s.Paths, s.Filter) }
-
-// Files are the files whose change triggers a reload.
-func (s KubeconfigSource) Files() []string { return s.Paths }
-
 // FleetOptions configure a Fleet. Zero values mean defaults.
 type FleetOptions struct {
 	// Cluster options shared by every cluster.

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -15,170 +14,12 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/apimachinery/pkg/watch"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/util/watchlist"
 )
-
-// resourceCache is one informer: one resource of one cluster, in one namespace or all.
-// It observes its own list and watch calls (client-go's watch error handler is not called
-// for connection errors, 429 or 410) and derives the resource's phase from what it saw.
-type resourceCache struct {
-	cluster   *Cluster
-	requested string
-	gvr       schema.GroupVersionResource
-	display   string // "deployments.apps"
-	namespace string
-	codec     *codec
-	informer  cache.SharedIndexInformer
-	ref       *InformerRef
-	lister    cache.ListerWatcherWithContext // unobserved: for resourceVersion probes
-	log       *zap.Logger
-
-	cancel context.CancelFunc
-	done   chan struct{}
-
-	// objects follows the informer's store through its event handler: status and
-	// metrics read it without listing the store's keys.
-	objects atomic.Int64
-
-	mu    sync.Mutex
-	facts resourceFacts
-	cond  Condition
-	cnt   counters
-	proof proof
-}
-
-type resourceFacts struct {
-	synced, stopped, notServed    bool
-	errPhase                      Phase
-	errReason, errMessage         string
-	watchConnected                bool
-	initialSync, lastList, lastEv time.Time
-}
-
-func (rc *resourceCache) status() ResourceStatus {
-	rc.mu.Lock()
-	defer rc.mu.Unlock()
-	s := ResourceStatus{
-		Condition: rc.cond, Resource: rc.display, Namespace: rc.namespace, Kind: rc.codec.gvk.Kind,
-		WatchConnected: rc.facts.watchConnected,
-	}
-	if rc.requested != rc.display {
-		s.Requested = rc.requested
-	}
-	if !rc.facts.stopped && rc.informer != nil {
-		s.Objects = int(rc.objects.Load())
-	}
-	s.Counters = rc.cnt.snapshot(&rc.proof)
-	s.ResourceVersionLag = s.Counters.ResourceVersionLag
-	if st, ok := rc.proof.staleness(rc.cluster.opts.Clock.Now()); ok && !rc.facts.stopped {
-		secs := st.Seconds()
-		s.StalenessSeconds = &secs
-	}
-	s.InitialSyncTime = timePtr(rc.facts.initialSync)
-	s.LastListTime = timePtr(rc.facts.lastList)
-	s.LastEventTime = timePtr(rc.facts.lastEv)
-	return s
-}
-
-func timePtr(t time.Time) *time.Time {
-	if t.IsZero() {
-		return nil
-	}
-	return &t
-}
-
-// update changes the facts under the lock, recomputes the phase and, when it changed,
-// records the transition, logs it and tells the cluster.
-func (rc *resourceCache) update(fn func(f *resourceFacts)) {
-	rc.mu.Lock()
-	fn(&rc.facts)
-	next := rc.derive()
-	changed := rc.cond.moveTo(next, rc.cluster.opts.Clock.Now())
-	rc.mu.Unlock()
-	if changed {
-		rc.log.Info("resource phase changed", conditionFields(next)...)
-		rc.cluster.resourceChanged()
-	}
-}
-
-func (rc *resourceCache) derive() Condition {
-	f := rc.facts
-	switch {
-	case f.stopped:
-		return Condition{Phase: PhaseStopped, Reason: "Stopped"}
-	case f.notServed:
-		return Condition{Phase: PhaseNotServed, Reason: "NotServed", Message: fmt.Sprintf("the cluster does not serve %s", rc.display)}
-	case f.errPhase == PhaseForbidden || f.errPhase == PhaseUnauthorized:
-		return Condition{Phase: f.errPhase, Reason: f.errReason, Message: f.errMessage}
-	case !f.synced:
-		return Condition{Phase: PhaseSyncing, Reason: f.errReason, Message: f.errMessage}
-	case f.errPhase != "":
-		return Condition{Phase: PhaseDegraded, Reason: f.errReason, Message: f.errMessage}
-	}
-	now := rc.cluster.opts.Clock.Now()
-	if !rc.proof.current(now, rc.cluster.opts.StaleAfter) {
-		return Condition{Phase: PhaseDegraded, Reason: ReasonStale, Message: rc.staleMessage(now)}
-	}
-	return Condition{Phase: PhaseSynced}
-}
-
-// ReasonStale: the cache cannot prove it is current. Its watch delivered nothing that
-// reaches a recent probe's revision (a stalled watch or connection), or it has not caught
-// up since a failure.
-const ReasonStale = "Stale"
-
-// staleMessage says why a resource is Stale; rc.mu is held.
-func (rc *resourceCache) staleMessage(now time.Time) string {
-	p := &rc.proof
-	bound, ok := p.staleness(now)
-	switch {
-	case !ok:
-		return fmt.Sprintf("%s: no probe answered yet has been reached by the cache", rc.display)
-	case !p.provenAt.After(p.disruptedAt):
-		return fmt.Sprintf("%s: not proven current since a failure %s ago (the cache held everything up to %s ago)",
-			rc.display, now.Sub(p.disruptedAt).Round(time.Millisecond), bound.Round(time.Millisecond))
-	}
-	return fmt.Sprintf("%s: the cache is only proven to hold what the apiserver had %s ago (limit %s); its watch may be stalled",
-		rc.display, bound.Round(time.Millisecond), rc.cluster.opts.StaleAfter)
-}
-
-func (rc *resourceCache) recordError(verb string, err error) {
-	phase, reason := classify(err)
-	if phase == PhaseNotServed {
-		// The resource went away (e.g. its CRD was deleted): rediscovery decides.
-		rc.cluster.kickDiscovery()
-	}
-	rc.update(func(f *resourceFacts) {
-		f.errPhase, f.errReason = phase, reason
-		f.errMessage = fmt.Sprintf("%s %s: %v", verb, rc.display, err)
-	})
-}
-
-func (rc *resourceCache) clearError(f *resourceFacts) {
-	f.errPhase, f.errReason, f.errMessage = "", "", ""
-}
-
-// run starts the informer and marks the resource synced once its first list is stored.
-// When ctx ends it tells the handler that the informer's objects are gone.
-func (rc *resourceCache) run(ctx context.Context) {
-	defer close(rc.done)
-	if h := rc.cluster.opts.Handler; h != nil {
-		defer h.OnStop(rc.ref)
-	}
-	rc.update(func(f *resourceFacts) {})
-	go rc.informer.RunWithContext(ctx)
-	if cache.WaitForCacheSync(ctx.Done(), rc.informer.HasSynced) {
-		rc.update(func(f *resourceFacts) {
-			f.synced = true
-			if f.initialSync.IsZero() {
-				f.initialSync = rc.cluster.opts.Clock.Now()
-				rc.cnt.initialSyncDuration = f.initialSync.Sub(rc.cnt.started)
-			}
-		})
-	}
-	<-ctx.Done()
-}
 
 // observedLW wraps a ListerWatcher: it bounds every call with a timeout (a frozen
 // apiserver hangs instead of refusing), caps concurrent lists fleet-wide, and records what
@@ -225,23 +66,6 @@ func (lw *observedLW) ListWithContext(ctx context.Context, opts metav1.ListOptio
 		lw.rc.clearError(f)
 	})
 	return obj, nil
-}
-
-// listDone counts a completed list (or the initial part of a watch-list stream). Lists
-// are consistent reads (see ListWithContext), so the list's revision was current when it
-// was sent: the cache is proven current as of start.
-func (rc *resourceCache) listDone(start, now time.Time, rv uint64) {
-	rc.mu.Lock()
-	defer rc.mu.Unlock()
-	rc.cnt.successfulLists++
-	if rc.cnt.successfulLists > 1 {
-		rc.cnt.relists++
-	}
-	rc.cnt.listDuration.observe(now.Sub(start).Seconds())
-	rc.proof.relisted(rv, now)
-	if rv > 0 && start.After(rc.proof.provenAt) {
-		rc.proof.provenAt = start
-	}
 }
 
 func (lw *observedLW) WatchWithContext(ctx context.Context, opts metav1.ListOptions) (watch.Interface, error) {
@@ -476,4 +300,98 @@ func conditionFields(c Condition) []zap.Field {
 		fields = append(fields, zap.String("message", c.Message))
 	}
 	return fields
+}
+
+func (c *Cluster) newResourceCache(r resolved, ns string) (*resourceCache, error) {
+	rc := &resourceCache{
+		cluster: c, requested: r.requested, gvr: r.gvr, display: r.display(), namespace: ns,
+		log:   c.log.With(zap.String("resource", r.display())),
+		done:  make(chan struct{}),
+		cond:  Condition{Phase: PhasePending, LastTransitionTime: c.opts.Clock.Now()},
+		cnt:   newCounters(c.opts.Clock.Now()),
+		proof: newProof(),
+	}
+	if ns != "" {
+		rc.log = rc.log.With(zap.String("namespace", ns))
+	}
+	rc.ref = &InformerRef{
+		Cluster: c.target.Name, Resource: r.display(), Namespace: ns, Kind: r.gvk.Kind, APIVersion: r.gvk.GroupVersion().String(),
+		Namespaced: r.namespaced, Names: r.names, Singular: r.api.SingularName, ShortNames: r.api.ShortNames, Columns: r.columns,
+		ID: informerIDs.Add(1),
+	}
+	indexes, err := compileIndexes(append(append([]IndexSpec(nil), DefaultIndexes[r.display()]...), r.spec.Indexes...))
+	if err != nil {
+		return nil, err
+	}
+	tweak := func(o *metav1.ListOptions) {
+		o.LabelSelector = r.spec.LabelSelector
+		o.FieldSelector = r.spec.FieldSelector
+	}
+	var lw *cache.ListWatch
+	var example runtime.Object
+	if typed, err := scheme.Scheme.New(r.gvk); err == nil {
+		if _, ok := typed.(protoObject); !ok {
+			return nil, fmt.Errorf("%s is not a protobuf type", r.gvk)
+		}
+		// Built-in types: protobuf on the wire and typed decoding, about 10x cheaper than
+		// JSON into unstructured.
+		cfg := rest.CopyConfig(c.informerClient)
+		cfg.GroupVersion = &schema.GroupVersion{Group: r.gvk.Group, Version: r.gvk.Version}
+		cfg.APIPath = "/apis"
+		if r.gvk.Group == "" {
+			cfg.APIPath = "/api"
+		}
+		cfg.NegotiatedSerializer = scheme.Codecs.WithoutConversion()
+		cfg.ContentType = runtime.ContentTypeProtobuf
+		cfg.AcceptContentTypes = runtime.ContentTypeProtobuf + "," + runtime.ContentTypeJSON
+		client, err := rest.RESTClientForConfigAndClient(cfg, c.conn)
+		if err != nil {
+			return nil, err
+		}
+		lw = cache.NewFilteredListWatchFromClient(client, r.gvr.Resource, ns, tweak)
+		example = typed
+		gvk := r.gvk
+		rc.codec = &codec{gvk: gvk, indexes: indexes, newTyped: func() protoObject {
+			obj, _ := scheme.Scheme.New(gvk)
+			return obj.(protoObject)
+		}}
+	} else {
+		dyn, err := dynamic.NewForConfigAndClient(c.informerClient, c.conn)
+		if err != nil {
+			return nil, err
+		}
+		ri := dyn.Resource(r.gvr).Namespace(ns)
+		lw = &cache.ListWatch{
+			ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
+				tweak(&o)
+				return ri.List(ctx, o)
+			},
+			WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
+				tweak(&o)
+				return ri.Watch(ctx, o)
+			},
+		}
+		example = nil // unstructured: any kind
+		rc.codec = &codec{gvk: r.gvk, indexes: indexes}
+	}
+	rc.lister = lw
+	rc.informer = cache.NewSharedIndexInformerWithOptions(&observedLW{inner: lw, rc: rc}, example, cache.SharedIndexInformerOptions{
+		ResyncPeriod:      c.opts.ResyncPeriod,
+		ObjectDescription: c.target.Name + "/" + r.display(),
+	})
+	if err := rc.informer.SetTransform(rc.codec.compact); err != nil {
+		return nil, err
+	}
+	if _, err := rc.informer.AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc:    func(any) { rc.objects.Add(1) },
+		DeleteFunc: func(any) { rc.objects.Add(-1) },
+	}); err != nil {
+		return nil, err
+	}
+	if c.opts.Handler != nil {
+		if _, err := rc.informer.AddEventHandler(handlerFuncs(rc.ref, c.opts.Handler)); err != nil {
+			return nil, err
+		}
+	}
+	return rc, nil
 }

@@ -347,6 +347,10 @@ type ResourceInfo struct {
 	Columns    []clusters.PrinterColumn `json:"printerColumns,omitempty"`
 }
 
+// IsSecret reports whether the resource is core Secrets, which are served only when the
+// configuration allows it (and never with their values).
+func (r ResourceInfo) IsSecret() bool { return r.Kind == "Secret" && r.APIVersion == "v1" }
+
 // Resource returns the resource a name (as kubectl takes it) resolves to.
 func (ix *Index) Resource(name string) (ResourceInfo, bool) {
 	r, ok := ix.lookup(name)

@@ -343,3 +343,27 @@ func TestKillAndRestartCountsRelistsAndRecovers(t *testing.T) {
 		})
 	}
 }
+
+// TestKubeAPIRequestsAreCounted: requests to the Kubernetes API are in the HTTP metrics
+// like the JSON API's.
+func TestKubeAPIRequestsAreCounted(t *testing.T) {
+	d := startDaemon(t)
+	count := func() float64 {
+		v, _ := value(d.scrape(t), "fleetcache_http_requests_total", map[string]string{"handler": "kubeapi-fleet", "method": "get", "code": "200"})
+		return v
+	}
+	before := count()
+	for range 3 {
+		resp, err := http.Get(d.url + "/fleet/api/v1/namespaces")
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("status %d", resp.StatusCode)
+		}
+	}
+	if got := count() - before; got != 3 {
+		t.Errorf("kubeapi-fleet requests grew by %v, want 3", got)
+	}
+}

@@ -1,6 +1,7 @@
 package kubeapi
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -24,9 +25,6 @@ import (
 	"github.com/fleetcache/fleetcache/aggregator"
 	"github.com/fleetcache/fleetcache/clusters"
 )
-
-// streamWriteTimeout bounds writing one watch event.
-const streamWriteTimeout = 10 * time.Second
 
 // ClusterAnnotation carries an object's cluster.
 const ClusterAnnotation = "fleetcache.io/cluster"
@@ -55,6 +53,11 @@ type Handler struct {
 	// BookmarkInterval is how often a quiet watch that allows bookmarks gets one.
 	// Default DefaultBookmarkInterval.
 	BookmarkInterval time.Duration
+	// Streams ends when the server shuts down: open watches end cleanly then. Nil: never.
+	Streams context.Context
+	// StreamWriteTimeout bounds writing one watch event: a client that stops reading is
+	// disconnected after it. Default 10s.
+	StreamWriteTimeout time.Duration
 
 	epoch string // prefixes every resourceVersion; see version.go
 }
@@ -67,26 +70,36 @@ func (h *Handler) scope(r *http.Request) aggregator.Scope {
 }
 
 func (h *Handler) visible(info aggregator.ResourceInfo) bool {
-	return h.ServeSecrets || info.Kind != "Secret" || info.APIVersion != "v1"
+	return h.ServeSecrets || !info.IsSecret()
 }
 
-// Register mounts the handler's paths on mux.
-func (h *Handler) Register(mux *http.ServeMux) {
+// Register mounts the handler's paths on mux, each wrapped by wrap (the server's HTTP
+// metrics; nil: none), named "kubeapi-cluster" and "kubeapi-fleet".
+func (h *Handler) Register(mux *http.ServeMux, wrap func(name string, h http.HandlerFunc) http.Handler) {
 	if h.MaxLimit == 0 {
 		h.MaxLimit = 5000
 	}
+	if h.StreamWriteTimeout == 0 {
+		h.StreamWriteTimeout = 10 * time.Second
+	}
+	if h.Streams == nil {
+		h.Streams = context.Background()
+	}
+	if wrap == nil {
+		wrap = func(_ string, h http.HandlerFunc) http.Handler { return h }
+	}
 	h.epoch = newEpoch()
-	mux.HandleFunc("/clusters/{cluster}/{rest...}", func(w http.ResponseWriter, r *http.Request) {
+	mux.Handle("/clusters/{cluster}/{rest...}", wrap("kubeapi-cluster", func(w http.ResponseWriter, r *http.Request) {
 		cluster := r.PathValue("cluster")
 		if sc := h.scope(r); !h.hasCluster(cluster) || sc != nil && !sc.SeesCluster(cluster) {
 			writeStatus(w, apierrors.NewNotFound(schema.GroupResource{Resource: "clusters"}, cluster))
 			return
 		}
 		h.serve(w, r, cluster, "/"+r.PathValue("rest"))
-	})
-	mux.HandleFunc("/fleet/{rest...}", func(w http.ResponseWriter, r *http.Request) {
+	}))
+	mux.Handle("/fleet/{rest...}", wrap("kubeapi-fleet", func(w http.ResponseWriter, r *http.Request) {
 		h.serve(w, r, "", "/"+r.PathValue("rest"))
-	})
+	}))
 }
 
 func (h *Handler) hasCluster(name string) bool {

@@ -114,6 +114,8 @@ func (h *Handler) watch(w http.ResponseWriter, r *http.Request, q aggregator.Que
 		select {
 		case <-ctx.Done():
 			return
+		case <-h.Streams.Done():
+			return // shutting down: end the stream cleanly
 		case <-ticker.C:
 			if !opts.AllowWatchBookmarks || position == "" {
 				continue
@@ -130,7 +132,7 @@ func (h *Handler) watch(w http.ResponseWriter, r *http.Request, q aggregator.Que
 			continue
 		}
 		// A client that stops reading is disconnected instead of holding the stream.
-		_ = rc.SetWriteDeadline(time.Now().Add(streamWriteTimeout))
+		_ = rc.SetWriteDeadline(time.Now().Add(h.StreamWriteTimeout))
 		if err := enc.encode(typ, out); err != nil {
 			return
 		}

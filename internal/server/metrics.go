@@ -47,6 +47,22 @@ func (m *httpMetrics) instrument(name string, h http.HandlerFunc) http.Handler {
 	return promhttp.InstrumentHandlerDuration(m.duration.MustCurryWith(l), promhttp.InstrumentHandlerCounter(m.requests.MustCurryWith(l), h))
 }
 
+// instrumentAny instruments a handler that serves both requests and watch streams (the
+// Kubernetes API): each request is counted as what it is.
+func (m *httpMetrics) instrumentAny(name string, h http.HandlerFunc) http.Handler {
+	if m == nil {
+		return h
+	}
+	plain, stream := m.instrument(name, h), m.instrumentStream(name+"-watch", h)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if isWatch(r) {
+			stream.ServeHTTP(w, r)
+			return
+		}
+		plain.ServeHTTP(w, r)
+	})
+}
+
 func (m *httpMetrics) instrumentStream(name string, h http.HandlerFunc) http.Handler {
 	if m == nil {
 		return h

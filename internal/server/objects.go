@@ -144,7 +144,7 @@ func (a *api) list(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *api) secretsAllowed(resource string) error {
-	if info, ok := a.ix.Resource(resource); ok && IsSecret(info) && !a.opts.ServeSecrets {
+	if info, ok := a.ix.Resource(resource); ok && info.IsSecret() && !a.opts.ServeSecrets {
 		return errSecretsOff
 	}
 	return nil

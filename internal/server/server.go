@@ -96,9 +96,13 @@ func New(opts Options) *Server {
 		mux.Handle("GET /api/v1/watch", m.instrumentStream("watch", a.watch))
 	}
 	if opts.KubeAPI != nil {
+		// The Kubernetes API shares the JSON API's policies: Secrets, scopes, the stream
+		// write timeout, ending streams on shutdown, and the HTTP metrics.
 		opts.KubeAPI.ServeSecrets = opts.ServeSecrets
 		opts.KubeAPI.Scope = scopeOf
-		opts.KubeAPI.Register(mux)
+		opts.KubeAPI.Streams = streams
+		opts.KubeAPI.StreamWriteTimeout = opts.Limits.StreamWriteTimeout
+		opts.KubeAPI.Register(mux, m.instrumentAny)
 	}
 	mux.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "NotFound", "no such endpoint: "+r.Method+" "+r.URL.Path+" (see docs/api.md)")
@@ -132,15 +136,12 @@ func (a *api) clusters(w http.ResponseWriter, r *http.Request) {
 func (a *api) resources(w http.ResponseWriter, r *http.Request) {
 	var out []aggregator.ResourceInfo
 	for _, res := range a.ix.Resources() {
-		if a.opts.ServeSecrets || !IsSecret(res) {
+		if a.opts.ServeSecrets || !res.IsSecret() {
 			out = append(out, res)
 		}
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"resources": out})
 }
-
-// IsSecret reports whether a resource is core Secrets.
-func IsSecret(r aggregator.ResourceInfo) bool { return r.Kind == "Secret" && r.APIVersion == "v1" }
 
 // errSecretsOff refuses Secrets unless serveSecrets is on.
 var errSecretsOff = errors.New("secrets are not served (set api.serveSecrets: true to serve them, always without values)")

@@ -105,23 +105,41 @@ func decodeContinue(token, queryHash string, now time.Time, ttl time.Duration) (
 // delivered. A watch started from a cursor delivers every later event.
 type Cursor map[string]uint64
 
-// Encode returns the cursor as an opaque string. Cursors are not signed: they only name
-// positions, and they stay meaningful across restarts of fleetcache (which then answers
-// ErrExpired if its history no longer reaches back that far).
+// cursorEpoch names this process in every cursor it issues. A restarted fleetcache has
+// an empty history: it has not seen the changes made while it was down (deletions
+// above all), so it cannot resume another process's position and says ErrExpired.
+var cursorEpoch = func() string {
+	b := make([]byte, 6)
+	if _, err := rand.Read(b); err != nil {
+		panic(err)
+	}
+	return base64.RawURLEncoding.EncodeToString(b)
+}()
+
+type cursorJSON struct {
+	Epoch     string            `json:"e"`
+	Positions map[string]uint64 `json:"p"`
+}
+
+// Encode returns the cursor as an opaque string, valid with this process only.
 func (c Cursor) Encode() string {
-	raw, _ := json.Marshal(map[string]uint64(c))
+	raw, _ := json.Marshal(cursorJSON{Epoch: cursorEpoch, Positions: c})
 	return base64.RawURLEncoding.EncodeToString(raw)
 }
 
-// ParseCursor reads a cursor from Encode.
+// ParseCursor reads a cursor from Encode. One issued by another fleetcache process (or
+// before a restart) is ErrExpired: list again and watch from there.
 func ParseCursor(s string) (Cursor, error) {
 	raw, err := base64.RawURLEncoding.DecodeString(s)
 	if err != nil {
 		return nil, fmt.Errorf("%w: cursor is not base64url: %v", ErrInvalidToken, err)
 	}
-	var c Cursor
-	if err := json.Unmarshal(raw, &c); err != nil {
-		return nil, fmt.Errorf("%w: cursor is not a map of cluster to resourceVersion: %v", ErrInvalidToken, err)
+	var c cursorJSON
+	if err := json.Unmarshal(raw, &c); err != nil || c.Positions == nil {
+		return nil, fmt.Errorf("%w: not a cursor this server issues", ErrInvalidToken)
 	}
-	return c, nil
+	if c.Epoch != cursorEpoch {
+		return nil, fmt.Errorf("%w: the cursor was issued by another fleetcache process or before a restart, which did not see the changes made meanwhile; list again and watch from the new list", ErrExpired)
+	}
+	return Cursor(c.Positions), nil
 }

@@ -28,8 +28,11 @@ type Event struct {
 	Old    *clusters.Object // for Modified: the previous state
 }
 
-// history is a ring of a shard's most recent events.
+// history is a ring of a shard's most recent events. It grows as events come, up to its
+// size: a quiet resource (most of a fleet's) costs nothing, where a ring allocated up
+// front cost about 230 KB per cluster and resource.
 type history struct {
+	size   int
 	events []Event
 	next   int
 	full   bool
@@ -38,17 +41,19 @@ type history struct {
 	evicted uint64
 }
 
-func newHistory(n int) history { return history{events: make([]Event, n)} }
+func newHistory(n int) history { return history{size: n} }
 
 func (h *history) add(ev Event) {
-	if h.full {
-		h.evicted = h.events[h.next].RV
+	if !h.full && len(h.events) < h.size {
+		h.events = append(h.events, ev)
+		if len(h.events) == h.size {
+			h.full, h.next = true, 0
+		}
+		return
 	}
+	h.evicted = h.events[h.next].RV
 	h.events[h.next] = ev
 	h.next = (h.next + 1) % len(h.events)
-	if h.next == 0 {
-		h.full = true
-	}
 }
 
 // since returns the retained events with RV > rv, oldest first; ok is false when events
@@ -57,11 +62,7 @@ func (h *history) since(rv uint64) (out []Event, ok bool) {
 	if h.full && rv < h.evicted {
 		return nil, false
 	}
-	n := h.next
-	if h.full {
-		n = len(h.events)
-	}
-	start := 0
+	n, start := len(h.events), 0
 	if h.full {
 		start = h.next
 	}

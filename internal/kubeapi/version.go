@@ -62,12 +62,12 @@ func (h *Handler) parseResourceVersion(rv string) (aggregator.Cursor, error) {
 	if !ok || len(epoch) != len(h.epoch) {
 		return nil, fmt.Errorf("%w: %q", errBadVersion, rv)
 	}
+	if epoch != h.epoch {
+		return nil, errForeignVersion
+	}
 	c, err := aggregator.ParseCursor(enc)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", errBadVersion, err)
-	}
-	if epoch != h.epoch {
-		return nil, errForeignVersion
 	}
 	return c, nil
 }

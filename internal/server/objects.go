@@ -2,6 +2,7 @@ package server
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"strconv"
@@ -223,7 +224,11 @@ func (a *api) watch(w http.ResponseWriter, r *http.Request) {
 	var from aggregator.Cursor
 	if s := r.URL.Query().Get("cursor"); s != "" {
 		if from, err = aggregator.ParseCursor(s); err != nil {
-			writeQueryError(w, badParam{"cursor", err.Error()})
+			if errors.Is(err, aggregator.ErrExpired) {
+				writeQueryError(w, err) // 410: list again
+			} else {
+				writeQueryError(w, badParam{"cursor", err.Error()})
+			}
 			return
 		}
 	}

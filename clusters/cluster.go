@@ -51,8 +51,10 @@ type Cluster struct {
 	started     time.Time
 	stopped     bool
 	versionAt   time.Time
-	rediscover  chan struct{}
-	done        chan struct{}
+	// lastProgress is when the initial sync's progress was last logged.
+	lastProgress time.Time
+	rediscover   chan struct{}
+	done         chan struct{}
 
 	// connResets counts the times the cluster's connections were closed because a probe
 	// on them timed out; probes counts the requests probes made.
@@ -130,8 +132,6 @@ func (c *Cluster) Start(ctx context.Context) error {
 	var wg sync.WaitGroup
 	wg.Go(func() { c.probeLoop(ctx) })
 	wg.Go(func() { c.discoveryLoop(ctx, cached) })
-	wg.Go(func() { c.syncDeadline(ctx) })
-	wg.Go(func() { c.reportProgress(ctx) })
 	<-ctx.Done()
 	wg.Wait()
 	c.stop()
@@ -173,48 +173,39 @@ func (c *Cluster) setProbe(err error) {
 	c.resourceChanged()
 }
 
-// syncDeadline re-evaluates the phase when the initial sync timeout passes, so that a
-// late cluster is reported as such.
-func (c *Cluster) syncDeadline(ctx context.Context) {
-	select {
-	case <-ctx.Done():
-	case <-c.opts.Clock.After(c.opts.InitialSyncTimeout):
-		c.resourceChanged()
-	}
-}
-
 // progressInterval is how often a cluster still in its initial sync logs its progress.
 const progressInterval = 5 * time.Second
 
 // reportProgress logs, until the initial sync completes, how far it got: large clusters
-// take minutes, and an operator should see them moving.
-func (c *Cluster) reportProgress(ctx context.Context) {
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-c.opts.Clock.After(progressInterval):
-		}
-		s := c.Status()
-		if s.InitialSyncTime != nil {
-			return
-		}
-		objects, synced, served := 0, 0, 0
-		for _, r := range s.Resources {
-			if r.Phase == PhaseNotServed {
-				continue
-			}
-			served++
-			if r.InitialSyncTime != nil {
-				synced++
-				objects += r.Objects
-			} else {
-				objects += int(r.Counters.Events["ADDED"]) // streamed so far by a watch-list
-			}
-		}
-		c.log.Info("initial sync in progress", zap.Int("objectsSoFar", objects), zap.Int("resourcesSynced", synced),
-			zap.Int("resources", served), zap.String("phase", string(s.Phase)), zap.String("reason", s.Reason))
+// take minutes, and an operator should see them moving. The probe loop calls it; it logs
+// at most once per progressInterval.
+func (c *Cluster) reportProgress() {
+	now := c.opts.Clock.Now()
+	c.mu.Lock()
+	due := c.initialSync.IsZero() && !c.started.IsZero() && now.Sub(c.lastProgress) >= progressInterval && now.Sub(c.started) >= progressInterval
+	if due {
+		c.lastProgress = now
 	}
+	c.mu.Unlock()
+	if !due {
+		return
+	}
+	s := c.Status()
+	objects, synced, served := 0, 0, 0
+	for _, r := range s.Resources {
+		if r.Phase == PhaseNotServed {
+			continue
+		}
+		served++
+		if r.InitialSyncTime != nil {
+			synced++
+			objects += r.Objects
+		} else {
+			objects += int(r.Counters.Events["ADDED"]) // streamed so far by a watch-list
+		}
+	}
+	c.log.Info("initial sync in progress", zap.Int("objectsSoFar", objects), zap.Int("resourcesSynced", synced),
+		zap.Int("resources", served), zap.String("phase", string(s.Phase)), zap.String("reason", s.Reason))
 }
 
 // resourceChanged recomputes the cluster's phase from its probe and resources.

@@ -52,25 +52,29 @@ type EventHandler interface {
 var informerIDs atomic.Uint64
 
 // handlerFuncs adapts client-go's handler to EventHandler.
-func handlerFuncs(ref *InformerRef, h EventHandler) cache.ResourceEventHandlerFuncs {
+// It also keeps count of the informer's objects (for status and metrics, without
+// listing the store); h may be nil.
+func handlerFuncs(ref *InformerRef, count *atomic.Int64, h EventHandler) cache.ResourceEventHandlerFuncs {
 	return cache.ResourceEventHandlerFuncs{
 		AddFunc: func(obj any) {
-			if o, ok := obj.(*Object); ok {
+			count.Add(1)
+			if o, ok := obj.(*Object); ok && h != nil {
 				h.OnAdd(ref, o)
 			}
 		},
 		UpdateFunc: func(old, obj any) {
 			o, ok1 := old.(*Object)
 			n, ok2 := obj.(*Object)
-			if ok1 && ok2 {
+			if ok1 && ok2 && h != nil {
 				h.OnUpdate(ref, o, n)
 			}
 		},
 		DeleteFunc: func(obj any) {
+			count.Add(-1)
 			if d, ok := obj.(cache.DeletedFinalStateUnknown); ok {
 				obj = d.Obj
 			}
-			if o, ok := obj.(*Object); ok {
+			if o, ok := obj.(*Object); ok && h != nil {
 				h.OnDelete(ref, o)
 			}
 		},

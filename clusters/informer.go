@@ -382,16 +382,9 @@ func (c *Cluster) newResourceCache(r resolved, ns string) (*resourceCache, error
 	if err := rc.informer.SetTransform(rc.codec.compact); err != nil {
 		return nil, err
 	}
-	if _, err := rc.informer.AddEventHandler(cache.ResourceEventHandlerFuncs{
-		AddFunc:    func(any) { rc.objects.Add(1) },
-		DeleteFunc: func(any) { rc.objects.Add(-1) },
-	}); err != nil {
+	// One handler: each costs the informer a listener with two goroutines and a buffer.
+	if _, err := rc.informer.AddEventHandler(handlerFuncs(rc.ref, &rc.objects, c.opts.Handler)); err != nil {
 		return nil, err
-	}
-	if c.opts.Handler != nil {
-		if _, err := rc.informer.AddEventHandler(handlerFuncs(rc.ref, c.opts.Handler)); err != nil {
-			return nil, err
-		}
 	}
 	return rc, nil
 }

@@ -64,7 +64,9 @@ func (c *Cluster) probeOnce(ctx context.Context) {
 		return
 	}
 	c.setProbe(err)
+	// Also how a cluster past its initial sync timeout gets reported as such.
 	c.rederive()
+	c.reportProgress()
 }
 
 // nextProbeTarget returns the next synced resource to probe, or nil.

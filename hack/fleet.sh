@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs the local fleet of real kube-apiservers (one etcd each) on loopback.
-#   hack/fleet.sh up | down | status | seed [--pods N] | kubeconfig | destroy | reap
+#   hack/fleet.sh up | down | status | seed [--pods N] | kubeconfig [--contexts N] | destroy | reap
 #   hack/fleet.sh stop|cont|kill|restart|kill-etcd|start-etcd CLUSTER
 # State, kubeconfig and logs live in $FLEET_DIR (default .cache/fleet).
 set -euo pipefail
@@ -11,7 +11,7 @@ export FLEETCACHE_BIN=${FLEETCACHE_BIN:-$(hack/build-bins.sh)}
 flags=() args=()
 while [[ $# -gt 0 ]]; do
   case $1 in
-    --pods|--clusters|--dir|--bin) flags+=("$1" "$2"); shift 2 ;;
+    --pods|--clusters|--dir|--bin|--contexts) flags+=("$1" "$2"); shift 2 ;;
     --*=*) flags+=("$1"); shift ;;
     *) args+=("$1"); shift ;;
   esac

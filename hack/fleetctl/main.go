@@ -27,7 +27,8 @@ Verbs for the whole fleet:
   down              kill every process; data, PKI and ports are kept for the next up
   status            processes and readiness of every cluster
   seed              fill every cluster with its deterministic inventory
-  kubeconfig        print the path of the fleet's kubeconfig
+  kubeconfig        print the path of the fleet's kubeconfig; with --contexts N, write one with N contexts
+                    spread over the clusters (each its own cluster and user entry) and print its path
   destroy           down, then delete the fleet's folder
   reap              kill any etcd/kube-apiserver whose command line names the folder
 
@@ -47,6 +48,7 @@ func main() {
 	clusters := flag.Int("clusters", 3, "number of clusters for up")
 	bin := flag.String("bin", os.Getenv("FLEETCACHE_BIN"), "folder with etcd and kube-apiserver (env FLEETCACHE_BIN)")
 	pods := flag.Int("pods", 0, "seed: pods per cluster (0: the small default plan)")
+	contexts := flag.Int("contexts", 0, "kubeconfig: write a kubeconfig with this many contexts spread over the clusters and print its path")
 	flag.Usage = func() { fmt.Fprint(os.Stderr, usage); flag.PrintDefaults() }
 	flag.Parse()
 	if flag.NArg() == 0 {
@@ -61,13 +63,13 @@ func main() {
 		os.Exit(1)
 	}
 	opts := testfleet.Options{Dir: abs, Clusters: *clusters, BinDir: *bin, Detach: true}
-	if err := run(ctx, opts, flag.Arg(0), flag.Args()[1:], *pods); err != nil {
+	if err := run(ctx, opts, flag.Arg(0), flag.Args()[1:], *pods, *contexts); err != nil {
 		fmt.Fprintln(os.Stderr, "fleet:", err)
 		os.Exit(1)
 	}
 }
 
-func run(ctx context.Context, opts testfleet.Options, verb string, args []string, pods int) error {
+func run(ctx context.Context, opts testfleet.Options, verb string, args []string, pods, contexts int) error {
 	switch verb {
 	case "up":
 		start := time.Now()
@@ -103,6 +105,14 @@ func run(ctx context.Context, opts testfleet.Options, verb string, args []string
 		printStatus(ctx, f)
 		return nil
 	case "kubeconfig":
+		if contexts > 0 {
+			path := filepath.Join(f.Dir, fmt.Sprintf("kubeconfig-%d-contexts", contexts))
+			if err := f.WriteManyContexts(path, contexts); err != nil {
+				return err
+			}
+			fmt.Println(path)
+			return nil
+		}
 		fmt.Println(f.Kubeconfig)
 		return nil
 	case "seed":

@@ -247,3 +247,23 @@ func freePorts(n int) ([]int, error) {
 	}
 	return ports, nil
 }
+
+// WriteManyContexts writes a kubeconfig with n contexts named ctx-0001 ... spread round
+// robin over the fleet's apiservers, each with its own cluster and user entry (the
+// cluster's read-only token), for tests and benchmarks of large fleets. To fleetcache
+// every context is a cluster of its own: its own client, connection, discovery and
+// informers, as with distinct clusters.
+func (f *Fleet) WriteManyContexts(path string, n int) error {
+	if len(f.Clusters) == 0 {
+		return errors.New("testfleet: the fleet has no clusters")
+	}
+	cfg := clientcmdapi.NewConfig()
+	for i := range n {
+		c := f.Clusters[i%len(f.Clusters)]
+		name := fmt.Sprintf("ctx-%04d", i+1)
+		cfg.Clusters[name] = &clientcmdapi.Cluster{Server: c.Server(), CertificateAuthorityData: c.CAData()}
+		cfg.AuthInfos[name] = &clientcmdapi.AuthInfo{Token: c.ReaderToken()}
+		cfg.Contexts[name] = &clientcmdapi.Context{Cluster: name, AuthInfo: name}
+	}
+	return clientcmd.WriteToFile(*cfg, path)
+}

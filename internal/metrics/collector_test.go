@@ -29,7 +29,7 @@ func (s fakeSource) Status() []clusters.ClusterStatus { return s }
 var t0 = time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
 
 func at(d time.Duration) *time.Time { t := t0.Add(d); return &t }
-func f64(v float64) *float64         { return &v }
+func f64(v float64) *float64        { return &v }
 
 // fleet is two clusters: alpha is Synced and caches pods, configmaps in two namespaces (one
 // informer synced and proven, the other still syncing) and a CRD it does not serve; beta
@@ -199,13 +199,13 @@ func TestCollectorContent(t *testing.T) {
 		`fleetcache_initial_sync_duration_seconds{cluster=alpha,resource=configmaps}`: 0.4,
 
 		// widgets: not served; state gauges only.
-		`fleetcache_objects{cluster=alpha,resource=widgets.example.com}`:                      0,
+		`fleetcache_objects{cluster=alpha,resource=widgets.example.com}`:                        0,
 		`fleetcache_resource_phase{cluster=alpha,phase=NotServed,resource=widgets.example.com}`: 1,
-		`fleetcache_resource_synced{cluster=alpha,resource=widgets.example.com}`:              0,
+		`fleetcache_resource_synced{cluster=alpha,resource=widgets.example.com}`:                0,
 
 		// beta: failing initial list.
-		`fleetcache_lists_total{cluster=beta,resource=pods}`:       4,
-		`fleetcache_list_errors_total{cluster=beta,resource=pods}`: 4,
+		`fleetcache_lists_total{cluster=beta,resource=pods}`:                      4,
+		`fleetcache_list_errors_total{cluster=beta,resource=pods}`:                4,
 		`fleetcache_resource_phase{cluster=beta,phase=Unreachable,resource=pods}`: 1,
 	}
 	for k, v := range want {

@@ -37,26 +37,25 @@ type twoClusters struct{}
 
 func (twoClusters) Names() []string { return []string{"a", "b"} }
 func (twoClusters) Loaded() bool    { return true }
-func (twoClusters) Freshness(cluster, _ string) (clusters.Freshness, bool) {
+func (twoClusters) Freshness(cluster, resource string) (clusters.Freshness, bool) {
 	if cluster != "a" && cluster != "b" {
 		return clusters.Freshness{}, false
 	}
-	return clusters.Freshness{Phase: clusters.PhaseSynced, ResourcePhase: clusters.PhaseSynced, Proven: true, Staleness: time.Second}, true
-}
-func (twoClusters) ClusterStatus(name string) (clusters.ClusterStatus, bool) {
-	synced := clusters.Condition{Phase: clusters.PhaseSynced}
-	switch name {
-	case "a":
-		return clusters.ClusterStatus{Condition: synced, Name: "a", Version: "v1.31.2", Resources: []clusters.ResourceStatus{
-			{Condition: synced, Resource: "pods"}, {Condition: synced, Resource: "secrets"}, {Condition: synced, Resource: "widgets.example.com"},
-		}}, true
-	case "b":
-		return clusters.ClusterStatus{Condition: synced, Name: "b", Version: "v1.30.1", Resources: []clusters.ResourceStatus{
-			{Condition: synced, Resource: "pods"}, {Condition: synced, Resource: "secrets"},
-			{Condition: clusters.Condition{Phase: clusters.PhaseNotServed, Reason: "NotFound"}, Resource: "widgets.example.com"},
-		}}, true
+	f := clusters.Freshness{Phase: clusters.PhaseSynced, ResourcePhase: clusters.PhaseSynced, Proven: true, Staleness: time.Second}
+	if cluster == "b" && resource == "widgets.example.com" {
+		f.ResourcePhase, f.ResourceReason = clusters.PhaseNotServed, "NotFound"
 	}
-	return clusters.ClusterStatus{}, false
+	return f, true
+}
+
+func (twoClusters) Version(cluster string) (string, bool) {
+	switch cluster {
+	case "a":
+		return "v1.31.2", true
+	case "b":
+		return "v1.30.1", true
+	}
+	return "", false
 }
 
 type apiFixture struct {
@@ -147,7 +146,7 @@ func newAPIFixture(t *testing.T) *apiFixture {
 func (f *apiFixture) serve(h *kubeapi.Handler) *httptest.Server {
 	h.Index, h.Fleet = f.ix, twoClusters{}
 	mux := http.NewServeMux()
-	h.Register(mux)
+	h.Register(mux, nil)
 	srv := httptest.NewServer(mux)
 	f.t.Cleanup(srv.Close)
 	return srv

@@ -118,8 +118,18 @@ func (t *TokenFile) reload() error {
 	byDigest := map[[32]byte]*User{}
 	var byName []*User
 	var problems []string
+	if len(f.Users) == 0 {
+		// Most likely a file caught mid-write (truncated by an editor or `>`): taking it
+		// would lock every user out.
+		return fmt.Errorf("token file %s lists no users", t.path)
+	}
 	for i := range f.Users {
 		u := &f.Users[i]
+		for j, g := range u.Clusters {
+			if err := glob.Validate(g); err != nil {
+				problems = append(problems, fmt.Sprintf("users[%d].clusters[%d]: %v", i, j, err))
+			}
+		}
 		var digest [32]byte
 		switch {
 		case u.Name == "":
@@ -142,11 +152,6 @@ func (t *TokenFile) reload() error {
 		default:
 			problems = append(problems, fmt.Sprintf("users[%d].token: at least 16 characters", i))
 			continue
-		}
-		for j, g := range u.Clusters {
-			if err := glob.Validate(g); err != nil {
-				problems = append(problems, fmt.Sprintf("users[%d].clusters[%d]: %v", i, j, err))
-			}
 		}
 		if _, dup := byDigest[digest]; dup {
 			problems = append(problems, fmt.Sprintf("users[%d]: the same token as another user", i))

@@ -271,3 +271,28 @@ func TestUserFromContext(t *testing.T) {
 		t.Errorf("UserFrom = %v, want %v", got, u)
 	}
 }
+
+// TestTokenFileRefusesEmptyAndBadScopes: a file with no users (one caught mid-write)
+// would lock everyone out, and a malformed cluster glob in a token-less scope would make
+// its user see nothing: both are refused with a clear error.
+func TestTokenFileRefusesEmptyAndBadScopes(t *testing.T) {
+	dir := t.TempDir()
+	for name, body := range map[string]string{
+		"empty":     "",
+		"no users":  "users: []\n",
+		"bad scope": "users:\n- name: group:ops\n  clusters: [\"prod-[\"]\n",
+	} {
+		path := filepath.Join(dir, strings.ReplaceAll(name, " ", "-"))
+		if err := os.WriteFile(path, []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		_, err := LoadTokenFile(path)
+		if err == nil {
+			t.Errorf("%s: loaded without error", name)
+			continue
+		}
+		if name == "bad scope" && !strings.Contains(err.Error(), "users[0].clusters[0]") {
+			t.Errorf("%s: error does not name the entry: %v", name, err)
+		}
+	}
+}

@@ -3,6 +3,7 @@ package aggregator
 import (
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/btree"
@@ -13,14 +14,10 @@ import (
 )
 
 // FreshnessSource tells the index which clusters exist and how current each one's cache
-// is, for the freshness of answers. *clusters.Fleet is one.
-type FreshnessSource interface {
-	Names() []string
-	// Loaded is false until the cluster source was read: an empty fleet then means
-	// "not known yet", and every answer is partial.
-	Loaded() bool
-	Freshness(cluster, resource string) (clusters.Freshness, bool)
-}
+// is, for the freshness of answers: the fleet that feeds the index hands itself over
+// (clusters.EventHandler.OnFleet). Loaded is false until the cluster source was read: an
+// empty fleet then means "not known yet", and every answer is partial.
+type FreshnessSource = clusters.FleetView
 
 // Options tune an Index; zero values mean defaults.
 type Options struct {
@@ -38,7 +35,7 @@ type Options struct {
 // methods are safe for concurrent use.
 type Index struct {
 	opts   Options
-	status FreshnessSource
+	status atomic.Pointer[sourceRef]
 
 	mu        sync.RWMutex
 	resources map[string]*resourceIndex // by resource name, e.g. "deployments.apps"
@@ -48,7 +45,23 @@ type Index struct {
 
 var _ clusters.EventHandler = (*Index)(nil)
 
-// New returns an empty index. status may be nil (answers then carry no freshness).
+// sourceRef holds the index's freshness source (an interface) for atomic replacement.
+type sourceRef struct{ FreshnessSource }
+
+// OnFleet implements clusters.EventHandler: the fleet that feeds the index is where its
+// answers' freshness comes from.
+func (ix *Index) OnFleet(f clusters.FleetView) { ix.status.Store(&sourceRef{f}) }
+
+// source returns the freshness source, or nil.
+func (ix *Index) source() FreshnessSource {
+	if r := ix.status.Load(); r != nil {
+		return r.FreshnessSource
+	}
+	return nil
+}
+
+// New returns an empty index. status may be nil: the fleet hands itself over when it
+// starts (OnFleet); until then answers carry no freshness. Tests pass a fake.
 func New(status FreshnessSource, opts Options) *Index {
 	if opts.HistorySize == 0 {
 		opts.HistorySize = 4096
@@ -59,7 +72,11 @@ func New(status FreshnessSource, opts Options) *Index {
 	if opts.ContinueTTL == 0 {
 		opts.ContinueTTL = DefaultContinueTTL
 	}
-	return &Index{opts: opts, status: status, resources: map[string]*resourceIndex{}, names: map[string]string{}, stopped: map[uint64]bool{}}
+	ix := &Index{opts: opts, resources: map[string]*resourceIndex{}, names: map[string]string{}, stopped: map[uint64]bool{}}
+	if status != nil {
+		ix.OnFleet(status)
+	}
+	return ix
 }
 
 // resourceIndex holds one resource across clusters.

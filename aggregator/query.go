@@ -153,10 +153,11 @@ func (ix *Index) plan(q Query) (*plan, error) {
 }
 
 func (ix *Index) clusterNames() []string {
-	if ix.status == nil {
+	src := ix.source()
+	if src == nil {
 		return nil
 	}
-	return ix.status.Names()
+	return src.Names()
 }
 
 // freshness reports the selected clusters' state for the resource, and whether the
@@ -164,12 +165,13 @@ func (ix *Index) clusterNames() []string {
 // the clusters are not known yet.
 func (ix *Index) freshness(p *plan) ([]Freshness, bool) {
 	out := make([]Freshness, 0, len(p.clusters))
-	if ix.status == nil {
+	src := ix.source()
+	if src == nil {
 		return out, false
 	}
-	partial := !ix.status.Loaded()
+	partial := !src.Loaded()
 	for _, name := range p.clusters {
-		cf, ok := ix.status.Freshness(name, p.resource.name)
+		cf, ok := src.Freshness(name, p.resource.name)
 		if !ok {
 			out = append(out, Freshness{Cluster: name, Phase: clusters.PhaseStopped, Message: "no longer cached"})
 			partial = true

@@ -55,8 +55,14 @@ func NewFleet(source Source, opts FleetOptions) *Fleet {
 		opts.Logger = zap.NewNop()
 	}
 	opts.Cluster.Logger = opts.Logger
-	return &Fleet{source: source, opts: opts, log: opts.Logger, reload: make(chan struct{}, 1), clusters: map[string]*running{}}
+	f := &Fleet{source: source, opts: opts, log: opts.Logger, reload: make(chan struct{}, 1), clusters: map[string]*running{}}
+	if h := opts.Cluster.Handler; h != nil {
+		h.OnFleet(f) // before anything can ask the handler
+	}
+	return f
 }
+
+var _ FleetView = (*Fleet)(nil)
 
 // Reload asks the fleet to read its source again (e.g. on SIGHUP).
 func (f *Fleet) Reload() {

@@ -511,6 +511,7 @@ func (r *recorder) OnDelete(ref *clusters.InformerRef, obj *clusters.Object) {
 	delete(r.objs, ref.Cluster+"/"+obj.Namespace+"/"+obj.Name)
 }
 func (r *recorder) OnStop(*clusters.InformerRef) {}
+func (r *recorder) OnFleet(clusters.FleetView)   {}
 
 func (r *recorder) put(ref *clusters.InformerRef, obj *clusters.Object) {
 	r.mu.Lock()

@@ -227,3 +227,25 @@ func TestFleetStartReloadsAndStopsEverything(t *testing.T) {
 		t.Errorf("%d clusters listed after Start returned", n)
 	}
 }
+
+// fleetCatcher is an EventHandler that only keeps the fleet handed to it.
+type fleetCatcher struct{ got FleetView }
+
+func (*fleetCatcher) OnAdd(*InformerRef, *Object)             {}
+func (*fleetCatcher) OnUpdate(*InformerRef, *Object, *Object) {}
+func (*fleetCatcher) OnDelete(*InformerRef, *Object)          {}
+func (*fleetCatcher) OnStop(*InformerRef)                     {}
+func (c *fleetCatcher) OnFleet(f FleetView)                   { c.got = f }
+
+// TestNewFleetHandsItselfToTheHandler: the handler (the index) learns the fleet it is
+// fed by when the fleet is made, before anything can query it.
+func TestNewFleetHandsItselfToTheHandler(t *testing.T) {
+	h := &fleetCatcher{}
+	f := NewFleet(nil, FleetOptions{Cluster: Options{Handler: h}})
+	if h.got != FleetView(f) {
+		t.Fatalf("handler got %v, want the fleet", h.got)
+	}
+	if f.Loaded() {
+		t.Error("a fleet that has not read its source says it is loaded")
+	}
+}

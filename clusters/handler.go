@@ -47,6 +47,19 @@ type EventHandler interface {
 	// OnStop says the informer stopped (cluster removed or restarted, resource no longer
 	// served): every object it delivered leaves the cache.
 	OnStop(ref *InformerRef)
+	// OnFleet hands the handler the fleet that feeds it, once, when the fleet is made
+	// (before any other call): answers read which clusters exist and how fresh each is
+	// from it.
+	OnFleet(FleetView)
+}
+
+// FleetView is what a consumer reads of the fleet, cheaply: which clusters exist,
+// whether the cluster source has been read, and one cluster's freshness for one
+// resource. *Fleet is one.
+type FleetView interface {
+	Names() []string
+	Loaded() bool
+	Freshness(cluster, resource string) (Freshness, bool)
 }
 
 var informerIDs atomic.Uint64

@@ -198,14 +198,12 @@ func serve(args []string) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
-	// The index reports the fleet's state and the fleet feeds the index: the index gets
-	// the fleet once it exists, before either starts.
-	fleetRef := &struct{ *clusters.Fleet }{}
-	index := aggregator.New(fleetRef, aggregator.Options{ContinueTTL: cfg.API.ContinueTTL.Duration})
+	// The fleet feeds the index, and hands itself to it (OnFleet) for the freshness of
+	// answers.
+	index := aggregator.New(nil, aggregator.Options{ContinueTTL: cfg.API.ContinueTTL.Duration})
 	clusterOpts := cfg.ClusterOptions()
 	clusterOpts.Handler = index
 	fleet := clusters.NewFleet(cfg.Source(), clusters.FleetOptions{Cluster: clusterOpts, Logger: log})
-	fleetRef.Fleet = fleet
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	go func() {

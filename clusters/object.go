@@ -36,6 +36,9 @@ type Object struct {
 
 	raw   []byte
 	codec *codec
+	// cells are the table cells of a built-in kind (see AppendCells), computed once here
+	// so that serving a table needs no decoding.
+	cells string
 }
 
 // codec turns one resource's objects into bytes and back.
@@ -158,7 +161,11 @@ func (c *codec) compact(in any) (any, error) {
 	}
 	trim(m)
 	fields := extract(c.indexes, obj)
-	out := &Object{Fields: fields, TypeMeta: metav1.TypeMeta{APIVersion: c.gvk.GroupVersion().String(), Kind: c.gvk.Kind}, codec: c}
+	var cells string
+	if _, typed := obj.(protoObject); typed {
+		cells = tableCells(c.gvk.GroupKind(), obj)
+	}
+	out := &Object{Fields: fields, cells: cells, TypeMeta: metav1.TypeMeta{APIVersion: c.gvk.GroupVersion().String(), Kind: c.gvk.Kind}, codec: c}
 	out.ObjectMeta = metav1.ObjectMeta{
 		Name:              m.GetName(),
 		Namespace:         m.GetNamespace(),

@@ -355,13 +355,6 @@ func (h *Handler) list(w http.ResponseWriter, r *http.Request, q aggregator.Quer
 		writeQueryError(w, err)
 		return
 	}
-	objs := make([]runtime.Object, len(res.Items))
-	for i, it := range res.Items {
-		if objs[i], err = tagged(it); err != nil {
-			writeStatus(w, apierrors.NewInternalError(err))
-			return
-		}
-	}
 	if res.Partial {
 		var stale []string
 		for _, f := range res.Clusters {
@@ -372,25 +365,12 @@ func (h *Handler) list(w http.ResponseWriter, r *http.Request, q aggregator.Quer
 		// kubectl prints Warning headers: the user learns the answer may be incomplete.
 		w.Header().Add("Warning", fmt.Sprintf(`299 - "fleetcache: partial answer: %s"`, strings.Join(stale, ", ")))
 	}
+	// Streamed: the answer is written as it is encoded, never held whole.
 	if wantsTable(r) {
-		t := table(info, res.Items, objs, cursor.Encode())
-		t.Continue = res.Continue
-		writeJSON(w, t)
+		writeTableList(w, r, info, res, cursor.Encode())
 		return
 	}
-	items := make([]json.RawMessage, len(objs))
-	for i, o := range objs {
-		if items[i], err = json.Marshal(o); err != nil {
-			writeStatus(w, apierrors.NewInternalError(err))
-			return
-		}
-	}
-	writeJSON(w, map[string]any{
-		"kind":       info.Kind + "List",
-		"apiVersion": info.APIVersion,
-		"metadata":   metav1.ListMeta{ResourceVersion: cursor.Encode(), Continue: res.Continue},
-		"items":      items,
-	})
+	writeObjectList(w, r, info, res, cursor.Encode())
 }
 
 func (h *Handler) watch(w http.ResponseWriter, r *http.Request, q aggregator.Query, info aggregator.ResourceInfo) {

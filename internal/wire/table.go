@@ -166,6 +166,8 @@ func (t *Table) AppendRow(dst []byte, it aggregator.Item, now time.Time) ([]byte
 	case IncludeMetadata:
 		dst = append(dst, `,"object":`...)
 		dst = appendPartialMetadata(dst, it)
+	default:
+		dst = append(dst, `,"object":null`...) // as encoding/json writes an empty RawExtension
 	}
 	return append(dst, '}'), nil
 }

@@ -35,6 +35,29 @@ type encoder struct {
 // fleetcache.io/cluster. The object is decoded into a private copy; the cache is never
 // modified.
 func AppendObject(dst []byte, it aggregator.Item) ([]byte, error) {
+	if out, ok := transcode(dst, it, it.Cluster); ok {
+		return out, nil
+	}
+	return DecodeAndAppendObject(dst, it)
+}
+
+// transcode writes a built-in object's JSON straight from its protobuf (see
+// protojson.go); ok is false when it must be decoded instead.
+func transcode(dst []byte, it aggregator.Item, cluster string) ([]byte, bool) {
+	raw, typ, gvk, ok := it.Object.Protobuf()
+	if !ok {
+		return dst, false
+	}
+	out, err := appendProtoJSON(dst, raw, typ, gvk, cluster)
+	if err != nil {
+		return dst, false // partial output past len(dst) is overwritten
+	}
+	return out, true
+}
+
+// DecodeAndAppendObject is AppendObject by way of a decoded object and encoding/json:
+// the slow path, for custom resources and whatever the transcoder does not handle.
+func DecodeAndAppendObject(dst []byte, it aggregator.Item) ([]byte, error) {
 	obj, err := it.Object.Decode()
 	if err != nil {
 		return dst, err
@@ -48,6 +71,9 @@ func AppendObject(dst []byte, it aggregator.Item) ([]byte, error) {
 // AppendPlainObject appends the item's object as JSON to dst, as it is cached (the
 // /api/v1 answers carry the cluster beside the object).
 func AppendPlainObject(dst []byte, it aggregator.Item) ([]byte, error) {
+	if out, ok := transcode(dst, it, ""); ok {
+		return out, nil
+	}
 	obj, err := it.Object.Decode()
 	if err != nil {
 		return dst, err
@@ -83,6 +109,15 @@ func appendJSON(dst []byte, v any) ([]byte, error) {
 
 const hex = "0123456789abcdef"
 
+// htmlSafe are the ASCII bytes a JSON string holds as they are (encoding/json's
+// htmlSafeSet): printable, and neither a quote, a backslash nor <, > or &.
+var htmlSafe = func() (set [utf8.RuneSelf]bool) {
+	for b := 0x20; b < utf8.RuneSelf; b++ {
+		set[b] = b != '"' && b != '\\' && b != '<' && b != '>' && b != '&'
+	}
+	return set
+}()
+
 // AppendString appends s as a JSON string exactly as encoding/json writes it: HTML
 // characters, control characters, U+2028 and U+2029 escaped, invalid UTF-8 replaced.
 func AppendString(dst []byte, s string) []byte {
@@ -90,7 +125,7 @@ func AppendString(dst []byte, s string) []byte {
 	start := 0
 	for i := 0; i < len(s); {
 		if b := s[i]; b < utf8.RuneSelf {
-			if b >= 0x20 && b != '"' && b != '\\' && b != '<' && b != '>' && b != '&' {
+			if htmlSafe[b] {
 				i++
 				continue
 			}

@@ -197,8 +197,10 @@ func appendPartialMetadata(dst []byte, it aggregator.Item) []byte {
 		dst = append(dst, `,"resourceVersion":`...)
 		dst = AppendString(dst, m.ResourceVersion)
 	}
-	dst = append(dst, `,"creationTimestamp":`...)
-	dst = appendTime(dst, m.CreationTimestamp.Time)
+	if !m.CreationTimestamp.IsZero() { // omitzero
+		dst = append(dst, `,"creationTimestamp":`...)
+		dst = appendTime(dst, m.CreationTimestamp.Time)
+	}
 	if m.DeletionTimestamp != nil {
 		dst = append(dst, `,"deletionTimestamp":`...)
 		dst = appendTime(dst, m.DeletionTimestamp.Time)

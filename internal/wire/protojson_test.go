@@ -47,7 +47,9 @@ var quantities = []string{"0", "1", "250m", "1.5", "128Mi", "1Gi", "2e3", "100k"
 
 func filler(seed int64) *randfill.Filler {
 	return randfill.NewWithSeed(seed).NilChance(0.3).NumElements(0, 3).Funcs(
-		func(q *resource.Quantity, c randfill.Continue) { *q = resource.MustParse(quantities[c.Intn(len(quantities))]) },
+		func(q *resource.Quantity, c randfill.Continue) {
+			*q = resource.MustParse(quantities[c.Intn(len(quantities))])
+		},
 		func(t *metav1.Time, c randfill.Continue) {
 			if c.Intn(4) == 0 {
 				*t = metav1.Time{}
@@ -55,7 +57,9 @@ func filler(seed int64) *randfill.Filler {
 			}
 			*t = metav1.Unix(c.Int63n(4e9), 0)
 		},
-		func(t *metav1.MicroTime, c randfill.Continue) { *t = metav1.NewMicroTime(time.Unix(c.Int63n(4e9), c.Int63n(1e9))) },
+		func(t *metav1.MicroTime, c randfill.Continue) {
+			*t = metav1.NewMicroTime(time.Unix(c.Int63n(4e9), c.Int63n(1e9)))
+		},
 		func(v *intstr.IntOrString, c randfill.Continue) {
 			if c.Intn(2) == 0 {
 				*v = intstr.FromInt32(c.Int31())
@@ -63,7 +67,9 @@ func filler(seed int64) *randfill.Filler {
 				*v = intstr.FromString(c.String(8))
 			}
 		},
-		func(r *runtime.RawExtension, c randfill.Continue) { *r = runtime.RawExtension{Raw: []byte(fmt.Sprintf(`{"n":%d}`, c.Intn(100)))} },
+		func(r *runtime.RawExtension, c randfill.Continue) {
+			*r = runtime.RawExtension{Raw: []byte(fmt.Sprintf(`{"n":%d}`, c.Intn(100)))}
+		},
 		func(f *metav1.FieldsV1, c randfill.Continue) { *f = metav1.FieldsV1{Raw: []byte(`{"f:a":{}}`)} },
 		func(s *string, c randfill.Continue) {
 			const chars = "ab<>&\"\\\n\x01é"
@@ -171,4 +177,3 @@ func BenchmarkObjectJSON(b *testing.B) {
 		}
 	})
 }
-

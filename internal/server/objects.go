@@ -312,11 +312,13 @@ func (a *api) watch(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusOK)
 	flusher, _ := w.(http.Flusher)
 	rc := http.NewResponseController(w)
+	var buf, objBuf []byte // one line at a time, reused
 	write := func(line watchLine) error {
-		raw, err := json.Marshal(line)
+		raw, err := appendLine(buf[:0], line)
 		if err != nil {
 			return err
 		}
+		buf = raw
 		// A client that stops reading is disconnected instead of holding the stream.
 		_ = rc.SetWriteDeadline(time.Now().Add(a.opts.Limits.StreamWriteTimeout))
 		if sse {
@@ -348,7 +350,8 @@ func (a *api) watch(w http.ResponseWriter, r *http.Request) {
 			if !ok {
 				return
 			}
-			line, err := toLine(ev)
+			line, err := toLine(ev, objBuf[:0])
+			objBuf = line.Object
 			if err != nil {
 				line = watchLine{Type: watch.Error, Error: &apiError{Code: 500, Reason: "InternalError", Message: err.Error()}}
 			}
@@ -362,7 +365,30 @@ func (a *api) watch(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-func toLine(ev watch.Event) (watchLine, error) {
+// appendLine appends line as json.Marshal writes it; the object, already JSON, is spliced
+// in rather than validated and copied again.
+func appendLine(dst []byte, line watchLine) ([]byte, error) {
+	if line.Error != nil {
+		raw, err := json.Marshal(line)
+		return append(dst, raw...), err
+	}
+	dst = append(dst, `{"type":`...)
+	dst = wire.AppendString(dst, string(line.Type))
+	for _, f := range []struct{ name, value string }{{`,"cluster":`, line.Cluster}, {`,"resourceVersion":`, line.ResourceVersion}, {`,"cursor":`, line.Cursor}} {
+		if f.value != "" {
+			dst = append(dst, f.name...)
+			dst = wire.AppendString(dst, f.value)
+		}
+	}
+	if len(line.Object) > 0 {
+		dst = append(dst, `,"object":`...)
+		dst = append(dst, line.Object...)
+	}
+	return append(dst, '}'), nil
+}
+
+// toLine converts an event; the object's JSON is appended to objBuf.
+func toLine(ev watch.Event, objBuf []byte) (watchLine, error) {
 	switch o := ev.Object.(type) {
 	case *aggregator.WatchItem:
 		line := watchLine{Type: ev.Type, Cursor: o.Cursor}
@@ -370,7 +396,7 @@ func toLine(ev watch.Event) (watchLine, error) {
 			return line, nil
 		}
 		line.Cluster, line.ResourceVersion = o.Cluster, strconv.FormatUint(o.RV, 10)
-		raw, err := encodeObject(o.Item)
+		raw, err := wire.AppendPlainObject(objBuf, o.Item)
 		line.Object = raw
 		return line, err
 	default:

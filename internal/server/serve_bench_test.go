@@ -82,6 +82,7 @@ func servingIndex(b *testing.B, n int, realistic bool) *aggregator.Index {
 		if realistic {
 			p = fixtures.RealisticPod(i)
 			p.Namespace = fmt.Sprintf("ns-%02d", i%50)
+			p.Labels["app"] = fmt.Sprintf("app-%03d", i%200) // for selective lists
 		} else {
 			p = &corev1.Pod{
 				ObjectMeta: metav1.ObjectMeta{Namespace: fmt.Sprintf("ns-%02d", i%50), Name: fmt.Sprintf("pod-%07d", i), UID: types.UID(fmt.Sprint(i)), ResourceVersion: fmt.Sprint(i + 1),

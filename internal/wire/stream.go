@@ -4,12 +4,17 @@ import (
 	"context"
 	"runtime"
 	"sync"
+	"time"
 )
 
 // batchSize is how many items one encoder goroutine takes at a time: large enough that
 // handing out work costs nothing next to encoding it, small enough that the first bytes
 // leave early and memory stays bounded (at most 2 × GOMAXPROCS batches are held).
 const batchSize = 64
+
+// batches are reused across streams: a page's encodings are garbage the moment they are
+// written.
+var batches = sync.Pool{New: func() any { return &batch{ends: make([]int, 0, batchSize)} }}
 
 // batch is the encodings of up to batchSize consecutive items, item k ending at ends[k].
 type batch struct {
@@ -18,6 +23,22 @@ type batch struct {
 	err  error
 	errI int
 }
+
+type parallelismKey struct{}
+
+// WithParallelism returns a context under which Stream encodes on at most n() goroutines,
+// asked again before every batch: the server narrows a list to one core while cheaper
+// requests need the others.
+func WithParallelism(ctx context.Context, n func() int) context.Context {
+	return context.WithValue(ctx, parallelismKey{}, n)
+}
+
+// yield: encoders step aside after every batch (well under a millisecond of work), so
+// that a cheap request that just arrived waits for a batch, not for the scheduler's 10 ms
+// time slice.
+
+// parkInterval is how long an encoder that may not run waits before it asks again.
+const parkInterval = 200 * time.Microsecond
 
 // EncodeFunc appends item i's encoding to dst.
 type EncodeFunc func(dst []byte, i int) ([]byte, error)
@@ -34,25 +55,25 @@ func Stream(ctx context.Context, n int, enc EncodeFunc, write WriteFunc) error {
 	if n == 0 {
 		return nil
 	}
-	batches := (n + batchSize - 1) / batchSize
-	workers := min(runtime.GOMAXPROCS(0), batches)
+	nBatches := (n + batchSize - 1) / batchSize
+	workers := min(runtime.GOMAXPROCS(0), nBatches)
 	if workers <= 1 {
 		// One batch or one core: no goroutines, no channels.
-		var buf []byte
-		ends := make([]int, 0, batchSize)
-		for b := 0; b < batches; b++ {
-			buf, ends = buf[:0], ends[:0]
+		bt := batches.Get().(*batch)
+		defer batches.Put(bt)
+		for b := 0; b < nBatches; b++ {
+			bt.buf, bt.ends = bt.buf[:0], bt.ends[:0]
 			lo, hi := b*batchSize, min(n, (b+1)*batchSize)
 			for i := lo; i < hi; i++ {
 				var err error
-				if buf, err = enc(buf, i); err != nil {
+				if bt.buf, err = enc(bt.buf, i); err != nil {
 					return err
 				}
-				ends = append(ends, len(buf))
+				bt.ends = append(bt.ends, len(bt.buf))
 			}
 			start := 0
-			for k, end := range ends {
-				if !write(lo+k, buf[start:end]) {
+			for k, end := range bt.ends {
+				if !write(lo+k, bt.buf[start:end]) {
 					return nil
 				}
 				start = end
@@ -60,6 +81,7 @@ func Stream(ctx context.Context, n int, enc EncodeFunc, write WriteFunc) error {
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
+			runtime.Gosched() // see yield
 		}
 		return nil
 	}
@@ -69,14 +91,14 @@ func Stream(ctx context.Context, n int, enc EncodeFunc, write WriteFunc) error {
 	// Each batch has its own result channel; the writer reads them in order. A window of
 	// 2 × workers batches bounds memory: encoders wait for the writer.
 	window := make(chan struct{}, 2*workers)
-	results := make([]chan *batch, batches)
+	results := make([]chan *batch, nBatches)
 	for i := range results {
 		results[i] = make(chan *batch, 1)
 	}
 	next := make(chan int)
 	go func() {
 		defer close(next)
-		for b := 0; b < batches; b++ {
+		for b := 0; b < nBatches; b++ {
 			select {
 			case window <- struct{}{}:
 			case <-ctx.Done():
@@ -89,11 +111,30 @@ func Stream(ctx context.Context, n int, enc EncodeFunc, write WriteFunc) error {
 			}
 		}
 	}()
-	pool := sync.Pool{New: func() any { return &batch{ends: make([]int, 0, batchSize)} }}
-	for range workers {
+	allowed, _ := ctx.Value(parallelismKey{}).(func() int)
+	for k := range workers {
 		wg.Go(func() {
-			for b := range next {
-				out := pool.Get().(*batch)
+			var park *time.Timer
+			for {
+				if k > 0 && allowed != nil && k >= allowed() {
+					if park == nil {
+						park = time.NewTimer(parkInterval)
+						defer park.Stop()
+					} else {
+						park.Reset(parkInterval)
+					}
+					select {
+					case <-ctx.Done():
+						return
+					case <-park.C:
+						continue
+					}
+				}
+				b, ok := <-next
+				if !ok {
+					return
+				}
+				out := batches.Get().(*batch)
 				out.buf, out.ends, out.err = out.buf[:0], out.ends[:0], nil
 				lo, hi := b*batchSize, min(n, (b+1)*batchSize)
 				for i := lo; i < hi && ctx.Err() == nil; i++ {
@@ -105,10 +146,11 @@ func Stream(ctx context.Context, n int, enc EncodeFunc, write WriteFunc) error {
 					out.ends = append(out.ends, len(out.buf))
 				}
 				results[b] <- out
+				runtime.Gosched() // see yield
 			}
 		})
 	}
-	for b := 0; b < batches; b++ {
+	for b := 0; b < nBatches; b++ {
 		var out *batch
 		select {
 		case out = <-results[b]:
@@ -125,7 +167,7 @@ func Stream(ctx context.Context, n int, enc EncodeFunc, write WriteFunc) error {
 		if out.err != nil {
 			return out.err
 		}
-		pool.Put(out)
+		batches.Put(out)
 		<-window
 	}
 	return nil

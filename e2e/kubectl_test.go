@@ -25,7 +25,7 @@ type fleetKubectl struct {
 	kubeconfig, cacheDir string
 }
 
-func newFleetKubectl(t *testing.T, d *daemon) *fleetKubectl {
+func newFleetKubectl(t testing.TB, d *daemon) *fleetKubectl {
 	t.Helper()
 	dir := t.TempDir()
 	k := &fleetKubectl{kubeconfig: filepath.Join(dir, "kubeconfig"), cacheDir: filepath.Join(dir, "cache")}

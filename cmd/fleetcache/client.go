@@ -56,7 +56,7 @@ func newClientFlags(name string) *clientFlags {
 	f.all = fs.Bool("A", false, "all namespaces (the default; for kubectl habits)")
 	f.output = fs.String("o", "", "output: wide, json, yaml or name (default: table)")
 	f.by = fs.String("by", "cluster", "count: group by cluster,namespace,label:KEY,field:PATH")
-	f.limit = fs.Int("chunk-size", 500, "objects per request; pages are followed to the end")
+	f.limit = fs.Int("chunk-size", 5000, "objects per request; pages are followed to the end")
 	return f
 }
 
@@ -90,6 +90,12 @@ func runClient(cmd string, args []string) error {
 		return err
 	}
 	c := &client{server: strings.TrimRight(*f.server, "/"), http: &http.Client{}, out: os.Stdout}
+	if cmd != "watch" { // a watch prints each event as it comes
+		// Buffered: a table of 100k rows would otherwise be 100k write calls.
+		out := bufio.NewWriterSize(os.Stdout, 64<<10)
+		defer out.Flush()
+		c.out = out
+	}
 	switch cmd {
 	case "clusters":
 		return c.clusters()
@@ -241,13 +247,16 @@ func (c *client) getTable(q url.Values, wide bool) error {
 		fmt.Fprintln(os.Stderr, "No resources found")
 		return nil
 	}
-	// The printer reads each row's namespace from its object metadata.
+	// The printer reads each row's namespace from its object metadata (name and
+	// namespace only, in these rows).
 	for i := range table.Rows {
-		m := &metav1.PartialObjectMetadata{}
-		if err := json.Unmarshal(table.Rows[i].Object.Raw, m); err != nil {
+		var row struct {
+			Metadata struct{ Name, Namespace string } `json:"metadata"`
+		}
+		if err := json.Unmarshal(table.Rows[i].Object.Raw, &row); err != nil {
 			return fmt.Errorf("decode row %d: %w", i, err)
 		}
-		table.Rows[i].Object.Object = m
+		table.Rows[i].Object.Object = &metav1.PartialObjectMetadata{ObjectMeta: metav1.ObjectMeta{Name: row.Metadata.Name, Namespace: row.Metadata.Namespace}}
 	}
 	withNamespace := last.Resource.Namespaced && q.Get("namespace") == ""
 	return printers.NewTablePrinter(printers.PrintOptions{Wide: wide, WithNamespace: withNamespace}).PrintObj(table, c.out)

@@ -345,6 +345,9 @@ func wantsTable(r *http.Request) bool {
 }
 
 func (h *Handler) list(w http.ResponseWriter, r *http.Request, q aggregator.Query, info aggregator.ResourceInfo) {
+	if wantsTable(r) {
+		q.Limit = 0 // a Table is answered whole: see tablesWhole in table.go
+	}
 	cursor, err := h.Index.Cursor(q)
 	if err != nil {
 		writeQueryError(w, err)

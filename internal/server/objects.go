@@ -147,7 +147,7 @@ func (a *api) writeList(w http.ResponseWriter, r *http.Request, res *aggregator.
 	var table *wire.Table
 	if asTable {
 		// One Table for the page: its columns are the resource's, whatever the items.
-		table = wire.NewTable(res.Resource, wire.IncludeMetadata)
+		table = wire.NewTable(res.Resource, wire.IncludeName)
 		now := time.Now()
 		enc = func(dst []byte, i int) ([]byte, error) { return table.AppendRow(dst, res.Items[i], now) }
 	} else {

@@ -29,6 +29,9 @@ const (
 	IncludeFull IncludeObject = "Object"
 	// IncludeNone is no object.
 	IncludeNone IncludeObject = "None"
+	// IncludeName is a PartialObjectMetadata with the name and namespace only: all a
+	// table printer reads (the CLI's rows).
+	IncludeName IncludeObject = "Name"
 )
 
 // Table is one resource's table: CLUSTER, NAME, the kind's columns (as the apiserver
@@ -166,6 +169,14 @@ func (t *Table) AppendRow(dst []byte, it aggregator.Item, now time.Time) ([]byte
 	case IncludeMetadata:
 		dst = append(dst, `,"object":`...)
 		dst = appendPartialMetadata(dst, it)
+	case IncludeName:
+		dst = append(dst, `,"object":{"kind":"PartialObjectMetadata","apiVersion":"meta.k8s.io/v1","metadata":{"name":`...)
+		dst = AppendString(dst, o.Name)
+		if o.Namespace != "" {
+			dst = append(dst, `,"namespace":`...)
+			dst = AppendString(dst, o.Namespace)
+		}
+		dst = append(dst, "}}"...)
 	default:
 		dst = append(dst, `,"object":null`...) // as encoding/json writes an empty RawExtension
 	}

@@ -255,7 +255,7 @@ func serve(args []string) error {
 		Authenticator: authn, ServeSecrets: cfg.API.ServeSecrets,
 		Limits: server.Limits{MaxInFlight: cfg.API.MaxInFlight, MaxWatches: cfg.API.MaxWatches, RequestTimeout: cfg.API.RequestTimeout.Duration,
 			ListSeats: cfg.API.ListSeats, ListQueue: cfg.API.ListQueue, ListQueueWait: cfg.API.ListQueueWait.Duration},
-		Fleet:  fleet, Index: index, Gatherer: reg, Registerer: reg, Logger: log,
+		Fleet: fleet, Index: index, Gatherer: reg, Registerer: reg, Logger: log,
 		Ready:   server.ReadyPolicy{Mode: cfg.Readiness.Policy, Min: cfg.Readiness.MinClusters},
 		KubeAPI: &kubeapi.Handler{Index: index, Fleet: fleet},
 	})

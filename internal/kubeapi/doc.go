@@ -7,7 +7,9 @@
 // It serves discovery (/api, /apis, /api/v1, /apis/{group}/{version}, /version) for the
 // cached resources, list, get and watch with labelSelector, fieldSelector, limit and
 // continue, and server-side Tables (Accept: application/json;as=Table;v=v1;g=meta.k8s.io)
-// whose first column is CLUSTER. Objects carry their cluster in the annotation
+// whose first column is CLUSTER, then the columns kube-apiserver prints (internal/wire).
+// Lists are streamed; a Table list is answered whole, whatever its limit (see
+// tablesWhole). Objects carry their cluster in the annotation
 // fleetcache.io/cluster. Every write is refused with 405 and a Status that says the API
 // is read-only.
 //

@@ -559,7 +559,10 @@ func (ix *Index) Count(q Query, groupBy []string) (*CountResult, error) {
 	inline := byNamespace || byLabel
 	for _, s := range p.shards {
 		count := func() {
-			local := map[[maxGroupBy]string]int{}
+			local := counts // inline: no other goroutine writes counts
+			if !inline {
+				local = map[[maxGroupBy]string]int{}
+			}
 			var values [maxGroupBy]string
 			s.mu.RLock()
 			switch {
@@ -636,11 +639,13 @@ func (ix *Index) Count(q Query, groupBy []string) (*CountResult, error) {
 				}
 			}
 			s.mu.RUnlock()
-			mu.Lock()
-			for k, n := range local {
-				counts[k] += n
+			if !inline {
+				mu.Lock()
+				for k, n := range local {
+					counts[k] += n
+				}
+				mu.Unlock()
 			}
-			mu.Unlock()
 		}
 		if inline {
 			count()
@@ -653,8 +658,13 @@ func (ix *Index) Count(q Query, groupBy []string) (*CountResult, error) {
 		})
 	}
 	wg.Wait()
+	// One backing array for every group's values: a count by cluster and namespace has
+	// hundreds of groups.
+	res.Groups = make([]Group, 0, len(counts))
+	values := make([]string, 0, len(counts)*len(groupBy))
 	for vals, n := range counts {
-		res.Groups = append(res.Groups, Group{Values: append([]string(nil), vals[:len(groupBy)]...), Count: n})
+		values = append(values, vals[:len(groupBy)]...)
+		res.Groups = append(res.Groups, Group{Values: values[len(values)-len(groupBy) : len(values) : len(values)], Count: n})
 		res.Total += n
 	}
 	sort.Slice(res.Groups, func(i, j int) bool {

@@ -4,7 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
-	"sort"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -183,7 +183,8 @@ func appendTime(dst []byte, t time.Time) []byte {
 
 // appendStringMap appends a map[string]string as encoding/json does: keys sorted.
 func appendStringMap(dst []byte, m map[string]string, extraKey, extraValue string) []byte {
-	keys := make([]string, 0, len(m)+1)
+	var buf [16]string // labels are few: no allocation per row
+	keys := buf[:0]
 	for k := range m {
 		keys = append(keys, k)
 	}
@@ -192,7 +193,7 @@ func appendStringMap(dst []byte, m map[string]string, extraKey, extraValue strin
 			keys = append(keys, extraKey)
 		}
 	}
-	sort.Strings(keys)
+	slices.Sort(keys)
 	dst = append(dst, '{')
 	for i, k := range keys {
 		if i > 0 {

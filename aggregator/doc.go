@@ -7,6 +7,8 @@
 //     ordered by namespace/name plus inverted indexes by label, owner and the resources'
 //     extra indexes (clusters.IndexSpec). Entries point at the clusters' cached objects:
 //     there is one copy of each object in memory.
+//   - labels (labels.go): entries carry their labels flattened and interned, and their
+//     namespace interned, so that a scan no index answers never touches the objects.
 //   - Query and List/Count (query.go): selection by cluster glob, namespace, label and
 //     field selectors (apimachinery's parsers and matchers), stable order, paging.
 //   - tokens (token.go): continue tokens and watch cursors.

@@ -79,5 +79,15 @@ func FuzzSelectors(f *testing.F) {
 		if len(res.Items) != want {
 			t.Errorf("%q / %q: List gave %d, the matcher %d", ls, fs, len(res.Items), want)
 		}
+		// Counting scans entries (flattened labels, interned namespaces), not objects.
+		for _, groupBy := range [][]string{{"cluster", "namespace"}, {"label:app"}, {"namespace", "label:tier"}} {
+			c, err := fx.ix.Count(q, groupBy)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if c.Total != want {
+				t.Errorf("%q / %q by %v: Count gave %d, the matcher %d", ls, fs, groupBy, c.Total, want)
+			}
+		}
 	})
 }

@@ -5,6 +5,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unique"
 
 	"github.com/google/btree"
 	"k8s.io/apimachinery/pkg/types"
@@ -115,9 +116,11 @@ type shard struct {
 
 // entry is one object in a shard; it points at the cluster cache's object.
 type entry struct {
-	key string // namespace + "/" + name; "/" + name for cluster-scoped objects
-	obj *clusters.Object
-	src uint64 // the informer run that delivered it
+	key    string // namespace + "/" + name; "/" + name for cluster-scoped objects
+	obj    *clusters.Object
+	src    uint64                // the informer run that delivered it
+	labels unique.Handle[string] // the object's labels, flattened (see labels.go)
+	ns     unique.Handle[string] // the object's namespace, interned (see labels.go)
 }
 
 func entryLess(a, b *entry) bool { return a.key < b.key }
@@ -273,7 +276,7 @@ func (ix *Index) upsert(ref *clusters.InformerRef, old, obj *clusters.Object) {
 	}
 	r := ix.resource(ref)
 	s := r.shard(ref.Cluster, ix.opts.HistorySize)
-	e := &entry{key: objectKey(obj.Namespace, obj.Name), obj: obj, src: ref.ID}
+	e := &entry{key: objectKey(obj.Namespace, obj.Name), obj: obj, src: ref.ID, labels: flatten(obj.Labels), ns: unique.Make(obj.Namespace)}
 	s.mu.Lock()
 	prev := s.insert(e)
 	typ := watch.Added

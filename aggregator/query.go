@@ -199,12 +199,38 @@ type matcher struct {
 	ns     string
 	labels labels.Selector
 	fields fields.Selector
-	// needsFields is false when the field selector is empty.
-	needsFields bool
+	// needsLabels and needsFields are false when the selector is empty.
+	needsLabels, needsFields bool
 }
 
 func newMatcher(q Query) matcher {
-	return matcher{scope: q.Scope, ns: q.Namespace, labels: q.LabelSelector, fields: q.FieldSelector, needsFields: !q.FieldSelector.Empty()}
+	return matcher{scope: q.Scope, ns: q.Namespace, labels: q.LabelSelector, fields: q.FieldSelector,
+		needsLabels: !q.LabelSelector.Empty(), needsFields: !q.FieldSelector.Empty()}
+}
+
+// entryMatcher is a matcher for one scan over entries: it reads namespaces from keys and
+// labels from their flattened form, so that a non-matching object is never touched.
+type entryMatcher struct {
+	m  matcher
+	lm labelMatcher
+}
+
+func (m matcher) forScan() *entryMatcher {
+	return &entryMatcher{m: m, lm: labelMatcher{sel: m.labels}}
+}
+
+func (em *entryMatcher) matches(e *entry) bool {
+	m := &em.m
+	if m.ns != "" || m.scope != nil {
+		ns := e.namespace()
+		if m.ns != "" && ns != m.ns || m.scope != nil && !m.scope.SeesNamespace(ns) {
+			return false
+		}
+	}
+	if m.needsLabels && !em.lm.matches(e.labels) {
+		return false
+	}
+	return !m.needsFields || m.fields.Matches(&objectFields{obj: e.obj})
 }
 
 func (m matcher) matches(obj *clusters.Object) bool {
@@ -341,10 +367,11 @@ func (s *shard) hasIndex(name string) bool {
 
 // scan calls fn for each matching entry of the shard with key > after, in key order,
 // until fn returns false. s.mu is held.
-func (s *shard) scan(q Query, m matcher, after string, fn func(*entry) bool) {
+func (s *shard) scan(q Query, mt matcher, after string, fn func(*entry) bool) {
+	m := mt.forScan()
 	if cands, ok := s.candidates(q); ok {
 		for _, e := range cands {
-			if e.key > after && m.matches(e.obj) && !fn(e) {
+			if e.key > after && m.matches(e) && !fn(e) {
 				return
 			}
 		}
@@ -362,7 +389,7 @@ func (s *shard) scan(q Query, m matcher, after string, fn func(*entry) bool) {
 		if e.key == after {
 			return true
 		}
-		if m.matches(e.obj) {
+		if m.matches(e) {
 			return fn(e)
 		}
 		return true
@@ -527,15 +554,20 @@ func (ix *Index) Count(q Query, groupBy []string) (*CountResult, error) {
 	}
 	byLabel = byLabel && !byNamespace && labelKeys(groupBy) == 1
 	m := newMatcher(q)
+	keys := parseGroupBy(groupBy)
 	// Shards are counted in parallel: a scan is bound by memory latency, not CPU.
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, goruntime.GOMAXPROCS(0))
+	// Counts from maintained counters take microseconds: goroutines would only add
+	// scheduling delay (under load, more than the count itself).
+	inline := byNamespace || byLabel
 	for _, s := range p.shards {
-		wg.Go(func() {
-			sem <- struct{}{}
-			defer func() { <-sem }()
-			local := map[[maxGroupBy]string]int{}
+		count := func() {
+			local := counts // inline: no other goroutine writes counts
+			if !inline {
+				local = map[[maxGroupBy]string]int{}
+			}
 			var values [maxGroupBy]string
 			s.mu.RLock()
 			switch {
@@ -578,25 +610,66 @@ func (ix *Index) Count(q Query, groupBy []string) (*CountResult, error) {
 					fill("", rest)
 				}
 			default:
+				// Objects visited in key order mostly repeat the previous one's group: they
+				// are counted in runs, and the map is touched once per run.
+				var run [maxGroupBy]string
+				n := 0
+				var fl flatLabels
 				s.scan(q, m, "", func(e *entry) bool {
-					for i, k := range groupBy {
-						values[i] = groupValue(k, s.cluster, e.obj)
+					for i, k := range keys {
+						switch k.kind {
+						case groupCluster:
+							values[i] = s.cluster
+						case groupNamespace:
+							values[i] = e.namespace()
+						case groupLabel:
+							fl.s = e.labels.Value()
+							values[i] = fl.Get(k.name)
+						default:
+							values[i] = groupValue(k.key, s.cluster, e.obj)
+						}
 					}
-					local[values]++
+					if n > 0 && values == run {
+						n++
+						return true
+					}
+					if n > 0 {
+						local[run] += n
+					}
+					run, n = values, 1
 					return true
 				})
+				if n > 0 {
+					local[run] += n
+				}
 			}
 			s.mu.RUnlock()
-			mu.Lock()
-			for k, n := range local {
-				counts[k] += n
+			if !inline {
+				mu.Lock()
+				for k, n := range local {
+					counts[k] += n
+				}
+				mu.Unlock()
 			}
-			mu.Unlock()
+		}
+		if inline {
+			count()
+			continue
+		}
+		wg.Go(func() {
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			count()
 		})
 	}
 	wg.Wait()
+	// One backing array for every group's values: a count by cluster and namespace has
+	// hundreds of groups.
+	res.Groups = make([]Group, 0, len(counts))
+	values := make([]string, 0, len(counts)*len(groupBy))
 	for vals, n := range counts {
-		res.Groups = append(res.Groups, Group{Values: append([]string(nil), vals[:len(groupBy)]...), Count: n})
+		values = append(values, vals[:len(groupBy)]...)
+		res.Groups = append(res.Groups, Group{Values: values[len(values)-len(groupBy) : len(values) : len(values)], Count: n})
 		res.Total += n
 	}
 	sort.Slice(res.Groups, func(i, j int) bool {
@@ -630,6 +703,37 @@ func labelOf(groupBy []string) string {
 		}
 	}
 	return ""
+}
+
+type groupKind int
+
+const (
+	groupCluster groupKind = iota
+	groupNamespace
+	groupLabel
+	groupField
+)
+
+// groupKey is a group-by key parsed once per Count, not once per object.
+type groupKey struct {
+	key, name string
+	kind      groupKind
+}
+
+func parseGroupBy(groupBy []string) []groupKey {
+	out := make([]groupKey, len(groupBy))
+	for i, k := range groupBy {
+		out[i] = groupKey{key: k, kind: groupField}
+		switch {
+		case k == "cluster":
+			out[i].kind = groupCluster
+		case k == "namespace":
+			out[i].kind = groupNamespace
+		case strings.HasPrefix(k, "label:"):
+			out[i].kind, out[i].name = groupLabel, k[len("label:"):]
+		}
+	}
+	return out
 }
 
 func groupValue(key, cluster string, obj *clusters.Object) string {

@@ -2,6 +2,8 @@ package clusters
 
 import (
 	"fmt"
+	"reflect"
+	"sync"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -36,6 +38,9 @@ type Object struct {
 
 	raw   []byte
 	codec *codec
+	// cells are the table cells of a built-in kind (see AppendCells), computed once here
+	// so that serving a table needs no decoding.
+	cells string
 }
 
 // codec turns one resource's objects into bytes and back.
@@ -46,6 +51,15 @@ type codec struct {
 	newTyped func() protoObject
 	// indexes are evaluated on the full object before it is compacted.
 	indexes []compiledIndex
+
+	typeOnce sync.Once
+	goType   reflect.Type // of newTyped's objects, once asked for
+}
+
+// typ is the Go type (not a pointer) protobuf-encoded objects decode into.
+func (c *codec) typ() reflect.Type {
+	c.typeOnce.Do(func() { c.goType = reflect.TypeOf(c.newTyped()).Elem() })
+	return c.goType
 }
 
 // protoObject is what every generated Kubernetes API type implements.
@@ -74,6 +88,16 @@ func (o *Object) Decode() (runtime.Object, error) {
 		return nil, fmt.Errorf("decode %s %s/%s: %w", o.codec.gvk.Kind, o.Namespace, o.Name, err)
 	}
 	return u, nil
+}
+
+// Protobuf returns, for a built-in kind, the object's protobuf encoding, the Go type it
+// decodes into and its kind; ok is false for custom resources, which are kept as JSON.
+// raw is shared: never modify it.
+func (o *Object) Protobuf() (raw []byte, typ reflect.Type, gvk schema.GroupVersionKind, ok bool) {
+	if o.codec.newTyped == nil {
+		return nil, nil, schema.GroupVersionKind{}, false
+	}
+	return o.raw, o.codec.typ(), o.codec.gvk, true
 }
 
 // Raw is the encoded form (protobuf for built-in types, JSON for custom resources). It is
@@ -158,7 +182,11 @@ func (c *codec) compact(in any) (any, error) {
 	}
 	trim(m)
 	fields := extract(c.indexes, obj)
-	out := &Object{Fields: fields, TypeMeta: metav1.TypeMeta{APIVersion: c.gvk.GroupVersion().String(), Kind: c.gvk.Kind}, codec: c}
+	var cells string
+	if _, typed := obj.(protoObject); typed {
+		cells = tableCells(c.gvk.GroupKind(), obj)
+	}
+	out := &Object{Fields: fields, cells: cells, TypeMeta: metav1.TypeMeta{APIVersion: c.gvk.GroupVersion().String(), Kind: c.gvk.Kind}, codec: c}
 	out.ObjectMeta = metav1.ObjectMeta{
 		Name:              m.GetName(),
 		Namespace:         m.GetNamespace(),
@@ -210,13 +238,11 @@ func NewCompactor(gvk schema.GroupVersionKind, resource string, indexes ...Index
 // Compact converts obj, which it modifies; a typed object must be of the Compactor's kind
 // and an unstructured one is kept as JSON.
 func (c *Compactor) Compact(obj runtime.Object) (*Object, error) {
-	codec := c.codec
-	if _, ok := obj.(*unstructured.Unstructured); ok && codec.newTyped != nil {
-		cp := *codec
-		cp.newTyped = nil
-		codec = &cp
+	cd := c.codec
+	if _, ok := obj.(*unstructured.Unstructured); ok && cd.newTyped != nil {
+		cd = &codec{gvk: cd.gvk, indexes: cd.indexes}
 	}
-	out, err := codec.compact(obj)
+	out, err := cd.compact(obj)
 	if err != nil {
 		return nil, err
 	}

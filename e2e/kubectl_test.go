@@ -25,7 +25,7 @@ type fleetKubectl struct {
 	kubeconfig, cacheDir string
 }
 
-func newFleetKubectl(t *testing.T, d *daemon) *fleetKubectl {
+func newFleetKubectl(t testing.TB, d *daemon) *fleetKubectl {
 	t.Helper()
 	dir := t.TempDir()
 	k := &fleetKubectl{kubeconfig: filepath.Join(dir, "kubeconfig"), cacheDir: filepath.Join(dir, "cache")}
@@ -124,19 +124,22 @@ func TestKubectlOutputFormats(t *testing.T) {
 	if len(names) != len(want) || !strings.HasPrefix(names[0], "pod/") {
 		t.Errorf("-o name: %d lines (%v...), want %d pod/... lines", len(names), names[:min(2, len(names))], len(want))
 	}
-	var list struct {
-		Items []metav1.PartialObjectMetadata `json:"items"`
-	}
-	if err := yaml.Unmarshal([]byte(k.must(t, "get", "pods", "-A", "-o", "yaml")), &list); err != nil {
-		t.Fatal(err)
-	}
-	var fromYAML []string
-	for _, it := range list.Items {
-		fromYAML = append(fromYAML, it.Annotations["fleetcache.io/cluster"]+"/"+it.Namespace+"/"+it.Name)
-	}
-	sort.Strings(fromYAML)
-	if fmt.Sprint(fromYAML) != fmt.Sprint(want) {
-		t.Errorf("-o yaml items:\n got  %v\n want %v", fromYAML, want)
+	// -o yaml and -o json: whole objects, streamed, each tagged with its cluster.
+	for _, format := range []string{"yaml", "json"} {
+		var list struct {
+			Items []metav1.PartialObjectMetadata `json:"items"`
+		}
+		if err := yaml.Unmarshal([]byte(k.must(t, "get", "pods", "-A", "-o", format)), &list); err != nil {
+			t.Fatal(err)
+		}
+		var items []string
+		for _, it := range list.Items {
+			items = append(items, it.Annotations["fleetcache.io/cluster"]+"/"+it.Namespace+"/"+it.Name)
+		}
+		sort.Strings(items)
+		if fmt.Sprint(items) != fmt.Sprint(want) {
+			t.Errorf("-o %s items:\n got  %v\n want %v", format, items, want)
+		}
 	}
 }
 

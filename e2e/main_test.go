@@ -32,6 +32,7 @@ type daemon struct {
 	bin    string
 	config string
 	log    string
+	pid    int
 }
 
 var (
@@ -104,6 +105,7 @@ func launch() (*daemon, error) {
 	if err := cmd.Start(); err != nil {
 		return nil, err
 	}
+	d.pid = cmd.Process.Pid
 	go func() { _ = cmd.Wait() }()
 	if err := waitReady(d.url, d.log); err != nil {
 		return nil, err
@@ -143,7 +145,7 @@ func (d *daemon) getJSON(t testing.TB, path string, q url.Values, v any) int {
 }
 
 // cli runs the fleetcache client.
-func (d *daemon) cli(t *testing.T, args ...string) string {
+func (d *daemon) cli(t testing.TB, args ...string) string {
 	t.Helper()
 	cmd := exec.Command(d.bin, append(args, "--server", d.url)...)
 	out, err := cmd.Output()

@@ -12,11 +12,19 @@ import (
 	"github.com/fleetcache/fleetcache/internal/testfleet"
 )
 
-var bigSeed sync.Once
+var bigSeed struct {
+	sync.Mutex
+	pods int
+}
 
-// seedBig grows every cluster of the fleet to podsPerCluster pods (once per process).
+// seedBig grows every cluster of the fleet to at least podsPerCluster pods.
 func seedBig(b *testing.B, podsPerCluster int) {
-	bigSeed.Do(func() {
+	bigSeed.Lock()
+	defer bigSeed.Unlock()
+	if bigSeed.pods >= podsPerCluster {
+		return
+	}
+	func() {
 		var wg sync.WaitGroup
 		errs := make(chan error, len(fleet.Clusters))
 		start := time.Now()
@@ -33,7 +41,8 @@ func seedBig(b *testing.B, podsPerCluster int) {
 			b.Fatal(err)
 		}
 		b.Logf("seeded %d pods per cluster in %s", podsPerCluster, time.Since(start).Round(time.Second))
-	})
+	}()
+	bigSeed.pods = podsPerCluster
 }
 
 const bigPods = 10_000

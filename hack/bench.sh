@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # make bench: every benchmark, then one summary table. Raw output goes to
 # .cache/bench/raw.txt, the table to .cache/bench/summary.md (and stdout).
-# Takes about 10 minutes on 2 cores (seeding 3 real clusters with 10k pods each is 2 of them).
+# Takes about 20 minutes on 2 cores (seeding 3 real clusters with 10k pods each is 2 of them).
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$repo"
@@ -22,8 +22,16 @@ run -bench Scaling -benchtime 1x ./internal/benchapi/
 run -bench 'Get' -benchtime 200000x ./aggregator/
 run -bench 'List|Count' -benchtime 20x ./aggregator/
 run -bench HTTPUnderLoad -benchtime 400x ./internal/server/
-run -bench 'FleetQueryVsKubectl|RealFleet|DaemonRSS|ClientGoInformerSync' -benchtime 3x ./e2e/
+# Serving speed (issue #13): the server's cost per object at 100k pods, a realistic pod's
+# JSON, and cheap requests under a mixed load (with and without list admission).
+run -bench ServeList -benchtime 2x ./internal/server/
+run -bench MixedLoad -benchtime 1x ./internal/server/
+run -bench ObjectJSON ./internal/wire/
+run -bench 'FleetQueryVsKubectl|RealFleetInitialSync|RealFleetQueryVsKubectl|DaemonRSS|ClientGoInformerSync' -benchtime 3x ./e2e/
 run -bench 'Freshness' -benchtime 1x ./e2e/
+# A fleet of its own (3 × 5,000 pods): fleetcache against kubectl run once per context,
+# the contexts in parallel; heap per cached object.
+FLEETCACHE_BENCH_PODS=5000 run -bench 'RealFleetServing|RealFleetHeapPerObject' -benchtime 3x ./e2e/
 
 echo
 go run ./hack/benchsummary < "$out/raw.txt" | tee "$out/summary.md"

@@ -20,7 +20,6 @@ import (
 	"k8s.io/cli-runtime/pkg/printers"
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
-	"k8s.io/client-go/util/jsonpath"
 	"sigs.k8s.io/yaml"
 )
 
@@ -57,7 +56,7 @@ func newClientFlags(name string) *clientFlags {
 	f.all = fs.Bool("A", false, "all namespaces (the default; for kubectl habits)")
 	f.output = fs.String("o", "", "output: wide, json, yaml or name (default: table)")
 	f.by = fs.String("by", "cluster", "count: group by cluster,namespace,label:KEY,field:PATH")
-	f.limit = fs.Int("chunk-size", 500, "objects per request; pages are followed to the end")
+	f.limit = fs.Int("chunk-size", 5000, "objects per request; pages are followed to the end")
 	return f
 }
 
@@ -91,6 +90,12 @@ func runClient(cmd string, args []string) error {
 		return err
 	}
 	c := &client{server: strings.TrimRight(*f.server, "/"), http: &http.Client{}, out: os.Stdout}
+	if cmd != "watch" { // a watch prints each event as it comes
+		// Buffered: a table of 100k rows would otherwise be 100k write calls.
+		out := bufio.NewWriterSize(os.Stdout, 64<<10)
+		defer out.Flush()
+		c.out = out
+	}
 	switch cmd {
 	case "clusters":
 		return c.clusters()
@@ -168,8 +173,27 @@ type row struct {
 	obj     *unstructured.Unstructured
 }
 
+// tablePage is a page of /api/v1/objects?format=table: the server's Table rows, whose
+// columns are those the Kubernetes API gives kubectl (one definition, in the daemon).
+type tablePage struct {
+	Resource struct {
+		Name, Kind string
+		Namespaced bool
+	} `json:"resource"`
+	Clusters []freshness  `json:"clusters"`
+	Table    metav1.Table `json:"table"`
+	Continue string       `json:"continue"`
+}
+
 func (c *client) get(q url.Values, output string, chunk int) error {
 	q.Set("limit", fmt.Sprint(chunk))
+	switch output {
+	case "", "wide":
+		return c.getTable(q, output == "wide")
+	case "json", "yaml", "name":
+	default:
+		return fmt.Errorf("unknown output %q: want wide, json, yaml or name", output)
+	}
 	var rows []row
 	var last listPage
 	for {
@@ -190,38 +214,55 @@ func (c *client) get(q url.Values, output string, chunk int) error {
 		}
 		q.Set("continue", page.Continue)
 	}
-	if err := printRows(c.out, last.Resource.Kind, rows, output); err != nil {
+	if err := printRows(c.out, rows, output); err != nil {
 		return err
 	}
 	warnPartial(last.Clusters)
 	return nil
 }
 
-// warnPartial tells, on stderr, which clusters' parts of the answer may be incomplete.
-func warnPartial(fs []freshness) {
-	for _, f := range fs {
-		if f.Phase != "Synced" || (f.ResourcePhase != "Synced" && f.ResourcePhase != "NotServed" && f.ResourcePhase != "") {
-			fmt.Fprintf(os.Stderr, "warning: cluster %s is %s (resource %s): its part of the answer may be missing or stale. %s\n", f.Cluster, f.Phase, f.ResourcePhase, f.Message)
+// getTable asks the daemon for table rows, not objects, and prints them as kubectl does.
+func (c *client) getTable(q url.Values, wide bool) error {
+	q.Set("format", "table")
+	var table *metav1.Table
+	var last tablePage
+	for {
+		var page tablePage
+		if err := c.do("/api/v1/objects", q, &page); err != nil {
+			return err
 		}
+		if table == nil {
+			table = &page.Table
+		} else {
+			table.Rows = append(table.Rows, page.Table.Rows...)
+		}
+		last = page
+		if page.Continue == "" {
+			break
+		}
+		q.Set("continue", page.Continue)
 	}
+	warnPartial(last.Clusters)
+	if len(table.Rows) == 0 {
+		fmt.Fprintln(os.Stderr, "No resources found")
+		return nil
+	}
+	// The printer reads each row's namespace from its object metadata (name and
+	// namespace only, in these rows).
+	for i := range table.Rows {
+		var row struct {
+			Metadata struct{ Name, Namespace string } `json:"metadata"`
+		}
+		if err := json.Unmarshal(table.Rows[i].Object.Raw, &row); err != nil {
+			return fmt.Errorf("decode row %d: %w", i, err)
+		}
+		table.Rows[i].Object.Object = &metav1.PartialObjectMetadata{ObjectMeta: metav1.ObjectMeta{Name: row.Metadata.Name, Namespace: row.Metadata.Namespace}}
+	}
+	withNamespace := last.Resource.Namespaced && q.Get("namespace") == ""
+	return printers.NewTablePrinter(printers.PrintOptions{Wide: wide, WithNamespace: withNamespace}).PrintObj(table, c.out)
 }
 
-// columns are the kind-specific columns after CLUSTER, NAMESPACE and NAME, as client-go
-// JSONPath expressions; wide ones only with -o wide.
-var columns = map[string][]struct {
-	name, path string
-	wide       bool
-}{
-	"Pod": {{"STATUS", "{.status.phase}", false}, {"NODE", "{.spec.nodeName}", false}, {"IP", "{.status.podIP}", true}, {"IMAGES", "{.spec.containers[*].image}", true}},
-	"Deployment": {{"REPLICAS", "{.spec.replicas}", false}, {"READY", "{.status.readyReplicas}", false}, {"AVAILABLE", "{.status.availableReplicas}", false},
-		{"IMAGES", "{.spec.template.spec.containers[*].image}", true}},
-	"ReplicaSet": {{"DESIRED", "{.spec.replicas}", false}, {"READY", "{.status.readyReplicas}", false}},
-	"Node":       {{"ZONE", "{.metadata.labels.topology\\.kubernetes\\.io/zone}", false}, {"POD-CIDR", "{.spec.podCIDR}", true}},
-	"Service":    {{"TYPE", "{.spec.type}", false}, {"CLUSTER-IP", "{.spec.clusterIP}", false}},
-	"Namespace":  {{"STATUS", "{.status.phase}", false}},
-}
-
-func printRows(w io.Writer, kind string, rows []row, output string) error {
+func printRows(w io.Writer, rows []row, output string) error {
 	switch output {
 	case "json", "yaml":
 		list := map[string]any{"apiVersion": "v1", "kind": "List", "items": itemsOf(rows)}
@@ -241,59 +282,24 @@ func printRows(w io.Writer, kind string, rows []row, output string) error {
 			fmt.Fprintf(w, "%s/%s/%s\n", r.cluster, strings.ToLower(r.obj.GetKind()), r.obj.GetName())
 		}
 		return nil
-	case "", "wide":
-	default:
-		return fmt.Errorf("unknown output %q: want wide, json, yaml or name", output)
 	}
-	wide := output == "wide"
-	table := &metav1.Table{ColumnDefinitions: []metav1.TableColumnDefinition{{Name: "Cluster", Type: "string"}, {Name: "Namespace", Type: "string"}, {Name: "Name", Type: "string"}}}
-	var paths []*jsonpath.JSONPath
-	var names []string
-	for _, col := range columns[kind] {
-		if col.wide && !wide {
-			continue
-		}
-		jp := jsonpath.New(col.name).AllowMissingKeys(true)
-		if err := jp.Parse(col.path); err != nil {
-			return err
-		}
-		paths = append(paths, jp)
-		names = append(names, col.name)
-		table.ColumnDefinitions = append(table.ColumnDefinitions, metav1.TableColumnDefinition{Name: col.name, Type: "string"})
-	}
-	table.ColumnDefinitions = append(table.ColumnDefinitions, metav1.TableColumnDefinition{Name: "Age", Type: "string"})
-	for _, r := range rows {
-		cells := []any{r.cluster, r.obj.GetNamespace(), r.obj.GetName()}
-		for i, jp := range paths {
-			var b strings.Builder
-			if err := jp.Execute(&b, r.obj.Object); err != nil {
-				cells = append(cells, "<error>")
-				continue
-			}
-			v := b.String()
-			if v == "" && counterColumns[names[i]] {
-				v = "0" // the apiserver omits zero counts
-			}
-			cells = append(cells, orNone(v))
-		}
-		cells = append(cells, duration.HumanDuration(time.Since(r.obj.GetCreationTimestamp().Time)))
-		table.Rows = append(table.Rows, metav1.TableRow{Cells: cells})
-	}
-	if len(rows) == 0 {
-		fmt.Fprintln(os.Stderr, "No resources found")
-		return nil
-	}
-	return printers.NewTablePrinter(printers.PrintOptions{Wide: wide}).PrintObj(table, w)
+	return fmt.Errorf("unknown output %q: want wide, json, yaml or name", output)
 }
-
-// counterColumns are columns whose missing value means zero.
-var counterColumns = map[string]bool{"READY": true, "AVAILABLE": true, "REPLICAS": true, "DESIRED": true}
 
 func orNone(s string) string {
 	if s == "" {
 		return "<none>"
 	}
 	return s
+}
+
+// warnPartial tells, on stderr, which clusters' parts of the answer may be incomplete.
+func warnPartial(fs []freshness) {
+	for _, f := range fs {
+		if f.Phase != "Synced" || (f.ResourcePhase != "Synced" && f.ResourcePhase != "NotServed" && f.ResourcePhase != "") {
+			fmt.Fprintf(os.Stderr, "warning: cluster %s is %s (resource %s): its part of the answer may be missing or stale. %s\n", f.Cluster, f.Phase, f.ResourcePhase, f.Message)
+		}
+	}
 }
 
 // itemsOf tags each object with its cluster, as the annotation fleetcache.io/cluster.

@@ -252,8 +252,9 @@ func serve(args []string) error {
 	}
 	handler := server.New(server.Options{
 		Authenticator: authn, ServeSecrets: cfg.API.ServeSecrets,
-		Limits: server.Limits{MaxInFlight: cfg.API.MaxInFlight, MaxWatches: cfg.API.MaxWatches, RequestTimeout: cfg.API.RequestTimeout.Duration},
-		Fleet:  fleet, Index: index, Gatherer: reg, Registerer: reg, Logger: log,
+		Limits: server.Limits{MaxInFlight: cfg.API.MaxInFlight, MaxWatches: cfg.API.MaxWatches, RequestTimeout: cfg.API.RequestTimeout.Duration,
+			ListSeats: cfg.API.ListSeats, ListQueue: cfg.API.ListQueue, ListQueueWait: cfg.API.ListQueueWait.Duration},
+		Fleet: fleet, Index: index, Gatherer: reg, Registerer: reg, Logger: log,
 		Ready:   server.ReadyPolicy{Mode: cfg.Readiness.Policy, Min: cfg.Readiness.MinClusters, AllowEmpty: cfg.Readiness.AllowEmpty},
 		KubeAPI: &kubeapi.Handler{Index: index, Fleet: fleet},
 	})

@@ -70,6 +70,14 @@ type APIConfig struct {
 	MaxWatches int `json:"maxWatches,omitempty"`
 	// RequestTimeout bounds a request (watch streams excluded). Default 60s.
 	RequestTimeout metav1.Duration `json:"requestTimeout,omitempty"`
+	// ListSeats is how many list pages are encoded at once (a page over 2,000 objects
+	// takes more than one seat). Default: the cores but one, at least 1. -1: no list
+	// admission.
+	ListSeats int `json:"listSeats,omitempty"`
+	// ListQueue is how many lists one client may have waiting for a seat. Default 64.
+	ListQueue int `json:"listQueue,omitempty"`
+	// ListQueueWait is how long a list waits for a seat before it gets 429. Default 30s.
+	ListQueueWait metav1.Duration `json:"listQueueWait,omitempty"`
 }
 
 // AuthConfig says who may call the API.
@@ -216,7 +224,10 @@ func (c *Config) Validate() error {
 			}
 		}
 	}
-	for name, n := range map[string]int{"api.maxInFlight": c.API.MaxInFlight, "api.maxWatches": c.API.MaxWatches} {
+	if c.API.ListSeats < -1 {
+		errs = append(errs, field.Invalid(path("api.listSeats"), c.API.ListSeats, "must be -1 (no list admission), 0 (default) or more"))
+	}
+	for name, n := range map[string]int{"api.maxInFlight": c.API.MaxInFlight, "api.maxWatches": c.API.MaxWatches, "api.listQueue": c.API.ListQueue} {
 		if n < 0 {
 			errs = append(errs, field.Invalid(path(name), n, "must not be negative"))
 		}

@@ -13,8 +13,10 @@
 //   - watchlist.go: watches, including the watch-list protocol (sendInitialEvents) and
 //     bookmarks.
 //   - encode.go: content negotiation; protobuf for built-in types, JSON otherwise.
-//   - table.go: server-side Tables (Accept: application/json;as=Table;v=v1;g=meta.k8s.io)
-//     whose first column is CLUSTER.
+//   - table.go, stream.go: server-side Tables (Accept: application/json;as=Table;v=v1;
+//     g=meta.k8s.io) whose first column is CLUSTER, then the columns kube-apiserver
+//     prints (internal/wire); lists are streamed, and a Table list is answered whole,
+//     whatever its limit (see tablesWhole).
 //
 // Objects carry their cluster in the annotation fleetcache.io/cluster. Every write is
 // refused with 405 and a Status that says the API is read-only.

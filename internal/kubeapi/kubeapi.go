@@ -329,17 +329,13 @@ func wantsTable(r *http.Request) bool {
 
 // list answers one page; rv is its resourceVersion (listVersion).
 func (h *Handler) list(w http.ResponseWriter, r *http.Request, q aggregator.Query, info aggregator.ResourceInfo, rv string) {
+	if wantsTable(r) {
+		q.Limit = 0 // a Table is answered whole: see tablesWhole in table.go
+	}
 	res, err := h.Index.List(q)
 	if err != nil {
 		writeQueryError(w, err)
 		return
-	}
-	objs := make([]runtime.Object, len(res.Items))
-	for i, it := range res.Items {
-		if objs[i], err = tagged(it); err != nil {
-			writeStatus(w, apierrors.NewInternalError(err))
-			return
-		}
 	}
 	if res.Partial {
 		var stale []string
@@ -354,29 +350,24 @@ func (h *Handler) list(w http.ResponseWriter, r *http.Request, q aggregator.Quer
 		// kubectl prints Warning headers: the user learns the answer may be incomplete.
 		w.Header().Add("Warning", fmt.Sprintf(`299 - "fleetcache: partial answer: %s"`, strings.Join(stale, ", ")))
 	}
+	// Streamed: the answer is written as it is encoded, never held whole.
 	if wantsTable(r) {
-		t := table(info, res.Items, objs, rv)
-		t.Continue = wrapContinue(rv, res.Continue)
-		writeJSON(w, t)
+		writeTableList(w, r, info, res, rv, wrapContinue(rv, res.Continue))
 		return
 	}
 	if s := negotiate(r, info); isProtobuf(s) {
+		// Protobuf for client-go's typed clients: decoded and encoded by apimachinery.
+		objs := make([]runtime.Object, len(res.Items))
+		for i, it := range res.Items {
+			if objs[i], err = tagged(it); err != nil {
+				writeStatus(w, apierrors.NewInternalError(err))
+				return
+			}
+		}
 		writeTypedList(w, s, info, metav1.ListMeta{ResourceVersion: rv, Continue: wrapContinue(rv, res.Continue)}, objs)
 		return
 	}
-	items := make([]json.RawMessage, len(objs))
-	for i, o := range objs {
-		if items[i], err = json.Marshal(o); err != nil {
-			writeStatus(w, apierrors.NewInternalError(err))
-			return
-		}
-	}
-	writeJSON(w, map[string]any{
-		"kind":       info.Kind + "List",
-		"apiVersion": info.APIVersion,
-		"metadata":   metav1.ListMeta{ResourceVersion: rv, Continue: wrapContinue(rv, res.Continue)},
-		"items":      items,
-	})
+	writeObjectList(w, r, info, res, rv, wrapContinue(rv, res.Continue))
 }
 
 func writeQueryError(w http.ResponseWriter, err error) { writeStatus(w, queryStatus(err)) }

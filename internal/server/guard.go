@@ -3,12 +3,14 @@ package server
 import (
 	"context"
 	"net/http"
+	"runtime"
 	"strings"
 	"sync/atomic"
 	"time"
 
 	"github.com/fleetcache/fleetcache/aggregator"
 	"github.com/fleetcache/fleetcache/internal/auth"
+	"github.com/fleetcache/fleetcache/internal/wire"
 )
 
 // Authenticator finds the caller of a request.
@@ -30,6 +32,16 @@ type Limits struct {
 	// StreamWriteTimeout bounds writing one event of a watch stream: a client that
 	// stops reading is disconnected after it. Default 10s.
 	StreamWriteTimeout time.Duration
+	// ListSeats is how many list pages (of either API) are encoded at once; a page
+	// larger than 2,000 objects takes more than one (see fairness.go). Default: the
+	// cores but one, at least 1, so that counts and gets always find a core. Negative:
+	// no list admission at all (every list runs at once, on every core).
+	ListSeats int
+	// ListQueue is how many lists one client (user, or connection when anonymous) may
+	// have waiting for a seat; more get 429. Default 64.
+	ListQueue int
+	// ListQueueWait is how long a list waits for a seat before it gets 429. Default 30s.
+	ListQueueWait time.Duration
 }
 
 func (l *Limits) setDefaults() {
@@ -44,6 +56,15 @@ func (l *Limits) setDefaults() {
 	}
 	if l.StreamWriteTimeout == 0 {
 		l.StreamWriteTimeout = 10 * time.Second
+	}
+	if l.ListSeats == 0 {
+		l.ListSeats = defaultListSeats()
+	}
+	if l.ListQueue == 0 {
+		l.ListQueue = 64
+	}
+	if l.ListQueueWait == 0 {
+		l.ListQueueWait = 30 * time.Second
 	}
 }
 
@@ -63,6 +84,16 @@ func isWatch(r *http.Request) bool {
 func guard(next http.Handler, authn Authenticator, lim Limits) http.Handler {
 	inflight := make(chan struct{}, lim.MaxInFlight)
 	var watches atomic.Int64
+	lists := newFairQueue(lim.ListSeats, lim.ListQueue)
+	// cheap counts the requests running outside the list seats: while any does, lists
+	// encode on one core.
+	var cheap atomic.Int64
+	parallelism := func() int {
+		if cheap.Load() > 0 || lists.waiting.Load() > 0 {
+			return 1
+		}
+		return runtime.GOMAXPROCS(0)
+	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if public(r.URL.Path) {
 			next.ServeHTTP(w, r)
@@ -102,6 +133,19 @@ func guard(next http.Handler, authn Authenticator, lim Limits) http.Handler {
 		}
 		ctx, cancel := context.WithTimeout(r.Context(), lim.RequestTimeout)
 		defer cancel()
+		if width := listWidth(r, lim.ListSeats); width > 0 && lim.ListSeats > 0 {
+			release, err := lists.acquire(ctx, flowOf(r), width, lim.ListQueueWait)
+			if err != nil {
+				w.Header().Set("Retry-After", "1")
+				writeError(w, http.StatusTooManyRequests, "TooManyRequests", "list not served: "+err.Error()+"; try again shortly")
+				return
+			}
+			defer release()
+			ctx = wire.WithParallelism(ctx, parallelism)
+		} else {
+			cheap.Add(1)
+			defer cheap.Add(-1)
+		}
 		// A client that stops reading is cut off instead of holding its slot.
 		_ = http.NewResponseController(w).SetWriteDeadline(time.Now().Add(lim.RequestTimeout))
 		next.ServeHTTP(w, r.WithContext(ctx))

@@ -1,9 +1,12 @@
 package server
 
 import (
+	"bufio"
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"strconv"
 	"strings"
@@ -17,6 +20,7 @@ import (
 
 	"github.com/fleetcache/fleetcache/aggregator"
 	"github.com/fleetcache/fleetcache/internal/glob"
+	"github.com/fleetcache/fleetcache/internal/wire"
 )
 
 // ClusterScopedNamespace stands for "no namespace" in object paths:
@@ -84,7 +88,7 @@ func (a *api) parseQuery(r *http.Request, paging bool) (aggregator.Query, error)
 
 var knownParams = map[string]bool{
 	"resource": true, "cluster": true, "namespace": true, "labelSelector": true, "fieldSelector": true,
-	"limit": true, "continue": true, "groupBy": true, "cursor": true, "pretty": true,
+	"limit": true, "continue": true, "groupBy": true, "cursor": true, "pretty": true, "format": true,
 }
 
 // itemJSON is one object in a response, with its cluster.
@@ -93,21 +97,18 @@ type itemJSON struct {
 	Object  json.RawMessage `json:"object"`
 }
 
+// encodeObject is the item's object as JSON.
 func encodeObject(it aggregator.Item) (json.RawMessage, error) {
-	obj, err := it.Object.Decode()
-	if err != nil {
-		return nil, err
-	}
-	return json.Marshal(obj)
+	return wire.AppendPlainObject(nil, it)
 }
 
-type listResponse struct {
+// listHead is the part of an ObjectList before its items; items and the continue token
+// follow, streamed (see writeList).
+type listHead struct {
 	Kind     string                  `json:"kind"`
 	Resource aggregator.ResourceInfo `json:"resource"`
 	Clusters []aggregator.Freshness  `json:"clusters"`
 	Partial  bool                    `json:"partial"`
-	Items    []itemJSON              `json:"items"`
-	Continue string                  `json:"continue,omitempty"`
 }
 
 func (a *api) list(w http.ResponseWriter, r *http.Request) {
@@ -116,8 +117,14 @@ func (a *api) list(w http.ResponseWriter, r *http.Request) {
 		writeQueryError(w, err)
 		return
 	}
-	if r.URL.Query().Has("groupBy") || r.URL.Query().Has("cursor") {
+	v := r.URL.Query()
+	if v.Has("groupBy") || v.Has("cursor") {
 		writeQueryError(w, badParam{"groupBy/cursor", "not accepted by /api/v1/objects (see /api/v1/count and /api/v1/watch)"})
+		return
+	}
+	format := v.Get("format")
+	if format != "" && format != "table" {
+		writeQueryError(w, badParam{"format", fmt.Sprintf("%q: want table, or none for objects", format)})
 		return
 	}
 	res, err := a.ix.List(q)
@@ -125,23 +132,85 @@ func (a *api) list(w http.ResponseWriter, r *http.Request) {
 		writeQueryError(w, err)
 		return
 	}
-	resp := listResponse{Kind: "ObjectList", Resource: res.Resource, Clusters: res.Clusters, Partial: res.Partial, Items: make([]itemJSON, 0, len(res.Items)), Continue: res.Continue}
-	size := 0
-	for i, it := range res.Items {
-		raw, err := encodeObject(it)
-		if err != nil {
-			writeError(w, http.StatusInternalServerError, "InternalError", err.Error())
-			return
-		}
-		if size+len(raw) > a.opts.MaxResponseBytes && i > 0 {
-			// Bound the response: stop here and let the client continue after the last item.
-			resp.Continue = res.ContinueAfter(i - 1)
-			break
-		}
-		size += len(raw)
-		resp.Items = append(resp.Items, itemJSON{Cluster: it.Cluster, Object: raw})
+	a.writeList(w, r, res, format == "table")
+}
+
+// writeList streams an ObjectList: the items (objects, or a Table's rows) are written as
+// they are encoded, and the page is cut short, with a continue token, once the items
+// reach MaxResponseBytes.
+func (a *api) writeList(w http.ResponseWriter, r *http.Request, res *aggregator.ListResult, asTable bool) {
+	head, err := json.Marshal(listHead{Kind: "ObjectList", Resource: res.Resource, Clusters: res.Clusters, Partial: res.Partial})
+	if err != nil {
+		writeError(w, http.StatusInternalServerError, "InternalError", err.Error())
+		return
 	}
-	writeData(w, r, resp)
+	var enc wire.EncodeFunc
+	var table *wire.Table
+	if asTable {
+		// One Table for the page: its columns are the resource's, whatever the items.
+		table = wire.NewTable(res.Resource, wire.IncludeName)
+		now := time.Now()
+		enc = func(dst []byte, i int) ([]byte, error) { return table.AppendRow(dst, res.Items[i], now) }
+	} else {
+		enc = func(dst []byte, i int) ([]byte, error) {
+			it := res.Items[i]
+			dst = append(dst, `{"cluster":`...)
+			dst = wire.AppendString(dst, it.Cluster)
+			dst = append(dst, `,"object":`...)
+			dst, err := wire.AppendPlainObject(dst, it)
+			return append(dst, '}'), err
+		}
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusOK)
+	var out io.Writer = w
+	var pretty *bytes.Buffer
+	if p := r.URL.Query().Get("pretty"); p != "" && p != "false" && p != "0" {
+		pretty = &bytes.Buffer{} // indenting needs the whole answer: for people, not for bulk
+		out = pretty
+	}
+	bw := bufio.NewWriterSize(out, 32<<10)
+	_, _ = bw.Write(head[:len(head)-1]) // without its closing brace
+	if asTable {
+		_, _ = bw.WriteString(`,"table":`)
+		_, _ = bw.Write(table.Start(nil, "", ""))
+	} else {
+		_, _ = bw.WriteString(`,"items":[`)
+	}
+	size, cont := 0, res.Continue
+	err = wire.Stream(r.Context(), len(res.Items), enc, func(i int, item []byte) bool {
+		if size+len(item) > a.opts.MaxResponseBytes && i > 0 {
+			// Bound the response: stop here and let the client continue after the last item.
+			cont = res.ContinueAfter(i - 1)
+			return false
+		}
+		size += len(item)
+		if i > 0 {
+			_ = bw.WriteByte(',')
+		}
+		_, err := bw.Write(item)
+		return err == nil
+	})
+	if err != nil {
+		return // the status line is sent: a cut response is all a client can be told
+	}
+	if asTable {
+		_, _ = bw.Write(table.End(nil))
+	} else {
+		_ = bw.WriteByte(']')
+	}
+	if cont != "" {
+		_, _ = bw.WriteString(`,"continue":`)
+		_, _ = bw.Write(wire.AppendString(nil, cont))
+	}
+	_, _ = bw.WriteString("}\n")
+	_ = bw.Flush()
+	if pretty != nil {
+		var indented bytes.Buffer
+		if json.Indent(&indented, pretty.Bytes(), "", "  ") == nil {
+			_, _ = indented.WriteTo(w)
+		}
+	}
 }
 
 func (a *api) secretsAllowed(resource string) error {
@@ -248,11 +317,13 @@ func (a *api) watch(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusOK)
 	flusher, _ := w.(http.Flusher)
 	rc := http.NewResponseController(w)
+	var buf, objBuf []byte // one line at a time, reused
 	write := func(line watchLine) error {
-		raw, err := json.Marshal(line)
+		raw, err := appendLine(buf[:0], line)
 		if err != nil {
 			return err
 		}
+		buf = raw
 		// A client that stops reading is disconnected instead of holding the stream.
 		_ = rc.SetWriteDeadline(time.Now().Add(a.opts.Limits.StreamWriteTimeout))
 		if sse {
@@ -284,7 +355,8 @@ func (a *api) watch(w http.ResponseWriter, r *http.Request) {
 			if !ok {
 				return
 			}
-			line, err := toLine(ev)
+			line, err := toLine(ev, objBuf[:0])
+			objBuf = line.Object
 			if err != nil {
 				line = watchLine{Type: watch.Error, Error: &apiError{Code: 500, Reason: "InternalError", Message: err.Error()}}
 			}
@@ -298,7 +370,30 @@ func (a *api) watch(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-func toLine(ev watch.Event) (watchLine, error) {
+// appendLine appends line as json.Marshal writes it; the object, already JSON, is spliced
+// in rather than validated and copied again.
+func appendLine(dst []byte, line watchLine) ([]byte, error) {
+	if line.Error != nil {
+		raw, err := json.Marshal(line)
+		return append(dst, raw...), err
+	}
+	dst = append(dst, `{"type":`...)
+	dst = wire.AppendString(dst, string(line.Type))
+	for _, f := range []struct{ name, value string }{{`,"cluster":`, line.Cluster}, {`,"resourceVersion":`, line.ResourceVersion}, {`,"cursor":`, line.Cursor}} {
+		if f.value != "" {
+			dst = append(dst, f.name...)
+			dst = wire.AppendString(dst, f.value)
+		}
+	}
+	if len(line.Object) > 0 {
+		dst = append(dst, `,"object":`...)
+		dst = append(dst, line.Object...)
+	}
+	return append(dst, '}'), nil
+}
+
+// toLine converts an event; the object's JSON is appended to objBuf.
+func toLine(ev watch.Event, objBuf []byte) (watchLine, error) {
 	switch o := ev.Object.(type) {
 	case *aggregator.WatchItem:
 		line := watchLine{Type: ev.Type, Cursor: o.Cursor}
@@ -306,7 +401,7 @@ func toLine(ev watch.Event) (watchLine, error) {
 			return line, nil
 		}
 		line.Cluster, line.ResourceVersion = o.Cluster, strconv.FormatUint(o.RV, 10)
-		raw, err := encodeObject(o.Item)
+		raw, err := wire.AppendPlainObject(objBuf, o.Item)
 		line.Object = raw
 		return line, err
 	default:

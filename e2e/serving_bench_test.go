@@ -1,0 +1,282 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/fleetcache/fleetcache/aggregator"
+	"github.com/fleetcache/fleetcache/clusters"
+)
+
+// servingPods is the pods per cluster of the serving benchmarks: FLEETCACHE_BENCH_PODS,
+// default 5,000 (3 clusters × 5,000 pods, the fleet of issue #13).
+func servingPods(b *testing.B) int {
+	if s := os.Getenv("FLEETCACHE_BENCH_PODS"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil {
+			b.Fatalf("FLEETCACHE_BENCH_PODS=%q: %v", s, err)
+		}
+		return n
+	}
+	return 5000
+}
+
+// kubectlSetParallel is kubectlSet with the contexts asked at once, as people write the
+// loop (`for c in ...; do kubectl --context $c ... & done; wait`).
+func kubectlSetParallel(t testing.TB, resource string, args ...string) []string {
+	t.Helper()
+	outs := fanOut(t, append([]string{"get", resource, "-o", `jsonpath={range .items[*]}{.metadata.namespace}/{.metadata.name}{"\n"}{end}`}, args...))
+	var out []string
+	for i, c := range fleet.Clusters {
+		for _, line := range strings.Fields(outs[i]) {
+			out = append(out, c.Name+"/"+line)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+// fanOut runs kubectl with args once per cluster, in parallel, and returns each output.
+func fanOut(t testing.TB, args []string) []string {
+	outs := make([]string, len(fleet.Clusters))
+	errs := make([]error, len(fleet.Clusters))
+	var wg sync.WaitGroup
+	for i, c := range fleet.Clusters {
+		wg.Go(func() {
+			cmd := exec.Command(filepath.Join(os.Getenv("FLEETCACHE_BIN"), "kubectl"), append([]string{"--kubeconfig", fleet.Kubeconfig, "--context", c.Name + "-reader"}, args...)...)
+			var stderr bytes.Buffer
+			cmd.Stderr = &stderr
+			out, err := cmd.Output()
+			outs[i] = string(out)
+			if err != nil && !strings.Contains(stderr.String(), "the server doesn't have a resource type") {
+				errs[i] = fmt.Errorf("kubectl %v in %s: %v\n%s", args, c.Name, err, stderr.String())
+			}
+		})
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	return outs
+}
+
+// cpuTime is a process's user+system CPU time, from /proc (10 ms resolution).
+func cpuTime(t testing.TB, pid int) time.Duration {
+	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Fields after the command (which may hold spaces), from field 3 on.
+	f := strings.Fields(string(raw[bytes.LastIndexByte(raw, ')')+2:]))
+	utime, _ := strconv.ParseInt(f[11], 10, 64)
+	stime, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(utime+stime) * 10 * time.Millisecond
+}
+
+// allObjects reads every pod as JSON through /api/v1/objects, as a script would with
+// curl: the pages' bytes, and the continue token at the end of each. It returns the
+// number of items.
+func allObjects(t testing.TB, d *daemon, buf *bytes.Buffer) int {
+	items := 0
+	q := url.Values{"resource": {"pods"}, "limit": {"5000"}}
+	for {
+		resp, err := http.Get(d.url + "/api/v1/objects?" + q.Encode())
+		if err != nil {
+			t.Fatal(err)
+		}
+		buf.Reset()
+		_, err = buf.ReadFrom(resp.Body)
+		resp.Body.Close()
+		if err != nil || resp.StatusCode != http.StatusOK {
+			t.Fatalf("objects: %v %s", err, resp.Status)
+		}
+		body := buf.Bytes()
+		items += bytes.Count(body, []byte(`","object":{`)) // {"cluster":"...","object":{...}}
+		tail := body[max(0, len(body)-512):]
+		i := bytes.LastIndex(tail, []byte(`"continue":"`))
+		if i < 0 {
+			return items
+		}
+		rest := tail[i+len(`"continue":"`):]
+		q.Set("continue", string(rest[:bytes.IndexByte(rest, '"')]))
+	}
+}
+
+// rows counts a printed table's rows (lines after the header), summed over outputs.
+func rows(outs ...string) int {
+	n := 0
+	for _, o := range outs {
+		if lines := strings.Count(strings.TrimSpace(o), "\n"); strings.TrimSpace(o) != "" {
+			n += lines
+		}
+	}
+	return n
+}
+
+// BenchmarkRealFleetServing answers "every pod" on the real fleet (3 clusters ×
+// FLEETCACHE_BENCH_PODS pods) through fleetcache and with kubectl run once per context,
+// the contexts in parallel, in the same run: kubectl's table (and -o wide, -o json)
+// through `fleetcache kubeconfig`, the fleetcache CLI's table, and every pod as JSON
+// through /api/v1/objects. daemon-share is the daemon's CPU time over the wall time of
+// the fleetcache answer: how much of it the server is.
+func BenchmarkRealFleetServing(b *testing.B) {
+	d := startDaemon(b)
+	seedBig(b, servingPods(b))
+	want := len(kubectlSetParallel(b, "pods", "-A"))
+	waitFor(b, 180*time.Second, "daemon caught up", func() (bool, string) {
+		got := len(apiSet(b, d, url.Values{"resource": {"pods"}, "limit": {"5000"}}))
+		return got == want, fmt.Sprintf("%d vs %d", got, want)
+	})
+	k := newFleetKubectl(b, d)
+	var buf bytes.Buffer
+	cases := []struct {
+		name  string
+		fleet func() int // the number of rows or objects
+		fan   func() int
+	}{
+		{"kubectl-get-pods",
+			func() int { return rows(k.mustB(b, "get", "pods", "-A")) },
+			func() int { return rows(fanOut(b, []string{"get", "pods", "-A"})...) }},
+		{"kubectl-get-pods-chunk-size-0",
+			func() int { return rows(k.mustB(b, "get", "pods", "-A", "--chunk-size=0")) },
+			func() int { return rows(fanOut(b, []string{"get", "pods", "-A", "--chunk-size=0"})...) }},
+		{"kubectl-get-pods-wide",
+			func() int { return rows(k.mustB(b, "get", "pods", "-A", "-o", "wide")) },
+			func() int { return rows(fanOut(b, []string{"get", "pods", "-A", "-o", "wide"})...) }},
+		{"kubectl-get-pods-json",
+			func() int { return strings.Count(k.mustB(b, "get", "pods", "-A", "-o", "json"), `"kind": "Pod"`) },
+			func() int {
+				n := 0
+				for _, o := range fanOut(b, []string{"get", "pods", "-A", "-o", "json"}) {
+					n += strings.Count(o, `"kind": "Pod"`)
+				}
+				return n
+			}},
+		{"cli-get-pods",
+			func() int { return rows(d.cli(b, "get", "pods", "-A")) },
+			func() int { return rows(fanOut(b, []string{"get", "pods", "-A"})...) }},
+		{"objects-json-vs-kubectl-json",
+			func() int { return allObjects(b, d, &buf) },
+			func() int {
+				n := 0
+				for _, o := range fanOut(b, []string{"get", "pods", "-A", "-o", "json"}) {
+					n += strings.Count(o, `"kind": "Pod"`)
+				}
+				return n
+			}},
+	}
+	for _, tc := range cases {
+		b.Run(tc.name, func(b *testing.B) {
+			var fc, fan, cpu time.Duration
+			var fcN, fanN int
+			for i := range b.N {
+				run := func() {
+					start, c0 := time.Now(), cpuTime(b, d.pid)
+					fcN = tc.fleet()
+					fc += time.Since(start)
+					cpu += cpuTime(b, d.pid) - c0
+				}
+				runFan := func() {
+					start := time.Now()
+					fanN = tc.fan()
+					fan += time.Since(start)
+				}
+				if i%2 == 0 { // alternate, so that neither always runs on a warmer machine
+					run()
+					runFan()
+				} else {
+					runFan()
+					run()
+				}
+			}
+			if fcN != fanN || fcN < want {
+				b.Fatalf("answers differ: fleetcache %d, kubectl %d (pods: %d)", fcN, fanN, want)
+			}
+			n := float64(b.N)
+			b.ReportMetric(float64(fc.Microseconds())/n/1000, "fleetcache-ms")
+			b.ReportMetric(float64(fan.Microseconds())/n/1000, "kubectl-parallel-ms")
+			b.ReportMetric(float64(fan)/float64(fc), "speedup")
+			b.ReportMetric(float64(cpu.Microseconds())/n/1000, "daemon-cpu-ms")
+			b.ReportMetric(float64(cpu)/float64(fc), "daemon-share")
+			b.ReportMetric(float64(fcN), "objects")
+		})
+	}
+}
+
+func (k *fleetKubectl) mustB(t testing.TB, args ...string) string {
+	t.Helper()
+	out, stderr, err := k.run(args...)
+	if err != nil {
+		t.Fatalf("kubectl %v through fleetcache: %v\n%s", args, err, stderr)
+	}
+	return out
+}
+
+// BenchmarkRealFleetHeapPerObject caches the real fleet in process, exactly as the daemon
+// composes it (a clusters.Fleet feeding an aggregator.Index, the e2e resources), and
+// reports the heap it holds per cached object once every cluster is synced: the informer
+// stores and the unified index together.
+func BenchmarkRealFleetHeapPerObject(b *testing.B) {
+	startDaemon(b) // seeds the small inventory, as the other benchmarks see it
+	seedBig(b, servingPods(b))
+	for range b.N {
+		runtime.GC()
+		var before runtime.MemStats
+		runtime.ReadMemStats(&before)
+		filter := clusters.ContextFilter{Include: []string{"*-reader"}, Aliases: map[string]string{}}
+		for _, c := range fleet.Clusters {
+			filter.Aliases[c.Name+"-reader"] = c.Name
+		}
+		var specs []clusters.ResourceSpec
+		for _, r := range e2eResources {
+			specs = append(specs, clusters.ResourceSpec{Name: r})
+		}
+		ref := &struct{ *clusters.Fleet }{}
+		ix := aggregator.New(ref, aggregator.Options{})
+		f := clusters.NewFleet(clusters.KubeconfigSource{Paths: []string{fleet.Kubeconfig}, Filter: filter}, clusters.FleetOptions{Cluster: clusters.Options{
+			Resources: specs, Handler: ix, ProbeInterval: time.Hour,
+		}})
+		ref.Fleet = f
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() { _ = f.Start(ctx); close(done) }()
+		objects := 0
+		waitFor(b, 180*time.Second, "in-process fleet synced", func() (bool, string) {
+			synced := 0
+			objects = 0
+			for _, s := range f.Status() {
+				if s.InitialSyncTime != nil {
+					synced++
+				}
+				objects += s.Objects()
+			}
+			return synced == len(fleet.Clusters), fmt.Sprintf("%d of %d synced", synced, len(fleet.Clusters))
+		})
+		runtime.GC()
+		runtime.GC()
+		var after runtime.MemStats
+		runtime.ReadMemStats(&after)
+		heap := float64(after.HeapAlloc) - float64(before.HeapAlloc)
+		b.ReportMetric(float64(objects), "objects")
+		b.ReportMetric(heap/float64(objects), "heap-B/obj")
+		b.ReportMetric(heap/(1<<20), "heap-MiB")
+		runtime.KeepAlive(ix)
+		cancel()
+		<-done
+	}
+}

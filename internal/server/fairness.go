@@ -1,0 +1,230 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/fleetcache/fleetcache/internal/auth"
+)
+
+// Cheap answers stay cheap under load, after the apiserver's API Priority and Fairness:
+// requests are classed by their cost before they run. Counts, single objects, discovery
+// and status run at once (bounded only by MaxInFlight). Lists (every page, Table or JSON,
+// of either API) share ListSeats: a list is as wide as the pages it asks for, and lists
+// that find no seat wait in per-client queues served in turn, so one client's pages
+// never starve another's, and a core stays free for the cheap requests. While cheap
+// requests are running, a list encodes on one core; alone, on all of them
+// (wire.WithParallelism).
+
+var (
+	errQueueFull = errors.New("too many of this client's lists are waiting")
+	errQueueWait = errors.New("waited too long for a seat")
+)
+
+// fairQueue hands out seats to waiters flow by flow, in turn.
+type fairQueue struct {
+	seats, maxQueue int
+
+	mu    sync.Mutex
+	used  int
+	flows map[string]*flow
+	ring  []*flow // flows with waiters, served round-robin
+	next  int
+
+	waiting atomic.Int64
+}
+
+type flow struct {
+	name    string
+	waiters []*waiter
+}
+
+type waiter struct {
+	width int
+	ready chan struct{}
+	// granted is set under fairQueue.mu when the waiter got its seats.
+	granted bool
+}
+
+func newFairQueue(seats, maxQueue int) *fairQueue {
+	return &fairQueue{seats: seats, maxQueue: maxQueue, flows: map[string]*flow{}}
+}
+
+// acquire takes width seats for a request of flow, waiting its turn at most wait; the
+// returned release gives them back.
+func (q *fairQueue) acquire(ctx context.Context, flowName string, width int, wait time.Duration) (func(), error) {
+	width = min(max(width, 1), q.seats)
+	q.mu.Lock()
+	if len(q.ring) == 0 && q.used+width <= q.seats {
+		q.used += width
+		q.mu.Unlock()
+		return q.releaser(width), nil
+	}
+	f := q.flows[flowName]
+	if f == nil {
+		f = &flow{name: flowName}
+		q.flows[flowName] = f
+	}
+	if len(f.waiters) >= q.maxQueue {
+		q.mu.Unlock()
+		return nil, errQueueFull
+	}
+	w := &waiter{width: width, ready: make(chan struct{})}
+	if len(f.waiters) == 0 {
+		q.ring = append(q.ring, f)
+	}
+	f.waiters = append(f.waiters, w)
+	q.waiting.Add(1)
+	q.dispatch()
+	q.mu.Unlock()
+
+	timer := time.NewTimer(wait)
+	defer timer.Stop()
+	var err error
+	select {
+	case <-w.ready:
+		return q.releaser(width), nil
+	case <-ctx.Done():
+		err = ctx.Err()
+	case <-timer.C:
+		err = errQueueWait
+	}
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if w.granted { // granted while we gave up: hand the seats on
+		q.used -= width
+		q.dispatch()
+		return nil, err
+	}
+	q.remove(f, w)
+	return nil, err
+}
+
+func (q *fairQueue) releaser(width int) func() {
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			q.mu.Lock()
+			q.used -= width
+			q.dispatch()
+			q.mu.Unlock()
+		})
+	}
+}
+
+// dispatch grants seats to the flows' first waiters in turn while they fit. q.mu is held.
+func (q *fairQueue) dispatch() {
+	for len(q.ring) > 0 {
+		q.next %= len(q.ring)
+		f := q.ring[q.next]
+		w := f.waiters[0]
+		if q.used+w.width > q.seats {
+			return // the next in turn waits for enough seats: wide lists are not starved
+		}
+		q.used += w.width
+		w.granted = true
+		close(w.ready)
+		q.waiting.Add(-1)
+		f.waiters = f.waiters[1:]
+		if len(f.waiters) == 0 {
+			q.dropFlow(q.next)
+		} else {
+			q.next++
+		}
+	}
+}
+
+func (q *fairQueue) remove(f *flow, w *waiter) {
+	for i, x := range f.waiters {
+		if x == w {
+			f.waiters = append(f.waiters[:i], f.waiters[i+1:]...)
+			q.waiting.Add(-1)
+			break
+		}
+	}
+	if len(f.waiters) == 0 {
+		for i, x := range q.ring {
+			if x == f {
+				q.dropFlow(i)
+				break
+			}
+		}
+	}
+	q.dispatch()
+}
+
+// dropFlow takes ring[i], now without waiters, out of the rotation.
+func (q *fairQueue) dropFlow(i int) {
+	delete(q.flows, q.ring[i].name)
+	q.ring = append(q.ring[:i], q.ring[i+1:]...)
+	if q.next > i {
+		q.next--
+	}
+}
+
+// flowOf names a request's client: its user, or its connection when anonymous.
+func flowOf(r *http.Request) string {
+	if u := auth.UserFrom(r.Context()); u != nil && u.Name != "" {
+		return "user:" + u.Name
+	}
+	return "conn:" + r.RemoteAddr
+}
+
+// listWidth is how many seats a list takes, from the page size it asks for; 0 means the
+// request is not a list.
+func listWidth(r *http.Request, seats int) int {
+	path := r.URL.Path
+	q := r.URL.Query()
+	limit := -1
+	if s := q.Get("limit"); s != "" {
+		if n, err := strconv.Atoi(s); err == nil {
+			limit = n
+		}
+	}
+	switch {
+	case path == "/api/v1/objects":
+		if limit < 0 {
+			limit = 500 // the API's default page
+		}
+	case isKubeList(path):
+		if limit <= 0 {
+			return seats // everything at once
+		}
+	default:
+		return 0
+	}
+	return min(seats, 1+limit/2000)
+}
+
+// isKubeList tells a Kubernetes API list (a collection) from a get or discovery.
+func isKubeList(path string) bool {
+	var rest string
+	switch {
+	case strings.HasPrefix(path, "/fleet/"):
+		rest = path[len("/fleet/"):]
+	case strings.HasPrefix(path, "/clusters/"):
+		_, rest, _ = strings.Cut(path[len("/clusters/"):], "/")
+	default:
+		return false
+	}
+	parts := strings.Split(strings.Trim(rest, "/"), "/")
+	switch {
+	case len(parts) >= 2 && parts[0] == "api":
+		parts = parts[2:]
+	case len(parts) >= 3 && parts[0] == "apis":
+		parts = parts[3:]
+	default:
+		return false
+	}
+	return len(parts) == 1 || len(parts) == 3 && parts[0] == "namespaces"
+}
+
+// defaultListSeats leaves a core to the cheap requests.
+func defaultListSeats() int { return max(1, runtime.GOMAXPROCS(0)-1) }

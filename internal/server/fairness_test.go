@@ -1,0 +1,108 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"net/http/httptest"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/fleetcache/fleetcache/internal/testfleet"
+)
+
+// A client with many lists waiting does not hold back another client's: seats go to the
+// flows in turn.
+func TestFairQueueServesFlowsInTurn(t *testing.T) {
+	q := newFairQueue(1, 100)
+	hold, err := q.acquire(context.Background(), "busy", 1, time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var order []string
+	var wg sync.WaitGroup
+	enqueue := func(flow string) {
+		queued := q.waiting.Load()
+		wg.Go(func() {
+			release, err := q.acquire(context.Background(), flow, 1, time.Minute)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			mu.Lock()
+			order = append(order, flow)
+			mu.Unlock()
+			release()
+		})
+		testfleet.Eventually(t, 10*time.Second, flow+" queued", func() (bool, string) { // in this order
+			return q.waiting.Load() > queued, "not yet"
+		})
+	}
+	for range 5 {
+		enqueue("busy")
+	}
+	enqueue("other")
+	hold()
+	wg.Wait()
+	if len(order) != 6 || order[1] != "other" {
+		t.Errorf("served in order %v: the other client should come second", order)
+	}
+	if q.used != 0 || len(q.ring) != 0 || len(q.flows) != 0 {
+		t.Errorf("left behind: %d seats used, %d flows", q.used, len(q.flows))
+	}
+}
+
+func TestFairQueueLimits(t *testing.T) {
+	q := newFairQueue(2, 1)
+	wide, err := q.acquire(context.Background(), "a", 5, time.Minute) // capped to 2 seats
+	if err != nil || q.used != 2 {
+		t.Fatalf("wide list: %v, %d seats used", err, q.used)
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := q.acquire(context.Background(), "b", 1, time.Second)
+		done <- err
+	}()
+	testfleet.Eventually(t, 10*time.Second, "b queued", func() (bool, string) { return q.waiting.Load() == 1, "not yet" })
+	if _, err := q.acquire(context.Background(), "b", 1, time.Minute); !errors.Is(err, errQueueFull) {
+		t.Errorf("second waiter of a full flow: %v, want errQueueFull", err)
+	}
+	if err := <-done; !errors.Is(err, errQueueWait) {
+		t.Errorf("waiter past its wait: %v, want errQueueWait", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := q.acquire(ctx, "c", 1, time.Minute); !errors.Is(err, context.Canceled) {
+		t.Errorf("cancelled waiter: %v", err)
+	}
+	wide()
+	wide() // twice: released once
+	if q.used != 0 || q.waiting.Load() != 0 {
+		t.Errorf("after release: %d seats used, %d waiting", q.used, q.waiting.Load())
+	}
+}
+
+func TestListWidth(t *testing.T) {
+	for path, want := range map[string]int{
+		"/api/v1/count?resource=pods":                        0,
+		"/api/v1/objects/a/pods/ns/p":                        0,
+		"/api/v1/objects?resource=pods":                      1,
+		"/api/v1/objects?resource=pods&limit=5000":           3,
+		"/fleet/api/v1/pods":                                 4,
+		"/fleet/api/v1/pods?limit=500":                       1,
+		"/fleet/api/v1/namespaces/ns/pods?limit=500":         1,
+		"/fleet/api/v1/namespaces/ns/pods/p":                 0,
+		"/fleet/api/v1/namespaces":                           4,
+		"/fleet/api/v1/namespaces/ns":                        0,
+		"/clusters/a/apis/apps/v1/deployments?limit=10":      1,
+		"/clusters/a/apis/apps/v1/namespaces/x/deployments/": 4,
+		"/fleet/apis/apps/v1":                                0,
+		"/fleet/api":                                         0,
+		"/fleet/version":                                     0,
+	} {
+		if got := listWidth(httptest.NewRequest("GET", path, nil), 4); got != want {
+			t.Errorf("%s: width %d, want %d", path, got, want)
+		}
+	}
+}

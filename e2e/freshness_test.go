@@ -499,3 +499,31 @@ func startProcessNoWait(t *testing.T, bin string, args ...string) *exec.Cmd {
 	t.Cleanup(func() { _ = cmd.Process.Kill() })
 	return cmd
 }
+
+// TestCLIClustersShowsStaleness: `fleetcache clusters` prints each cluster's staleness
+// bound next to its phase.
+func TestCLIClustersShowsStaleness(t *testing.T) {
+	d := startDaemon(t)
+	var out string
+	waitFor(t, 30*time.Second, "every cluster Synced and proven", func() (bool, string) {
+		out = d.cli(t, "clusters")
+		for _, c := range fleet.Clusters {
+			found := false
+			for _, line := range strings.Split(out, "\n") {
+				f := strings.Fields(line)
+				if len(f) > 4 && f[0] == c.Name && f[1] == "Synced" && f[4] != "<unproven>" {
+					if _, err := time.ParseDuration(f[4]); err == nil {
+						found = true
+					}
+				}
+			}
+			if !found {
+				return false, out
+			}
+		}
+		return true, ""
+	})
+	if !strings.Contains(strings.SplitN(out, "\n", 2)[0], "STALENESS") {
+		t.Errorf("no STALENESS column:\n%s", out)
+	}
+}

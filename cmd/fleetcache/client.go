@@ -148,11 +148,22 @@ func (c *client) do(path string, q url.Values, into any) error {
 }
 
 type freshness struct {
-	Cluster       string     `json:"cluster"`
-	Phase         string     `json:"phase"`
-	ResourcePhase string     `json:"resourcePhase"`
-	LastEventTime *time.Time `json:"lastEventTime"`
-	Message       string     `json:"message"`
+	Cluster          string     `json:"cluster"`
+	Phase            string     `json:"phase"`
+	Reason           string     `json:"reason"`
+	ResourcePhase    string     `json:"resourcePhase"`
+	ResourceReason   string     `json:"resourceReason"`
+	StalenessSeconds *float64   `json:"stalenessSeconds"`
+	LastEventTime    *time.Time `json:"lastEventTime"`
+	Message          string     `json:"message"`
+}
+
+// staleness prints a staleness bound for people: "1.2s", "<unproven>".
+func staleness(secs *float64) string {
+	if secs == nil {
+		return "<unproven>"
+	}
+	return (time.Duration(*secs * float64(time.Second))).Round(100 * time.Millisecond).String()
 }
 
 type listPage struct {
@@ -297,7 +308,8 @@ func orNone(s string) string {
 func warnPartial(fs []freshness) {
 	for _, f := range fs {
 		if f.Phase != "Synced" || (f.ResourcePhase != "Synced" && f.ResourcePhase != "NotServed" && f.ResourcePhase != "") {
-			fmt.Fprintf(os.Stderr, "warning: cluster %s is %s (resource %s): its part of the answer may be missing or stale. %s\n", f.Cluster, f.Phase, f.ResourcePhase, f.Message)
+			fmt.Fprintf(os.Stderr, "warning: cluster %s is %s %s (resource %s %s), proven current only up to %s ago: its part of the answer may be missing or stale. %s\n",
+				f.Cluster, f.Phase, f.Reason, f.ResourcePhase, f.ResourceReason, staleness(f.StalenessSeconds), f.Message)
 		}
 	}
 }
@@ -362,6 +374,7 @@ func (c *client) clusters() error {
 			Version            string     `json:"version"`
 			LastTransitionTime time.Time  `json:"lastTransitionTime"`
 			LastProbeTime      *time.Time `json:"lastProbeTime"`
+			StalenessSeconds   *float64   `json:"stalenessSeconds"`
 			Resources          []struct {
 				Objects       int        `json:"objects"`
 				LastEventTime *time.Time `json:"lastEventTime"`
@@ -373,7 +386,9 @@ func (c *client) clusters() error {
 		return err
 	}
 	tw := tabwriter.NewWriter(c.out, 0, 4, 3, ' ', 0)
-	fmt.Fprintln(tw, "CLUSTER\tPHASE\tSINCE\tOBJECTS\tLAST EVENT\tVERSION\tSERVER\tMESSAGE")
+	// STALENESS: the cache held everything the cluster had this long ago (the largest
+	// bound of its resources); see the README's Freshness section.
+	fmt.Fprintln(tw, "CLUSTER\tPHASE\tSINCE\tOBJECTS\tSTALENESS\tLAST EVENT\tVERSION\tSERVER\tMESSAGE")
 	for _, cl := range res.Clusters {
 		objects := 0
 		var lastEvent time.Time
@@ -387,8 +402,8 @@ func (c *client) clusters() error {
 		if !lastEvent.IsZero() {
 			ago = duration.HumanDuration(time.Since(lastEvent)) + " ago"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\n", cl.Name, cl.Phase, duration.HumanDuration(time.Since(cl.LastTransitionTime)),
-			objects, ago, orNone(cl.Version), cl.Server, cl.Message)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\n", cl.Name, cl.Phase, duration.HumanDuration(time.Since(cl.LastTransitionTime)),
+			objects, staleness(cl.StalenessSeconds), ago, orNone(cl.Version), cl.Server, cl.Message)
 	}
 	if res.LoadError != "" {
 		fmt.Fprintln(os.Stderr, "warning: kubeconfig could not be reloaded:", res.LoadError)

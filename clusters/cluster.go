@@ -354,8 +354,8 @@ func (c *Cluster) Freshness(resource string) Freshness {
 	f.Proven = len(rcs) > 0
 	for _, rc := range rcs {
 		rc.mu.Lock()
-		if f.ResourcePhase == "" || phaseRank(rc.cond.Phase) > phaseRank(f.ResourcePhase) {
-			f.ResourcePhase, f.ResourceReason = rc.cond.Phase, rc.cond.Reason
+		if cond := rc.condNow(); f.ResourcePhase == "" || phaseRank(cond.Phase) > phaseRank(f.ResourcePhase) {
+			f.ResourcePhase, f.ResourceReason = cond.Phase, cond.Reason
 		}
 		if st, ok := rc.proof.staleness(now); ok {
 			f.Staleness = max(f.Staleness, st)

@@ -574,3 +574,33 @@ func TestForbiddenResourcesAreReported(t *testing.T) {
 	}
 	eventually(t, 60*time.Second, victim.Name+" synced after the binding is back", phaseIs(f, victim.Name, clusters.PhaseSynced))
 }
+
+// TestIdleResourcesStayProven: with no writes at all, a cluster's resources stay Synced,
+// proven current within staleAfter, through several idle proof intervals, from the
+// initial sync on. (With an interval long against the probe interval, as the defaults
+// are: the first proof after a watch-list sync once came after two intervals, past
+// staleAfter.)
+func TestIdleResourcesStayProven(t *testing.T) {
+	seeded(t)
+	path, filter := readerKubeconfig(t)
+	filter.Include = []string{fleet.Clusters[1].Name + "-reader"}
+	opts := fastOptions("namespaces", "nodes")
+	opts.Cluster.IdleProofInterval = 12 * time.Second
+	opts.Cluster.StaleAfter = 0 // the default: 12s + 2 x 1s + 5s
+	f := startFleet(t, clusters.KubeconfigSource{Paths: []string{path}, Filter: filter}, opts)
+	name := fleet.Clusters[1].Name
+	eventually(t, 30*time.Second, "synced", phaseIs(f, name, clusters.PhaseSynced))
+	deadline := time.Now().Add(30 * time.Second)
+	worst := 0.0
+	for time.Now().Before(deadline) {
+		s := f.Cluster(name).Status()
+		for _, r := range s.Resources {
+			if r.Phase != clusters.PhaseSynced || r.StalenessSeconds == nil || *r.StalenessSeconds > 19 {
+				t.Fatalf("%s left Synced while idle: %s %s %s (staleness %v)", r.Resource, r.Phase, r.Reason, r.Message, r.StalenessSeconds)
+			}
+			worst = max(worst, *r.StalenessSeconds)
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+	t.Logf("largest staleness bound over 30s idle: %.1fs (idle proof interval 12s, staleAfter 19s)", worst)
+}

@@ -112,6 +112,7 @@ func (lw *observedLW) WatchWithContext(ctx context.Context, opts metav1.ListOpti
 	if err != nil {
 		cancel()
 		release()
+		lw.rc.update(func(f *resourceFacts) { f.watchConnected = false })
 		lw.rc.recordError("watch", err)
 		return nil, err
 	}
@@ -144,6 +145,9 @@ const (
 	// shortWatch is the timeout of a watch whose resource awaits proof: its bookmark comes
 	// about 2s after it starts.
 	shortWatch = 4 * time.Second
+	// initialStreamGrace is how long a watch-list stream stays open after its initial
+	// events: long enough for the events sent right after them.
+	initialStreamGrace = time.Second
 )
 
 // watchTimeout is the timeout of the resource's next watch, in seconds.
@@ -196,10 +200,11 @@ func (w *observedWatch) run() {
 		}
 		now := w.rc.cluster.opts.Clock.Now()
 		w.rc.update(func(f *resourceFacts) {
-			f.watchConnected = false
 			// A stream that ends well before its timeout broke: whatever it proved,
-			// the cache must prove itself again.
+			// the cache must prove itself again. One that reached its timeout is renewed
+			// at once (a failed renewal reports itself), so the watch counts as connected.
 			if w.deadline.IsZero() || now.Before(w.deadline.Add(-time.Second)) {
+				f.watchConnected = false
 				w.rc.proof.disrupted(now)
 			}
 		})
@@ -257,11 +262,13 @@ func (w *observedWatch) observe(ev watch.Event, now time.Time) {
 			f.lastList, f.lastEv = now, now
 			rc.clearError(f)
 		})
-		// The stream goes on as a watch with the reflector's long timeout; end it after
-		// the idle proof interval so that the next watch proves an idle resource current.
-		d := rc.cluster.opts.IdleProofInterval
-		w.deadline = now.Add(d)
-		w.proofTimer = time.AfterFunc(d, w.Stop)
+		// The stream would go on as a watch with the reflector's long timeout and no
+		// proof before it ends: end it now (the reflector resumes from the bookmark), so
+		// that the next watch, of the idle proof interval, proves an idle resource in
+		// time. Kept open for longer, the first proof came after two intervals, past
+		// staleAfter.
+		w.deadline = now.Add(initialStreamGrace)
+		w.proofTimer = time.AfterFunc(initialStreamGrace, w.Stop)
 	}
 	rc.mu.Lock()
 	rc.cnt.events[string(ev.Type)]++

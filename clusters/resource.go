@@ -53,7 +53,7 @@ func (rc *resourceCache) status() ResourceStatus {
 	rc.mu.Lock()
 	defer rc.mu.Unlock()
 	s := ResourceStatus{
-		Condition: rc.cond, Resource: rc.display, Namespace: rc.namespace, Kind: rc.codec.gvk.Kind,
+		Condition: rc.condNow(), Resource: rc.display, Namespace: rc.namespace, Kind: rc.codec.gvk.Kind,
 		WatchConnected: rc.facts.watchConnected,
 	}
 	if rc.requested != rc.display {
@@ -114,6 +114,17 @@ func (rc *resourceCache) derive() Condition {
 		return Condition{Phase: PhaseDegraded, Reason: ReasonStale, Message: rc.staleMessage(now)}
 	}
 	return Condition{Phase: PhaseSynced}
+}
+
+// condNow is the resource's condition as of now: the stored one, except that a Synced
+// resource whose proof has run out since the last derivation is Stale already (phases
+// are derived on events and probes; the claim must hold when it is read). rc.mu is held.
+func (rc *resourceCache) condNow() Condition {
+	now := rc.cluster.opts.Clock.Now()
+	if rc.cond.Phase == PhaseSynced && !rc.proof.current(now, rc.cluster.opts.StaleAfter) {
+		return Condition{Phase: PhaseDegraded, Reason: ReasonStale, Message: rc.staleMessage(now), LastTransitionTime: now}
+	}
+	return rc.cond
 }
 
 // ReasonStale: the cache cannot prove it is current. Its watch delivered nothing that

@@ -171,17 +171,24 @@ func (rc *resourceCache) run(ctx context.Context) {
 		defer h.OnStop(rc.ref)
 	}
 	rc.update(func(f *resourceFacts) {})
-	go rc.informer.RunWithContext(ctx)
-	if cache.WaitForCacheSync(ctx.Done(), rc.informer.HasSynced) {
-		rc.update(func(f *resourceFacts) {
-			f.synced = true
-			if f.initialSync.IsZero() {
-				f.initialSync = rc.cluster.opts.Clock.Now()
-				rc.cnt.initialSyncDuration = f.initialSync.Sub(rc.cnt.started)
-			}
-		})
-	}
-	<-ctx.Done()
+	// The wait for the first sync has a goroutine of its own, which ends then; the
+	// informer runs on this one until ctx ends (one goroutine fewer per resource for the
+	// cache's whole life).
+	syncWait := make(chan struct{})
+	go func() {
+		defer close(syncWait)
+		if cache.WaitForCacheSync(ctx.Done(), rc.informer.HasSynced) {
+			rc.update(func(f *resourceFacts) {
+				f.synced = true
+				if f.initialSync.IsZero() {
+					f.initialSync = rc.cluster.opts.Clock.Now()
+					rc.cnt.initialSyncDuration = f.initialSync.Sub(rc.cnt.started)
+				}
+			})
+		}
+	}()
+	rc.informer.RunWithContext(ctx)
+	<-syncWait
 }
 
 // listDone counts a completed list (or the initial part of a watch-list stream). Lists

@@ -91,6 +91,15 @@ func (p *proof) relisted(rv uint64, now time.Time) {
 	p.advance(rv, now)
 }
 
+// listed records a consistent list sent at sent that returned rv: the cache holds what
+// the apiserver had then (not a probe: it adds no sync-lag sample).
+func (p *proof) listed(sent time.Time, rv uint64, now time.Time) {
+	p.relisted(rv, now)
+	if rv > 0 && sent.After(p.provenAt) {
+		p.provenAt = sent
+	}
+}
+
 func (p *proof) reached(pr probe, now time.Time) {
 	p.syncLag.observe(now.Sub(pr.sent).Seconds())
 	if pr.sent.After(p.provenAt) {

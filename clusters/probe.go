@@ -16,6 +16,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	utilnet "k8s.io/apimachinery/pkg/util/net"
 	"k8s.io/apimachinery/pkg/util/wait"
 )
 
@@ -191,7 +192,7 @@ func (c *Cluster) diagnose(ctx context.Context, err error) error {
 	if phase, _ := classify(err); phase == PhaseUnauthorized || phase == PhaseForbidden {
 		return err
 	}
-	timedOut := errors.Is(err, context.DeadlineExceeded) || isTimeout(err)
+	timedOut := errors.Is(err, context.DeadlineExceeded) || utilnet.IsTimeout(err)
 	if timedOut {
 		c.dialer.CloseAll()
 		c.connResets.Add(1)
@@ -205,11 +206,6 @@ func (c *Cluster) diagnose(ctx context.Context, err error) error {
 		return errConnectionStalled
 	}
 	return err
-}
-
-func isTimeout(err error) bool {
-	var t interface{ Timeout() bool }
-	return errors.As(err, &t) && t.Timeout()
 }
 
 // informers returns the resources that run an informer.
@@ -232,7 +228,3 @@ func (c *Cluster) rederive() {
 	}
 	c.resourceChanged()
 }
-
-// ConnectionResets is how many times the cluster's connections were closed because a
-// probe on them timed out.
-func (c *Cluster) ConnectionResets() uint64 { return c.connResets.Load() }

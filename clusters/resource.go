@@ -202,8 +202,5 @@ func (rc *resourceCache) listDone(start, now time.Time, rv uint64) {
 		rc.cnt.relists++
 	}
 	rc.cnt.listDuration.observe(now.Sub(start).Seconds())
-	rc.proof.relisted(rv, now)
-	if rv > 0 && start.After(rc.proof.provenAt) {
-		rc.proof.provenAt = start
-	}
+	rc.proof.listed(start, rv, now)
 }

@@ -1,0 +1,24 @@
+// Package sharding spreads a fleet's clusters over several fleetcache replicas.
+//
+// Replicas find each other through Kubernetes Leases (coordination.k8s.io/v1) in a home
+// cluster: each replica holds a Lease of its own, named after its identity, labelled with
+// its group and annotated with the address its peers reach it on, and renews it every
+// RenewInterval. A replica is a member while its Lease keeps being renewed: a Lease whose
+// renewals stop is dropped LeaseDuration after the last renewal this replica saw (the time
+// is this replica's own clock, as client-go's leader election does, so clock skew between
+// machines does not matter). A replica that stops cleanly deletes its Lease, and its peers
+// take its clusters over at once.
+//
+// Clusters are assigned by rendezvous (highest-random-weight) hashing over the live
+// members: each cluster goes to the Replicas members with the highest hash of (member,
+// cluster). Every replica reads the same kubeconfig and sees the same Leases, so every
+// replica computes the same assignment without talking to the others; when a member joins
+// or leaves, only the clusters whose top members changed move (about 1/N of them), and
+// adding or removing a cluster moves no other cluster.
+//
+// There is no consensus of our own: the Leases' renewals and expiry and the apiserver's
+// optimistic concurrency on each replica's own Lease are the whole mechanism. Two replicas
+// may briefly disagree on membership (each sees a Lease change when its watch delivers
+// it); during that window a cluster may be cached by one replica too many or too few, and
+// answers say so per cluster.
+package sharding

@@ -31,6 +31,7 @@ import (
 	"github.com/fleetcache/fleetcache/internal/kubeapi"
 	"github.com/fleetcache/fleetcache/internal/metrics"
 	"github.com/fleetcache/fleetcache/internal/server"
+	"github.com/fleetcache/fleetcache/internal/sharding"
 	"github.com/fleetcache/fleetcache/internal/version"
 )
 
@@ -203,7 +204,16 @@ func serve(args []string) error {
 	index := aggregator.New(nil, aggregator.Options{ContinueTTL: cfg.API.ContinueTTL.Duration})
 	clusterOpts := cfg.ClusterOptions()
 	clusterOpts.Handler = index
-	fleet := clusters.NewFleet(cfg.Source(), clusters.FleetOptions{Cluster: clusterOpts, Logger: log})
+	var fleet *clusters.Fleet
+	var shard *shard
+	source := cfg.Source()
+	if cfg.Sharding.Enabled() {
+		if shard, err = newShard(cfg, source, func() { fleet.Reload() }, log); err != nil {
+			return err
+		}
+		source = shard.source
+	}
+	fleet = clusters.NewFleet(source, clusters.FleetOptions{Cluster: clusterOpts, Logger: log})
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	go func() {
@@ -214,6 +224,16 @@ func serve(args []string) error {
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), metrics.NewCollector(fleet))
+	var served server.Fleet = fleet
+	ready := server.ReadyPolicy{Mode: cfg.Readiness.Policy, Min: cfg.Readiness.MinClusters, AllowEmpty: cfg.Readiness.AllowEmpty}
+	var shardStatus interface{ Status() sharding.Status }
+	if shard != nil {
+		reg.MustRegister(shard.collectors(fleet)...)
+		served, shardStatus = shard.fleet(fleet), shard.source
+		// A replica may own no cluster at all (more replicas than clusters): that is
+		// normal, not a reason to be unready.
+		ready.AllowEmpty = true
+	}
 
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
@@ -254,8 +274,8 @@ func serve(args []string) error {
 		Authenticator: authn, ServeSecrets: cfg.API.ServeSecrets,
 		Limits: server.Limits{MaxInFlight: cfg.API.MaxInFlight, MaxWatches: cfg.API.MaxWatches, RequestTimeout: cfg.API.RequestTimeout.Duration,
 			ListSeats: cfg.API.ListSeats, ListQueue: cfg.API.ListQueue, ListQueueWait: cfg.API.ListQueueWait.Duration},
-		Fleet: fleet, Index: index, Gatherer: reg, Registerer: reg, Logger: log,
-		Ready:   server.ReadyPolicy{Mode: cfg.Readiness.Policy, Min: cfg.Readiness.MinClusters, AllowEmpty: cfg.Readiness.AllowEmpty},
+		Fleet: served, Sharding: shardStatus, Index: index, Gatherer: reg, Registerer: reg, Logger: log,
+		Ready:   ready,
 		KubeAPI: &kubeapi.Handler{Index: index, Fleet: fleet},
 	})
 	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second}
@@ -288,6 +308,13 @@ func serve(args []string) error {
 	}
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()
+	if shard != nil {
+		// The membership ends with the signal: the Lease is deleted at once, so that the
+		// peers start taking this replica's clusters over while it drains.
+		go func() { _ = shard.members.Run(ctx) }()
+		log.Info("sharding", zap.String("identity", cfg.Sharding.Identity), zap.String("advertiseURL", cfg.Sharding.AdvertiseURL),
+			zap.String("home", cfg.Sharding.HomeContext), zap.String("namespace", cfg.Sharding.Namespace), zap.Int("replicas", cfg.Sharding.Replicas))
+	}
 
 	select {
 	case <-ctx.Done():

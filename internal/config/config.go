@@ -44,6 +44,7 @@ type Config struct {
 	// ShutdownGracePeriod bounds how long in-flight requests and watch streams get to
 	// finish after SIGTERM. Default 20s (inside Kubernetes' default 30s).
 	ShutdownGracePeriod metav1.Duration `json:"shutdownGracePeriod,omitempty"`
+	Sharding            ShardingConfig  `json:"sharding,omitempty"`
 }
 
 // InClusterConfig adds the cluster fleetcache runs in as a source.
@@ -198,11 +199,12 @@ func (c *Config) SetDefaults() {
 	if c.Log.Format == "" {
 		c.Log.Format = "json"
 	}
+	c.setShardingDefaults()
 }
 
 // Validate reports every problem at once, each prefixed with its field path.
 func (c *Config) Validate() error {
-	var errs field.ErrorList
+	errs := c.validateSharding()
 	if host, _, err := net.SplitHostPort(c.Listen); err != nil {
 		errs = append(errs, field.Invalid(field.NewPath("listen"), c.Listen, err.Error()))
 	} else if !Loopback(host) && c.Auth.TokenFile == "" && !c.Auth.TokenReview.Enabled() && !c.Auth.InsecureAllowUnauthenticated {

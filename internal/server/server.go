@@ -15,6 +15,7 @@ import (
 	"github.com/fleetcache/fleetcache/aggregator"
 	"github.com/fleetcache/fleetcache/clusters"
 	"github.com/fleetcache/fleetcache/internal/kubeapi"
+	"github.com/fleetcache/fleetcache/internal/sharding"
 )
 
 // Fleet is what the server needs of the clusters.
@@ -27,7 +28,9 @@ type Fleet interface {
 
 // Options configure the handler. Zero values mean defaults.
 type Options struct {
-	Fleet    Fleet
+	Fleet Fleet
+	// Sharding, when set, adds the replica group's view to /api/v1/clusters.
+	Sharding interface{ Status() sharding.Status }
 	Index    *aggregator.Index
 	Gatherer prometheus.Gatherer
 	Logger   *zap.Logger
@@ -120,6 +123,7 @@ func (a *api) clusters(w http.ResponseWriter, r *http.Request) {
 	resp := struct {
 		Clusters  []clusters.ClusterStatus `json:"clusters"`
 		LoadError string                   `json:"loadError,omitempty"`
+		Sharding  *sharding.Status         `json:"sharding,omitempty"`
 	}{Clusters: []clusters.ClusterStatus{}}
 	scope := scopeOf(r)
 	for _, s := range a.opts.Fleet.Status() {
@@ -129,6 +133,15 @@ func (a *api) clusters(w http.ResponseWriter, r *http.Request) {
 	}
 	if err := a.opts.Fleet.LoadError(); err != nil {
 		resp.LoadError = err.Error()
+	}
+	if a.opts.Sharding != nil {
+		st := a.opts.Sharding.Status()
+		for c := range st.Owners {
+			if scope != nil && !scope.SeesCluster(c) {
+				delete(st.Owners, c)
+			}
+		}
+		resp.Sharding = &st
 	}
 	writeJSON(w, http.StatusOK, resp)
 }

@@ -16,6 +16,9 @@ type Source struct {
 
 	mu  sync.Mutex
 	all []string
+	// applied is the membership generation the last Targets call assigned by; -1 before
+	// this replica had joined.
+	applied int
 }
 
 var _ clusters.FileSource = (*Source)(nil)
@@ -25,6 +28,10 @@ func (s *Source) Targets() ([]clusters.Target, error) {
 	ts, err := s.Inner.Targets()
 	if err != nil {
 		return nil, err
+	}
+	gen := -1
+	if s.Owner.Joined() {
+		gen = s.Owner.Stats().Changes
 	}
 	all := make([]string, 0, len(ts))
 	var mine []clusters.Target
@@ -36,7 +43,7 @@ func (s *Source) Targets() ([]clusters.Target, error) {
 	}
 	sort.Strings(all)
 	s.mu.Lock()
-	s.all = all
+	s.all, s.applied = all, gen
 	s.mu.Unlock()
 	return mine, nil
 }
@@ -47,6 +54,40 @@ func (s *Source) Files() []string {
 		return fs.Files()
 	}
 	return nil
+}
+
+// Current reports whether the clusters last handed out follow the current membership:
+// this replica has joined and nothing changed since. Until then it is not ready.
+func (s *Source) Current() bool {
+	if !s.Owner.Joined() {
+		return false
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.applied == s.Owner.Stats().Changes
+}
+
+// Status is the sharding block of /api/v1/clusters.
+type Status struct {
+	Identity string   `json:"identity"`
+	Replicas int      `json:"replicas"`
+	Members  []Member `json:"members"`
+	// Owners maps every cluster of the fleet to the identities of the replicas that cache
+	// it.
+	Owners map[string][]string `json:"owners"`
+}
+
+// Status returns this replica's view of the group.
+func (s *Source) Status() Status {
+	st := Status{Identity: s.Owner.Identity(), Replicas: s.Owner.Replicas(), Members: s.Owner.Members(), Owners: map[string][]string{}}
+	for c, owners := range Assign(s.All(), st.Members, st.Replicas) {
+		ids := make([]string, len(owners))
+		for i, o := range owners {
+			ids[i] = o.Identity
+		}
+		st.Owners[c] = ids
+	}
+	return st
 }
 
 // All are the names of every cluster of the fleet, owned here or not, as of the last

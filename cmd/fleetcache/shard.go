@@ -1,0 +1,79 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/fleetcache/fleetcache/clusters"
+	"github.com/fleetcache/fleetcache/internal/config"
+	"github.com/fleetcache/fleetcache/internal/sharding"
+)
+
+// shard is this replica's place in a sharded group: its membership and the part of the
+// fleet's source it owns.
+type shard struct {
+	members *sharding.Membership
+	source  *sharding.Source
+}
+
+// newShard joins nothing yet; Run on members does. reload is called when the members
+// change, so that the fleet picks up the clusters it gained and drops those it lost.
+func newShard(cfg *config.Config, inner clusters.Source, reload func(), log *zap.Logger) (*shard, error) {
+	s := cfg.Sharding
+	home, err := cfg.HomeConfig()
+	if err != nil {
+		return nil, err
+	}
+	client, err := kubernetes.NewForConfig(home)
+	if err != nil {
+		return nil, fmt.Errorf("sharding: home cluster client: %w", err)
+	}
+	m, err := sharding.New(sharding.Options{
+		Client: client, Namespace: s.Namespace, Group: s.Group, Identity: s.Identity, Address: s.AdvertiseURL,
+		LeaseDuration: s.LeaseDuration.Duration, Replicas: s.Replicas, OnChange: reload, Logger: log,
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &shard{members: m, source: &sharding.Source{Inner: inner, Owner: m}}, nil
+}
+
+// fleet wraps the fleet for readiness: a replica is not loaded before it has joined and
+// its clusters follow the current membership.
+func (s *shard) fleet(f *clusters.Fleet) shardedFleet { return shardedFleet{Fleet: f, shard: s} }
+
+type shardedFleet struct {
+	*clusters.Fleet
+	shard *shard
+}
+
+func (f shardedFleet) Loaded() bool { return f.Fleet.Loaded() && f.shard.source.Current() }
+
+func (f shardedFleet) LoadError() error {
+	if err := f.Fleet.LoadError(); err != nil {
+		return err
+	}
+	if !f.shard.members.Joined() {
+		return errors.New("not a member of the sharding group yet (its Lease is not written, or the peers' Leases not read)")
+	}
+	return nil
+}
+
+// collectors are the sharding metrics.
+func (s *shard) collectors(f *clusters.Fleet) []prometheus.Collector {
+	return []prometheus.Collector{
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "fleetcache_shard_members",
+			Help: "Live replicas of this replica's sharding group, as this replica sees them (Leases renewed within their duration)."},
+			func() float64 { return float64(s.members.Stats().Members) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "fleetcache_shard_owned_clusters",
+			Help: "Clusters this replica caches: those rendezvous hashing assigns to it among the live members."},
+			func() float64 { return float64(len(f.Names())) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "fleetcache_shard_membership_changes_total",
+			Help: "Times the set of live replicas changed (a replica joined, left, or its Lease expired); each may move clusters between replicas."},
+			func() float64 { return float64(s.members.Stats().Changes) }),
+	}
+}

@@ -35,6 +35,13 @@ type Query struct {
 	Limit int
 	// Continue resumes a List from the token of the previous page.
 	Continue string
+	// After starts a List after this position, "cluster/namespace/name" (namespace empty
+	// for cluster-scoped objects): how a sharding router resumes on each replica. Unlike
+	// Continue it is not signed; it is only a position, the query decides what is seen.
+	After string
+	// Only, when not empty, restricts the query to these clusters (exact names), on top of
+	// Clusters: how a sharding router asks a replica for its part.
+	Only []string
 	// Scope limits what the caller may see; nil sees everything.
 	Scope Scope
 }
@@ -87,6 +94,8 @@ type Freshness struct {
 	// resource (watch event or bookmark).
 	LastEventTime *time.Time `json:"lastEventTime,omitempty"`
 	Message       string     `json:"message,omitempty"`
+	// Replica names the fleetcache replica that answered for this cluster (sharding).
+	Replica string `json:"replica,omitempty"`
 }
 
 // ListResult is one page of a List.
@@ -132,8 +141,18 @@ func (ix *Index) plan(q Query) (*plan, error) {
 	for name := range r.shards {
 		known[name] = true
 	}
+	var only map[string]bool
+	if len(q.Only) > 0 {
+		only = map[string]bool{}
+		for _, c := range q.Only {
+			only[c] = true
+		}
+	}
 	for name := range known {
 		if q.Scope != nil && !q.Scope.SeesCluster(name) {
+			continue
+		}
+		if only != nil && !only[name] {
 			continue
 		}
 		if q.Clusters == "" || glob.Match(q.Clusters, name) {
@@ -419,6 +438,12 @@ func (ix *Index) List(q Query) (*ListResult, error) {
 			return nil, fmt.Errorf("continue token: %w", err)
 		}
 		afterCluster, afterKey = t.Cluster, t.Key
+	} else if q.After != "" {
+		c, key, ok := strings.Cut(q.After, "/")
+		if !ok || c == "" || !strings.Contains(key, "/") {
+			return nil, fmt.Errorf("%w: after %q: want cluster/namespace/name", ErrInvalidToken, q.After)
+		}
+		afterCluster, afterKey = c, key
 	}
 	res := &ListResult{Resource: p.resource.info(), queryHash: qh}
 	m := newMatcher(q)

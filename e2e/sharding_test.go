@@ -3,7 +3,9 @@ package e2e
 import (
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"sort"
@@ -11,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fleetcache/fleetcache/aggregator"
 	"github.com/fleetcache/fleetcache/clusters"
 	"github.com/fleetcache/fleetcache/internal/sharding"
 	"github.com/fleetcache/fleetcache/internal/testfleet"
@@ -150,11 +153,76 @@ func TestShardedReplicasSplitTheFleet(t *testing.T) {
 				}
 			}
 
+			// Answers through each replica equal kubectl's, per apiserver times its contexts.
+			truth := shardTruth(t, "configmaps", "-A", "-l", testfleet.SeedLabel)
+			t.Logf("kubectl: %d seeded configmaps over %d contexts", len(truth), shardContexts)
+			for _, r := range rs {
+				got := pageAll(t, r, url.Values{"resource": {"configmaps"}, "labelSelector": {testfleet.SeedLabel}, "limit": {"7"}})
+				if fmt.Sprint(got) != fmt.Sprint(truth) {
+					t.Errorf("%s: paged list of %d configmaps, kubectl says %d\n got  %v\n want %v", r.id, len(got), len(truth), got, truth)
+				}
+				counts := shardCount(t, r, url.Values{"resource": {"configmaps"}, "labelSelector": {testfleet.SeedLabel}, "groupBy": {"cluster"}})
+				want := map[string]int{}
+				for _, k := range truth {
+					c, _, _ := strings.Cut(k, "/")
+					want[c]++
+				}
+				if fmt.Sprint(counts) != fmt.Sprint(want) {
+					t.Errorf("%s: counts %v, kubectl says %v", r.id, counts, want)
+				}
+				// A single get of an object in a cluster another replica caches.
+				for _, k := range []string{truth[0], truth[len(truth)-1]} {
+					parts := strings.SplitN(k, "/", 3)
+					resp, err := http.Get(r.url + "/api/v1/objects/" + parts[0] + "/configmaps/" + parts[1] + "/" + parts[2])
+					if err != nil {
+						t.Fatal(err)
+					}
+					var item struct {
+						Cluster string `json:"cluster"`
+						Object  struct {
+							Metadata struct{ Name string } `json:"metadata"`
+						} `json:"object"`
+					}
+					_ = json.NewDecoder(resp.Body).Decode(&item)
+					resp.Body.Close()
+					if resp.StatusCode != http.StatusOK || item.Cluster != parts[0] || item.Object.Metadata.Name != parts[2] {
+						t.Errorf("%s: get %s: HTTP %d, %+v", r.id, k, resp.StatusCode, item)
+					}
+				}
+			}
+
 			// kill -9 one replica: its clusters come back on the survivors within the
 			// lease duration (plus a renewal round and a sync).
+			deadOwns := map[string]bool{}
+			for c, owners := range first.Owners {
+				if owners[0] == rs[1].id && replicas == 1 {
+					deadOwns[c] = true
+				}
+			}
 			rs[1].kill()
 			killed := time.Now()
 			survivors := []shardReplica{rs[0], rs[2]}
+			// Until the dead replica's Lease expires its clusters are nobody's: answers
+			// through the survivors say so for exactly those clusters (with two copies of
+			// each cluster, the other copy answers and nothing is partial).
+			for _, r := range survivors {
+				page := listPageOf(t, r, url.Values{"resource": {"configmaps"}, "labelSelector": {testfleet.SeedLabel}, "limit": {"5000"}})
+				notSynced := map[string]bool{}
+				for _, f := range page.Clusters {
+					if f.Phase != clusters.PhaseSynced || (f.ResourcePhase != "" && f.ResourcePhase != clusters.PhaseSynced) {
+						notSynced[f.Cluster] = true
+					}
+				}
+				t.Logf("%s %s after the kill: partial=%v, not synced %v (the dead replica owned %v)", r.id, time.Since(killed).Round(time.Millisecond), page.Partial, keys(notSynced), keys(deadOwns))
+				if time.Since(killed) < shardLease-time.Second { // the claim is about the window before expiry
+					if fmt.Sprint(notSynced) != fmt.Sprint(deadOwns) || page.Partial != (len(deadOwns) > 0) {
+						t.Errorf("%s right after the kill: partial=%v, not synced %v; want exactly the dead replica's %v", r.id, page.Partial, keys(notSynced), keys(deadOwns))
+					}
+				}
+				if replicas == 2 && page.Partial {
+					t.Errorf("%s: partial with two copies of every cluster: %v", r.id, keys(notSynced))
+				}
+			}
 			if replicas == 2 {
 				// Every context still has a copy on a survivor at once.
 				for _, c := range coverageLess(t, survivors, 1) {
@@ -166,6 +234,12 @@ func TestShardedReplicasSplitTheFleet(t *testing.T) {
 				return len(wrong) == 0, strings.Join(wrong, " ")
 			})
 			t.Logf("replicas=%d: the killed replica's clusters were Synced on the survivors %s after the kill", replicas, time.Since(killed).Round(100*time.Millisecond))
+			for _, r := range survivors {
+				testfleet.Eventually(t, 10*time.Second, r.id+" answers whole again", func() (bool, string) {
+					got := pageAll(t, r, url.Values{"resource": {"configmaps"}, "labelSelector": {testfleet.SeedLabel}, "limit": {"11"}})
+					return fmt.Sprint(got) == fmt.Sprint(truth), fmt.Sprintf("%d of %d", len(got), len(truth))
+				})
+			}
 		})
 	}
 }
@@ -184,5 +258,103 @@ func coverageLess(t *testing.T, rs []shardReplica, n int) []string {
 			out = append(out, name)
 		}
 	}
+	return out
+}
+
+// shardTruth is kubectl's answer per apiserver, repeated for each many-contexts context
+// that points at it: "ctx/namespace/name", sorted.
+func shardTruth(t *testing.T, resource string, args ...string) []string {
+	per := map[string][]string{}
+	for _, k := range kubectlSet(t, resource, args...) {
+		c, rest, _ := strings.Cut(k, "/")
+		per[c] = append(per[c], rest)
+	}
+	var out []string
+	for i := 1; i <= shardContexts; i++ {
+		c := fleet.Clusters[(i-1)%len(fleet.Clusters)].Name
+		for _, rest := range per[c] {
+			out = append(out, fmt.Sprintf("ctx-%04d/%s", i, rest))
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+type shardPage struct {
+	Clusters []aggregator.Freshness `json:"clusters"`
+	Partial  bool                   `json:"partial"`
+	Items    []struct {
+		Cluster string `json:"cluster"`
+		Object  struct {
+			Metadata struct{ Name, Namespace string } `json:"metadata"`
+		} `json:"object"`
+	} `json:"items"`
+	Continue string `json:"continue"`
+}
+
+func listPageOf(t *testing.T, r shardReplica, q url.Values) shardPage {
+	t.Helper()
+	resp, err := http.Get(r.url + "/api/v1/objects?" + q.Encode())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		body, _ := io.ReadAll(resp.Body)
+		t.Fatalf("%s: list %s: HTTP %d %s", r.id, q.Encode(), resp.StatusCode, body)
+	}
+	var p shardPage
+	if err := json.NewDecoder(resp.Body).Decode(&p); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// pageAll follows continue tokens through one replica and returns every item's
+// "cluster/namespace/name" in the order received.
+func pageAll(t *testing.T, r shardReplica, q url.Values) []string {
+	t.Helper()
+	var out []string
+	for pages := 0; ; pages++ {
+		if pages > 1000 {
+			t.Fatalf("%s: more than 1000 pages", r.id)
+		}
+		p := listPageOf(t, r, q)
+		for _, it := range p.Items {
+			out = append(out, it.Cluster+"/"+it.Object.Metadata.Namespace+"/"+it.Object.Metadata.Name)
+		}
+		if p.Continue == "" {
+			return out
+		}
+		q.Set("continue", p.Continue)
+	}
+}
+
+func shardCount(t *testing.T, r shardReplica, q url.Values) map[string]int {
+	t.Helper()
+	resp, err := http.Get(r.url + "/api/v1/count?" + q.Encode())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var c struct {
+		Groups []aggregator.Group `json:"groups"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&c); err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]int{}
+	for _, g := range c.Groups {
+		out[g.Values[0]] = g.Count
+	}
+	return out
+}
+
+func keys(m map[string]bool) []string {
+	var out []string
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
 	return out
 }

@@ -227,7 +227,10 @@ func serve(args []string) error {
 	var served server.Fleet = fleet
 	ready := server.ReadyPolicy{Mode: cfg.Readiness.Policy, Min: cfg.Readiness.MinClusters, AllowEmpty: cfg.Readiness.AllowEmpty}
 	var shardStatus interface{ Status() sharding.Status }
+	var route func(http.Handler) http.Handler
 	if shard != nil {
+		router := &sharding.Router{Source: shard.source, Scope: server.ScopeOf, Logger: log}
+		route = router.Wrap
 		reg.MustRegister(shard.collectors(fleet)...)
 		served, shardStatus = shard.fleet(fleet), shard.source
 		// A replica may own no cluster at all (more replicas than clusters): that is
@@ -274,7 +277,7 @@ func serve(args []string) error {
 		Authenticator: authn, ServeSecrets: cfg.API.ServeSecrets,
 		Limits: server.Limits{MaxInFlight: cfg.API.MaxInFlight, MaxWatches: cfg.API.MaxWatches, RequestTimeout: cfg.API.RequestTimeout.Duration,
 			ListSeats: cfg.API.ListSeats, ListQueue: cfg.API.ListQueue, ListQueueWait: cfg.API.ListQueueWait.Duration},
-		Fleet: served, Sharding: shardStatus, Index: index, Gatherer: reg, Registerer: reg, Logger: log,
+		Fleet: served, Sharding: shardStatus, Route: route, Index: index, Gatherer: reg, Registerer: reg, Logger: log,
 		Ready:   ready,
 		KubeAPI: &kubeapi.Handler{Index: index, Fleet: fleet},
 	})

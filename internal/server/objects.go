@@ -51,6 +51,9 @@ func (a *api) parseQuery(r *http.Request, paging bool) (aggregator.Query, error)
 		return q, err
 	}
 	q.Scope = scopeOf(r)
+	if s := v.Get("only"); s != "" {
+		q.Only = strings.Split(s, ",")
+	}
 	if q.Clusters != "" {
 		if err := glob.Validate(q.Clusters); err != nil {
 			return q, badParam{"cluster", "not a valid glob: " + err.Error()}
@@ -83,12 +86,16 @@ func (a *api) parseQuery(r *http.Request, paging bool) (aggregator.Query, error)
 		q.Limit = n
 	}
 	q.Continue = v.Get("continue")
+	q.After = v.Get("after")
 	return q, nil
 }
 
 var knownParams = map[string]bool{
 	"resource": true, "cluster": true, "namespace": true, "labelSelector": true, "fieldSelector": true,
 	"limit": true, "continue": true, "groupBy": true, "cursor": true, "pretty": true, "format": true,
+	// Used between sharded replicas (see internal/sharding), harmless from anyone: they
+	// only narrow or position a query.
+	"local": true, "only": true, "after": true,
 }
 
 // itemJSON is one object in a response, with its cluster.

@@ -31,6 +31,9 @@ type Options struct {
 	Fleet Fleet
 	// Sharding, when set, adds the replica group's view to /api/v1/clusters.
 	Sharding interface{ Status() sharding.Status }
+	// Route, when set, wraps the API routes behind authentication (the sharding router,
+	// which answers for clusters other replicas cache).
+	Route    func(http.Handler) http.Handler
 	Index    *aggregator.Index
 	Gatherer prometheus.Gatherer
 	Logger   *zap.Logger
@@ -110,8 +113,15 @@ func New(opts Options) *Server {
 	mux.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "NotFound", "no such endpoint: "+r.Method+" "+r.URL.Path+" (see docs/api.md)")
 	})
-	return &Server{Handler: guard(mux, opts.Authenticator, opts.Limits), endStreams: endStreams}
+	var routes http.Handler = mux
+	if opts.Route != nil {
+		routes = opts.Route(mux)
+	}
+	return &Server{Handler: guard(routes, opts.Authenticator, opts.Limits), endStreams: endStreams}
 }
+
+// ScopeOf returns the caller's scope for queries, nil for an unrestricted caller.
+func ScopeOf(r *http.Request) aggregator.Scope { return scopeOf(r) }
 
 type api struct {
 	opts    Options

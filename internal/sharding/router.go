@@ -1,0 +1,676 @@
+package sharding
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/fleetcache/fleetcache/aggregator"
+	"github.com/fleetcache/fleetcache/clusters"
+	"github.com/fleetcache/fleetcache/internal/glob"
+)
+
+// Router answers the /api/v1 lists, counts and single gets for the whole fleet on any
+// replica: it asks each cluster's reader (this replica when it owns the cluster, else the
+// cluster's first live owner) for its part, in parallel, and merges the answers. It sits
+// behind authentication: the caller's scope decides which clusters are asked for, and
+// the caller's own credentials go with each replica-to-replica request, so a replica never
+// shows a caller more than the caller may see. A request with local=true is answered from
+// this replica's own caches only (that is what the replicas ask each other).
+type Router struct {
+	Source *Source
+	// Client makes the replica-to-replica requests. Default: a client with Timeout.
+	Client *http.Client
+	// Timeout bounds one replica's part of an answer; its clusters are reported partial
+	// past it. Default 30s.
+	Timeout time.Duration
+	// Scope is the caller's scope (nil: sees everything).
+	Scope func(*http.Request) aggregator.Scope
+	// DefaultLimit is a list page's size when the request gives none, as the local API's.
+	DefaultLimit int
+	Logger       *zap.Logger
+}
+
+// Wrap returns next with the fleet-wide routes answered by the router.
+func (rt *Router) Wrap(next http.Handler) http.Handler {
+	if rt.Timeout == 0 {
+		rt.Timeout = 30 * time.Second
+	}
+	if rt.Client == nil {
+		rt.Client = &http.Client{Timeout: rt.Timeout}
+	}
+	if rt.Logger == nil {
+		rt.Logger = zap.NewNop()
+	}
+	if rt.DefaultLimit == 0 {
+		rt.DefaultLimit = 500
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		q := r.URL.Query()
+		if r.Method != http.MethodGet || q.Get("local") == "true" {
+			next.ServeHTTP(w, r)
+			return
+		}
+		switch {
+		case r.URL.Path == "/api/v1/objects":
+			rt.list(w, r, next)
+		case r.URL.Path == "/api/v1/count":
+			rt.count(w, r, next)
+		case strings.HasPrefix(r.URL.Path, "/api/v1/objects/"):
+			rt.get(w, r, next)
+		default:
+			next.ServeHTTP(w, r)
+		}
+	})
+}
+
+// reader is one replica asked for its part of an answer.
+type reader struct {
+	member   Member
+	self     bool
+	clusters []string // sorted
+}
+
+// candidates maps every cluster the request selects to the replicas that can answer for
+// it, in the order to ask them: this replica first when it owns the cluster (no hop),
+// then the owners by weight. Clusters no live replica owns are returned apart.
+func (rt *Router) candidates(r *http.Request) (map[string][]Member, []string) {
+	pattern := r.URL.Query().Get("cluster")
+	var scope aggregator.Scope
+	if rt.Scope != nil {
+		scope = rt.Scope(r)
+	}
+	members := rt.Source.Owner.Members()
+	self := rt.Source.Owner.Identity()
+	out := map[string][]Member{}
+	var orphans []string
+	for _, c := range rt.Source.All() {
+		if pattern != "" && !glob.Match(pattern, c) {
+			continue
+		}
+		if scope != nil && !scope.SeesCluster(c) {
+			continue
+		}
+		owners := Owners(c, members, rt.Source.Owner.Replicas())
+		if len(owners) == 0 {
+			orphans = append(orphans, c)
+			continue
+		}
+		for i, o := range owners {
+			if o.Identity == self && i > 0 {
+				owners[0], owners[i] = owners[i], owners[0]
+			}
+		}
+		out[c] = owners
+	}
+	return out, orphans
+}
+
+// readers groups clusters by the first candidate not in failed; clusters without one
+// are returned apart.
+func (rt *Router) readers(cands map[string][]Member, only []string, failed map[string]bool) ([]*reader, []string) {
+	self := rt.Source.Owner.Identity()
+	byID := map[string]*reader{}
+	var out []*reader
+	var none []string
+	sort.Strings(only)
+	for _, c := range only {
+		var pick *Member
+		for _, m := range cands[c] {
+			if !failed[m.Identity] {
+				pick = &m
+				break
+			}
+		}
+		if pick == nil {
+			none = append(none, c)
+			continue
+		}
+		rd := byID[pick.Identity]
+		if rd == nil {
+			rd = &reader{member: *pick, self: pick.Identity == self}
+			byID[pick.Identity] = rd
+			out = append(out, rd)
+		}
+		rd.clusters = append(rd.clusters, c)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].member.Identity < out[j].member.Identity })
+	return out, none
+}
+
+// part is one reader's answer.
+type part struct {
+	rd     *reader
+	status int
+	body   []byte
+	err    error
+}
+
+// failed says the replica could not answer (unreachable, overloaded, broken); a 4xx is
+// an answer about the request itself.
+func (p part) failed() bool {
+	return p.err != nil || p.status >= 500 || p.status == http.StatusTooManyRequests
+}
+
+// gather asks, for every selected cluster, one replica that caches it, in parallel; when
+// a replica fails, its clusters are asked of their next owner (with sharding.replicas: 2
+// a dead replica costs a retry, not a partial answer). It returns the answers, with a
+// failed one for the clusters no owner answered for, and the clusters no replica owns.
+func (rt *Router) gather(r *http.Request, local http.Handler, extra url.Values) ([]part, []string) {
+	cands, orphans := rt.candidates(r)
+	pending := make([]string, 0, len(cands))
+	for c := range cands {
+		pending = append(pending, c)
+	}
+	failed := map[string]bool{}
+	lastFailure := map[string]part{}
+	var done []part
+	var exhausted []string
+	for len(pending) > 0 {
+		readers, none := rt.readers(cands, pending, failed)
+		exhausted = append(exhausted, none...)
+		pending = nil
+		for _, p := range rt.ask(r, readers, local, extra) {
+			if p.failed() {
+				failed[p.rd.member.Identity] = true
+				for _, c := range p.rd.clusters {
+					lastFailure[c] = p
+				}
+				pending = append(pending, p.rd.clusters...)
+				continue
+			}
+			done = append(done, p)
+		}
+	}
+	// Report each cluster nobody answered for with the last failure it met.
+	byFailure := map[string]*part{}
+	for _, c := range exhausted {
+		f := lastFailure[c]
+		id := f.rd.member.Identity
+		if byFailure[id] == nil {
+			rd := *f.rd
+			rd.clusters = nil
+			f.rd = &rd
+			byFailure[id] = &f
+		}
+		byFailure[id].rd.clusters = append(byFailure[id].rd.clusters, c)
+	}
+	for _, f := range byFailure {
+		sort.Strings(f.rd.clusters)
+		done = append(done, *f)
+	}
+	return done, orphans
+}
+
+// ask sends the request, narrowed to each reader's clusters, to every reader in parallel.
+// This replica's part is served in-process by local.
+func (rt *Router) ask(r *http.Request, readers []*reader, local http.Handler, extra url.Values) []part {
+	parts := make([]part, len(readers))
+	var wg sync.WaitGroup
+	for i, rd := range readers {
+		wg.Go(func() {
+			q := r.URL.Query()
+			q.Del("continue")
+			for k, v := range extra {
+				q[k] = v
+			}
+			q.Set("local", "true")
+			q.Set("only", strings.Join(rd.clusters, ","))
+			parts[i] = rt.fetch(r, rd, local, r.URL.Path+"?"+q.Encode())
+		})
+	}
+	wg.Wait()
+	return parts
+}
+
+func (rt *Router) fetch(r *http.Request, rd *reader, local http.Handler, pathQuery string) part {
+	p := part{rd: rd}
+	ctx, cancel := context.WithTimeout(r.Context(), rt.Timeout)
+	defer cancel()
+	if rd.self {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, pathQuery, nil)
+		if err != nil {
+			p.err = err
+			return p
+		}
+		req.Header = r.Header.Clone()
+		rec := &recorder{header: http.Header{}, status: http.StatusOK}
+		local.ServeHTTP(rec, req)
+		p.status, p.body = rec.status, rec.buf.Bytes()
+		return p
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimSuffix(rd.member.Address, "/")+pathQuery, nil)
+	if err != nil {
+		p.err = err
+		return p
+	}
+	// The caller's credentials, not this replica's: the peer checks them itself.
+	if a := r.Header.Get("Authorization"); a != "" {
+		req.Header.Set("Authorization", a)
+	}
+	resp, err := rt.Client.Do(req)
+	if err != nil {
+		p.err = err
+		return p
+	}
+	defer resp.Body.Close()
+	p.status = resp.StatusCode
+	p.body, p.err = io.ReadAll(resp.Body)
+	return p
+}
+
+// recorder is a ResponseWriter into memory, for this replica's own part.
+type recorder struct {
+	header http.Header
+	status int
+	buf    bytes.Buffer
+}
+
+func (w *recorder) Header() http.Header         { return w.header }
+func (w *recorder) WriteHeader(code int)        { w.status = code }
+func (w *recorder) Write(b []byte) (int, error) { return w.buf.Write(b) }
+
+// clientError returns the first part that failed because of the request itself (4xx):
+// every replica would say the same, so the caller gets that answer.
+func clientError(parts []part) *part {
+	for i, p := range parts {
+		if !p.failed() && p.status >= 400 {
+			return &parts[i]
+		}
+	}
+	return nil
+}
+
+// freshness merges the parts' per-cluster freshness: each cluster as its reader reported
+// it, named after the reader; a cluster whose reader failed, or has not cached it yet, or
+// that no replica owns, is reported not Synced, with the reason.
+func freshness(parts []part, blocks [][]aggregator.Freshness, orphans []string) ([]aggregator.Freshness, bool) {
+	var out []aggregator.Freshness
+	partial := false
+	for i, p := range parts {
+		have := map[string]aggregator.Freshness{}
+		for _, f := range blocks[i] {
+			have[f.Cluster] = f
+		}
+		for _, c := range p.rd.clusters {
+			f, ok := have[c]
+			switch {
+			case p.failed():
+				msg := fmt.Sprintf("replica %s did not answer", p.rd.member.Identity)
+				if p.err != nil {
+					msg += ": " + p.err.Error()
+				} else {
+					msg += fmt.Sprintf(": HTTP %d", p.status)
+				}
+				f = aggregator.Freshness{Cluster: c, Phase: clusters.PhaseUnreachable, Reason: "ReplicaUnavailable", Message: msg}
+			case !ok:
+				f = aggregator.Freshness{Cluster: c, Phase: clusters.PhasePending, Reason: "NotCachedYet",
+					Message: fmt.Sprintf("replica %s owns the cluster but has not cached it yet (ownership just moved)", p.rd.member.Identity)}
+			}
+			f.Replica = p.rd.member.Identity
+			if f.Phase != clusters.PhaseSynced || (f.ResourcePhase != "" && f.ResourcePhase != clusters.PhaseSynced) {
+				partial = true
+			}
+			out = append(out, f)
+		}
+	}
+	for _, c := range orphans {
+		out = append(out, aggregator.Freshness{Cluster: c, Phase: clusters.PhaseUnreachable, Reason: "NoReplica", Message: "no live replica owns this cluster"})
+		partial = true
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Cluster < out[j].Cluster })
+	return out, partial
+}
+
+// listPage is a reader's /api/v1/objects answer, items kept as raw JSON.
+type listPage struct {
+	Kind     string                 `json:"kind"`
+	Resource json.RawMessage        `json:"resource"`
+	Clusters []aggregator.Freshness `json:"clusters"`
+	Partial  bool                   `json:"partial"`
+	Items    []json.RawMessage      `json:"items,omitempty"`
+	Table    *struct {
+		Kind              string            `json:"kind"`
+		APIVersion        string            `json:"apiVersion"`
+		ColumnDefinitions json.RawMessage   `json:"columnDefinitions"`
+		Rows              []json.RawMessage `json:"rows"`
+	} `json:"table,omitempty"`
+	Continue string `json:"continue,omitempty"`
+}
+
+// element is one item or row of a merged page.
+type element struct {
+	raw     json.RawMessage
+	cluster string
+}
+
+// position is where a routed list resumes: after this cluster/namespace/name, for the
+// query with this hash.
+type position struct {
+	Query  string `json:"q"`
+	After  string `json:"a"`
+	Issued int64  `json:"t"`
+}
+
+func queryHash(r *http.Request) string {
+	q := r.URL.Query()
+	q.Del("continue")
+	q.Del("limit")
+	q.Del("pretty")
+	h := sha256.Sum256([]byte(q.Encode()))
+	return hex.EncodeToString(h[:8])
+}
+
+func (rt *Router) list(w http.ResponseWriter, r *http.Request, local http.Handler) {
+	if cands, orphans := rt.candidates(r); len(cands) == 0 && len(orphans) == 0 {
+		local.ServeHTTP(w, r) // nothing selected: the local answer says why (unknown cluster, ...)
+		return
+	}
+	q := r.URL.Query()
+	limit := rt.DefaultLimit
+	if s := q.Get("limit"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 1 {
+			local.ServeHTTP(w, r) // the local API words the error
+			return
+		}
+		limit = n
+	}
+	extra := url.Values{"limit": {strconv.Itoa(limit)}}
+	qh := queryHash(r)
+	if tok := q.Get("continue"); tok != "" {
+		raw, err := aggregator.VerifyToken(tok)
+		var pos position
+		if err == nil {
+			err = json.Unmarshal(raw, &pos)
+		}
+		if err == nil && pos.Query != qh {
+			err = fmt.Errorf("%w: the continue token was issued for a different query", aggregator.ErrInvalidToken)
+		}
+		if err != nil {
+			writeError(w, http.StatusBadRequest, "BadRequest", "continue token: "+err.Error())
+			return
+		}
+		extra.Set("after", pos.After)
+	}
+	parts, orphans := rt.gather(r, local, extra)
+	if p := clientError(parts); p != nil {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(p.status)
+		_, _ = w.Write(p.body)
+		return
+	}
+	pages := make([]listPage, len(parts))
+	blocks := make([][]aggregator.Freshness, len(parts))
+	var elems []element
+	var head *listPage
+	bound := "" // the smallest position (cluster/namespace/name) a truncated reader stopped at
+	for i := range parts {
+		p := &parts[i]
+		if p.failed() {
+			rt.Logger.Warn("replica did not answer its part", zap.String("replica", p.rd.member.Identity), zap.Int("status", p.status), zap.Error(p.err))
+			continue
+		}
+		if err := json.Unmarshal(p.body, &pages[i]); err != nil {
+			p.err = fmt.Errorf("unreadable answer: %w", err)
+			continue
+		}
+		pg := &pages[i]
+		blocks[i] = pg.Clusters
+		if head == nil {
+			head = pg
+		}
+		raws := pg.Items
+		isRow := pg.Table != nil
+		if isRow {
+			raws = pg.Table.Rows
+		}
+		for _, raw := range raws {
+			elems = append(elems, element{raw: raw, cluster: clusterOf(raw, isRow)})
+		}
+		if pg.Continue != "" && len(raws) > 0 {
+			if at := positionOf(raws[len(raws)-1], isRow); bound == "" || before(at, bound) {
+				bound = at
+			}
+		}
+	}
+	fresh, partial := freshness(parts, blocks, orphans)
+	// Each cluster comes from one reader, whose items are in order: ordering by cluster
+	// (stably) orders the page.
+	sort.SliceStable(elems, func(i, j int) bool { return elems[i].cluster < elems[j].cluster })
+	if bound != "" {
+		bc, _, _ := strings.Cut(bound, "/")
+		n := sort.Search(len(elems), func(i int) bool { return elems[i].cluster > bc })
+		elems = elems[:n]
+	}
+	cont := ""
+	isRow := head != nil && head.Table != nil
+	if len(elems) > limit {
+		elems = elems[:limit]
+		cont = positionOf(elems[limit-1].raw, isRow)
+	} else if bound != "" {
+		cont = bound
+	}
+	var token string
+	if cont != "" {
+		raw, _ := json.Marshal(position{Query: qh, After: cont, Issued: time.Now().Unix()})
+		token = aggregator.SignToken(raw)
+	}
+	rt.writeList(w, head, fresh, partial, elems, token)
+}
+
+func (rt *Router) writeList(w http.ResponseWriter, head *listPage, fresh []aggregator.Freshness, partial bool, elems []element, token string) {
+	var b bytes.Buffer
+	b.WriteString(`{"kind":"ObjectList","resource":`)
+	if head != nil && len(head.Resource) > 0 {
+		b.Write(head.Resource)
+	} else {
+		b.WriteString("null")
+	}
+	fj, _ := json.Marshal(fresh)
+	if fresh == nil {
+		fj = []byte("[]")
+	}
+	b.WriteString(`,"clusters":`)
+	b.Write(fj)
+	b.WriteString(`,"partial":` + strconv.FormatBool(partial))
+	if head != nil && head.Table != nil {
+		b.WriteString(`,"table":{"kind":"Table","apiVersion":` + strconv.Quote(head.Table.APIVersion) + `,"metadata":{},"columnDefinitions":`)
+		b.Write(head.Table.ColumnDefinitions)
+		b.WriteString(`,"rows":[`)
+	} else {
+		b.WriteString(`,"items":[`)
+	}
+	for i, e := range elems {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.Write(e.raw)
+	}
+	b.WriteByte(']')
+	if head != nil && head.Table != nil {
+		b.WriteByte('}')
+	}
+	if token != "" {
+		b.WriteString(`,"continue":` + strconv.Quote(token))
+	}
+	b.WriteString("}\n")
+	w.Header().Set("Content-Type", "application/json")
+	_, _ = b.WriteTo(w)
+}
+
+// before orders two positions by cluster, then namespace/name ("a/x" sorts before
+// "a-b/x", which plain string order would not say).
+func before(a, b string) bool {
+	ac, ak, _ := strings.Cut(a, "/")
+	bc, bk, _ := strings.Cut(b, "/")
+	if ac != bc {
+		return ac < bc
+	}
+	return ak < bk
+}
+
+// clusterOf reads an item's cluster ({"cluster":...}) or a table row's (its first cell).
+func clusterOf(raw json.RawMessage, row bool) string {
+	if row {
+		var v struct {
+			Cells []json.RawMessage `json:"cells"`
+		}
+		// Rows are small (cells and a name): decoding them whole is cheap.
+		if json.Unmarshal(raw, &v) == nil && len(v.Cells) > 0 {
+			var s string
+			_ = json.Unmarshal(v.Cells[0], &s)
+			return s
+		}
+		return ""
+	}
+	// Items begin with their cluster; avoid scanning the whole object for it.
+	const prefix = `{"cluster":"`
+	if bytes.HasPrefix(raw, []byte(prefix)) {
+		if end := bytes.IndexByte(raw[len(prefix):], '"'); end >= 0 && bytes.IndexByte(raw[len(prefix):len(prefix)+end], '\\') < 0 {
+			return string(raw[len(prefix) : len(prefix)+end])
+		}
+	}
+	var v struct {
+		Cluster string `json:"cluster"`
+	}
+	_ = json.Unmarshal(raw, &v)
+	return v.Cluster
+}
+
+// positionOf is an item's or row's cluster/namespace/name.
+func positionOf(raw json.RawMessage, row bool) string {
+	var meta struct {
+		Metadata struct {
+			Name      string `json:"name"`
+			Namespace string `json:"namespace"`
+		} `json:"metadata"`
+	}
+	var v struct {
+		Cluster string          `json:"cluster"`
+		Object  json.RawMessage `json:"object"`
+	}
+	_ = json.Unmarshal(raw, &v)
+	_ = json.Unmarshal(v.Object, &meta)
+	c := v.Cluster
+	if row {
+		c = clusterOf(raw, true)
+	}
+	return c + "/" + meta.Metadata.Namespace + "/" + meta.Metadata.Name
+}
+
+// countAnswer is a reader's /api/v1/count answer.
+type countAnswer struct {
+	Kind     string                 `json:"kind"`
+	Resource json.RawMessage        `json:"resource"`
+	GroupBy  []string               `json:"groupBy"`
+	Groups   []aggregator.Group     `json:"groups"`
+	Total    int                    `json:"total"`
+	Clusters []aggregator.Freshness `json:"clusters"`
+	Partial  bool                   `json:"partial"`
+}
+
+func (rt *Router) count(w http.ResponseWriter, r *http.Request, local http.Handler) {
+	if cands, orphans := rt.candidates(r); len(cands) == 0 && len(orphans) == 0 {
+		local.ServeHTTP(w, r)
+		return
+	}
+	parts, orphans := rt.gather(r, local, nil)
+	if p := clientError(parts); p != nil {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(p.status)
+		_, _ = w.Write(p.body)
+		return
+	}
+	out := countAnswer{Kind: "Count", Groups: []aggregator.Group{}}
+	blocks := make([][]aggregator.Freshness, len(parts))
+	sums := map[string]*aggregator.Group{}
+	for i := range parts {
+		p := &parts[i]
+		if p.failed() {
+			continue
+		}
+		var a countAnswer
+		if err := json.Unmarshal(p.body, &a); err != nil {
+			p.err = fmt.Errorf("unreadable answer: %w", err)
+			continue
+		}
+		blocks[i] = a.Clusters
+		if out.Resource == nil {
+			out.Resource, out.GroupBy = a.Resource, a.GroupBy
+		}
+		out.Total += a.Total
+		for _, g := range a.Groups {
+			k := strings.Join(g.Values, "\x00")
+			if s := sums[k]; s != nil {
+				s.Count += g.Count
+			} else {
+				sums[k] = &aggregator.Group{Values: g.Values, Count: g.Count}
+			}
+		}
+	}
+	for _, g := range sums {
+		out.Groups = append(out.Groups, *g)
+	}
+	sort.Slice(out.Groups, func(i, j int) bool {
+		return strings.Join(out.Groups[i].Values, "\x00") < strings.Join(out.Groups[j].Values, "\x00")
+	})
+	out.Clusters, out.Partial = freshness(parts, blocks, orphans)
+	if out.Clusters == nil {
+		out.Clusters = []aggregator.Freshness{}
+	}
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(out)
+}
+
+// get sends a single get to a replica that caches the cluster, the next owner if it
+// fails.
+func (rt *Router) get(w http.ResponseWriter, r *http.Request, local http.Handler) {
+	rest := strings.TrimPrefix(r.URL.Path, "/api/v1/objects/")
+	cluster, _, _ := strings.Cut(rest, "/")
+	r2 := r.Clone(r.Context())
+	q := r.URL.Query()
+	q.Set("cluster", cluster)
+	r2.URL.RawQuery = q.Encode()
+	cands, _ := rt.candidates(r2)
+	owners := cands[cluster]
+	if len(owners) == 0 || owners[0].Identity == rt.Source.Owner.Identity() {
+		local.ServeHTTP(w, r) // this replica's, or unknown: the local answer says so
+		return
+	}
+	q = r.URL.Query()
+	q.Set("local", "true")
+	var p part
+	for _, o := range owners {
+		p = rt.fetch(r, &reader{member: o}, local, r.URL.Path+"?"+q.Encode())
+		if !p.failed() {
+			break
+		}
+	}
+	if p.err != nil {
+		writeError(w, http.StatusServiceUnavailable, "ReplicaUnavailable", fmt.Sprintf("cluster %s is cached by replica(s) that did not answer: %v", cluster, p.err))
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(p.status)
+	_, _ = w.Write(p.body)
+}
+
+func writeError(w http.ResponseWriter, code int, reason, msg string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	_ = json.NewEncoder(w).Encode(map[string]any{"code": code, "reason": reason, "message": msg}) // as the local API's errors
+}

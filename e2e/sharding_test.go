@@ -52,17 +52,18 @@ func (r shardReplica) view(t testing.TB) clustersView {
 }
 
 // startShards runs n replicas of one sharding group over shardContexts contexts, with
-// their Leases in the fleet's first cluster.
-func startShards(t *testing.T, group string, n, replicas int) []shardReplica {
+// their Leases in the fleet's first cluster; more starts one more.
+func startShards(t *testing.T, group string, n, replicas int) (rs []shardReplica, more func() shardReplica) {
 	d := startDaemon(t) // builds the binary, seeds the fleet
 	dir := t.TempDir()
 	kubeconfig := filepath.Join(dir, "many.kubeconfig")
 	if err := fleet.WriteManyContexts(kubeconfig, shardContexts); err != nil {
 		t.Fatal(err)
 	}
-	var out []shardReplica
-	for i := range n {
-		id := fmt.Sprintf("%s-%d", group, i)
+	started := 0
+	more = func() shardReplica {
+		id := fmt.Sprintf("%s-%d", group, started)
+		started++
 		addr := freeAddr(t)
 		cfg := filepath.Join(dir, id+".yaml")
 		body := fmt.Sprintf(`kubeconfig: [%s]
@@ -81,9 +82,12 @@ log: {level: debug}
 		if err := os.WriteFile(cfg, []byte(body), 0o600); err != nil {
 			t.Fatal(err)
 		}
-		out = append(out, shardReplica{id: id, url: "http://" + addr, kill: daemonAt(t, d.bin, addr, cfg)})
+		return shardReplica{id: id, url: "http://" + addr, kill: daemonAt(t, d.bin, addr, cfg)}
 	}
-	return out
+	for range n {
+		rs = append(rs, more())
+	}
+	return rs, more
 }
 
 // synced are the clusters a replica caches and reports Synced, sorted.
@@ -120,7 +124,7 @@ func TestShardedReplicasSplitTheFleet(t *testing.T) {
 	for _, replicas := range []int{1, 2} {
 		t.Run(fmt.Sprintf("replicas=%d", replicas), func(t *testing.T) {
 			group := fmt.Sprintf("split%d", replicas)
-			rs := startShards(t, group, 3, replicas)
+			rs, more := startShards(t, group, 3, replicas)
 			testfleet.Eventually(t, 60*time.Second, "every context cached by exactly the configured replicas", func() (bool, string) {
 				wrong := coverage(t, rs, replicas)
 				return len(wrong) == 0, strings.Join(wrong, " ")
@@ -191,6 +195,32 @@ func TestShardedReplicasSplitTheFleet(t *testing.T) {
 				}
 			}
 
+			if replicas == 1 {
+				// A fourth replica takes about a quarter of the clusters, all from the others,
+				// and nothing else moves.
+				rs = append(rs, more())
+				testfleet.Eventually(t, 30*time.Second, "four replicas split the fleet", func() (bool, string) {
+					wrong := coverage(t, rs, replicas)
+					v := rs[0].view(t)
+					return len(wrong) == 0 && len(v.Sharding.Members) == 4, fmt.Sprintf("%d members, %v", len(v.Sharding.Members), wrong)
+				})
+				after := rs[0].view(t).Sharding.Owners
+				moved := 0
+				for c, owners := range after {
+					if owners[0] != first.Owners[c][0] {
+						moved++
+						if owners[0] != rs[3].id {
+							t.Errorf("%s moved from %s to %s, not to the new replica", c, first.Owners[c][0], owners[0])
+						}
+					}
+				}
+				t.Logf("adding a fourth replica moved %d of %d clusters", moved, shardContexts)
+				if limit := shardContexts * 35 / 100; moved > limit || moved == 0 {
+					t.Errorf("adding a fourth replica moved %d of %d clusters, want 1..%d (1/4 + 10%%)", moved, shardContexts, limit)
+				}
+				first = rs[0].view(t).Sharding
+			}
+
 			// kill -9 one replica: its clusters come back on the survivors within the
 			// lease duration (plus a renewal round and a sync).
 			deadOwns := map[string]bool{}
@@ -201,7 +231,7 @@ func TestShardedReplicasSplitTheFleet(t *testing.T) {
 			}
 			rs[1].kill()
 			killed := time.Now()
-			survivors := []shardReplica{rs[0], rs[2]}
+			survivors := append([]shardReplica{rs[0]}, rs[2:]...)
 			// Until the dead replica's Lease expires its clusters are nobody's: answers
 			// through the survivors say so for exactly those clusters (with two copies of
 			// each cluster, the other copy answers and nothing is partial).

@@ -191,12 +191,22 @@ func (ix *Index) WatchWith(ctx context.Context, q Query, opts WatchOptions) (wat
 	q = p.q
 	r := p.resource
 	ctx, cancel := context.WithCancel(ctx)
+	var only map[string]bool
+	if len(q.Only) > 0 {
+		only = map[string]bool{}
+		for _, c := range q.Only {
+			only[c] = true
+		}
+	}
 	w := &watcher{
 		m:      newMatcher(q),
 		in:     make(chan Event, ix.opts.WatchBuffer),
 		cancel: cancel,
 		clusters: func(name string) bool {
 			if q.Scope != nil && !q.Scope.SeesCluster(name) {
+				return false
+			}
+			if only != nil && !only[name] {
 				return false
 			}
 			return q.Clusters == "" || glob.Match(q.Clusters, name)

@@ -1,6 +1,8 @@
 package e2e
 
 import (
+	"bufio"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -10,8 +12,13 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
 
 	"github.com/fleetcache/fleetcache/aggregator"
 	"github.com/fleetcache/fleetcache/clusters"
@@ -223,6 +230,15 @@ func TestShardedReplicasSplitTheFleet(t *testing.T) {
 
 			// kill -9 one replica: its clusters come back on the survivors within the
 			// lease duration (plus a renewal round and a sync).
+			var rw *routedWatch
+			if replicas == 1 {
+				rw = startRoutedWatch(t, rs[0], url.Values{"resource": {"configmaps"}, "labelSelector": {"shard-watch=yes"}})
+				shardCM(t, 0, "w1", "create", "v1")
+				shardCM(t, 1, "w2", "create", "v1")
+				rw.waitFor(t, "w1 and w2 added everywhere", func(evs map[string][]string) bool {
+					return countSeq(evs, "w1", "ADDED") == shardContexts/3 && countSeq(evs, "w2", "ADDED") == shardContexts/3
+				})
+			}
 			deadOwns := map[string]bool{}
 			for c, owners := range first.Owners {
 				if owners[0] == rs[1].id && replicas == 1 {
@@ -231,6 +247,12 @@ func TestShardedReplicasSplitTheFleet(t *testing.T) {
 			}
 			rs[1].kill()
 			killed := time.Now()
+			if rw != nil {
+				// Changes while the dead replica's clusters have no owner.
+				shardCM(t, 0, "w1", "update", "v2")
+				shardCM(t, 1, "w2", "delete", "")
+				shardCM(t, 2, "w3", "create", "v1")
+			}
 			survivors := append([]shardReplica{rs[0]}, rs[2:]...)
 			// Until the dead replica's Lease expires its clusters are nobody's: answers
 			// through the survivors say so for exactly those clusters (with two copies of
@@ -264,6 +286,24 @@ func TestShardedReplicasSplitTheFleet(t *testing.T) {
 				return len(wrong) == 0, strings.Join(wrong, " ")
 			})
 			t.Logf("replicas=%d: the killed replica's clusters were Synced on the survivors %s after the kill", replicas, time.Since(killed).Round(100*time.Millisecond))
+			if rw != nil {
+				// The routed watch saw every change of every context exactly once, those
+				// of the moved contexts as the difference when they were taken over.
+				rw.waitFor(t, "every change through the routed watch", func(evs map[string][]string) bool {
+					return countSeq(evs, "w1", "ADDED MODIFIED") == shardContexts/3 && countSeq(evs, "w2", "ADDED DELETED") == shardContexts/3 &&
+						countSeq(evs, "w3", "ADDED") == shardContexts/3
+				})
+				shardCM(t, 0, "w1", "delete", "")
+				rw.waitFor(t, "w1 deleted everywhere", func(evs map[string][]string) bool {
+					return countSeq(evs, "w1", "ADDED MODIFIED DELETED") == shardContexts/3
+				})
+				for key, seq := range rw.snapshot() {
+					if want := map[string]bool{"ADDED MODIFIED DELETED": true, "ADDED DELETED": true, "ADDED": true}; !want[strings.Join(seq, " ")] {
+						t.Errorf("routed watch: %s got %v", key, seq)
+					}
+				}
+				shardCM(t, 2, "w3", "delete", "")
+			}
 			for _, r := range survivors {
 				testfleet.Eventually(t, 10*time.Second, r.id+" answers whole again", func() (bool, string) {
 					got := pageAll(t, r, url.Values{"resource": {"configmaps"}, "labelSelector": {testfleet.SeedLabel}, "limit": {"11"}})
@@ -387,4 +427,97 @@ func keys(m map[string]bool) []string {
 	}
 	sort.Strings(out)
 	return out
+}
+
+// routedWatch collects a /api/v1/watch stream's events per "context/name".
+type routedWatch struct {
+	mu     sync.Mutex
+	events map[string][]string
+}
+
+func startRoutedWatch(t *testing.T, r shardReplica, q url.Values) *routedWatch {
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, r.url+"/api/v1/watch?"+q.Encode(), nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("watch through %s: HTTP %d", r.id, resp.StatusCode)
+	}
+	rw := &routedWatch{events: map[string][]string{}}
+	go func() {
+		defer resp.Body.Close()
+		sc := bufio.NewScanner(resp.Body)
+		sc.Buffer(nil, 16<<20)
+		for sc.Scan() {
+			var l struct {
+				Type    string `json:"type"`
+				Cluster string `json:"cluster"`
+				Object  struct {
+					Metadata struct{ Name string } `json:"metadata"`
+				} `json:"object"`
+			}
+			if json.Unmarshal(sc.Bytes(), &l) != nil || l.Type == "BOOKMARK" {
+				continue
+			}
+			rw.mu.Lock()
+			k := l.Cluster + "/" + l.Object.Metadata.Name
+			rw.events[k] = append(rw.events[k], l.Type)
+			rw.mu.Unlock()
+		}
+	}()
+	return rw
+}
+
+func (rw *routedWatch) snapshot() map[string][]string {
+	rw.mu.Lock()
+	defer rw.mu.Unlock()
+	out := map[string][]string{}
+	for k, v := range rw.events {
+		out[k] = append([]string(nil), v...)
+	}
+	return out
+}
+
+func (rw *routedWatch) waitFor(t *testing.T, what string, cond func(map[string][]string) bool) {
+	t.Helper()
+	testfleet.Eventually(t, 30*time.Second, what, func() (bool, string) {
+		evs := rw.snapshot()
+		return cond(evs), fmt.Sprint(evs)
+	})
+}
+
+// countSeq counts the contexts whose events for name are exactly seq.
+func countSeq(evs map[string][]string, name, seq string) int {
+	n := 0
+	for k, v := range evs {
+		if strings.HasSuffix(k, "/"+name) && strings.Join(v, " ") == seq {
+			n++
+		}
+	}
+	return n
+}
+
+// shardCM creates, updates or deletes a labelled ConfigMap in the default namespace of the
+// fleet's cluster i (and so of every context pointing at it).
+func shardCM(t *testing.T, i int, name, verb, value string) {
+	t.Helper()
+	cs := kubernetes.NewForConfigOrDie(fleet.Clusters[i].AdminConfig())
+	ctx := context.Background()
+	cms := cs.CoreV1().ConfigMaps("default")
+	cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{"shard-watch": "yes"}}, Data: map[string]string{"v": value}}
+	var err error
+	switch verb {
+	case "create":
+		_, err = cms.Create(ctx, cm, metav1.CreateOptions{})
+	case "update":
+		_, err = cms.Update(ctx, cm, metav1.UpdateOptions{})
+	case "delete":
+		err = cms.Delete(ctx, name, metav1.DeleteOptions{})
+	}
+	if err != nil {
+		t.Fatalf("%s configmap %s in %s: %v", verb, name, fleet.Clusters[i].Name, err)
+	}
 }

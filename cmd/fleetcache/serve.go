@@ -228,8 +228,9 @@ func serve(args []string) error {
 	ready := server.ReadyPolicy{Mode: cfg.Readiness.Policy, Min: cfg.Readiness.MinClusters, AllowEmpty: cfg.Readiness.AllowEmpty}
 	var shardStatus interface{ Status() sharding.Status }
 	var route func(http.Handler) http.Handler
+	var router *sharding.Router
 	if shard != nil {
-		router := &sharding.Router{Source: shard.source, Scope: server.ScopeOf, Logger: log}
+		router = &sharding.Router{Source: shard.source, Scope: server.ScopeOf, Logger: log}
 		route = router.Wrap
 		reg.MustRegister(shard.collectors(fleet)...)
 		served, shardStatus = shard.fleet(fleet), shard.source
@@ -285,6 +286,9 @@ func serve(args []string) error {
 	// Watch streams never go idle by themselves: end them when shutdown starts, so that
 	// Shutdown can wait for the rest.
 	srv.RegisterOnShutdown(handler.EndStreams)
+	if router != nil {
+		srv.RegisterOnShutdown(router.EndStreams)
+	}
 	var resourceNames []string
 	for _, r := range cfg.Resources {
 		resourceNames = append(resourceNames, r.Name)

@@ -19,6 +19,7 @@ import (
 	"k8s.io/apimachinery/pkg/watch"
 
 	"github.com/fleetcache/fleetcache/aggregator"
+	"github.com/fleetcache/fleetcache/clusters"
 	"github.com/fleetcache/fleetcache/internal/glob"
 	"github.com/fleetcache/fleetcache/internal/wire"
 )
@@ -95,7 +96,7 @@ var knownParams = map[string]bool{
 	"limit": true, "continue": true, "groupBy": true, "cursor": true, "pretty": true, "format": true,
 	// Used between sharded replicas (see internal/sharding), harmless from anyone: they
 	// only narrow or position a query.
-	"local": true, "only": true, "after": true,
+	"local": true, "only": true, "after": true, "initialEvents": true,
 }
 
 // itemJSON is one object in a response, with its cluster.
@@ -308,7 +309,30 @@ func (a *api) watch(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	wi, err := a.ix.Watch(r.Context(), q, from)
+	if len(q.Only) > 0 {
+		// A sharding router takes a cluster over from this replica's watch only once the
+		// cluster is synced here: before that its "current state" would be empty.
+		probe := q
+		probe.Limit = 1
+		res, err := a.ix.List(probe)
+		if err != nil {
+			writeQueryError(w, err)
+			return
+		}
+		if len(res.Clusters) < len(q.Only) {
+			writeError(w, http.StatusServiceUnavailable, "NotReady", fmt.Sprintf("%d of the %d clusters asked for are not cached here yet", len(q.Only)-len(res.Clusters), len(q.Only)))
+			return
+		}
+		for _, f := range res.Clusters {
+			if phase := f.ResourcePhase; phase != clusters.PhaseSynced && (phase != "" || f.Phase != clusters.PhaseSynced) {
+				writeError(w, http.StatusServiceUnavailable, "NotReady", fmt.Sprintf("cluster %s is %s here, not Synced yet", f.Cluster, f.Phase))
+				return
+			}
+		}
+	}
+	// initialEvents=true starts with the current state (ADDED events, then the first
+	// BOOKMARK): what a sharding router needs when a cluster moves to another replica.
+	wi, err := a.ix.WatchWith(r.Context(), q, aggregator.WatchOptions{From: from, InitialEvents: r.URL.Query().Get("initialEvents") == "true"})
 	if err != nil {
 		writeQueryError(w, err)
 		return

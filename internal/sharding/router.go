@@ -42,6 +42,21 @@ type Router struct {
 	// DefaultLimit is a list page's size when the request gives none, as the local API's.
 	DefaultLimit int
 	Logger       *zap.Logger
+
+	endOnce sync.Once
+	end     context.Context
+	endFunc context.CancelFunc
+}
+
+func (rt *Router) streams() context.Context {
+	rt.endOnce.Do(func() { rt.end, rt.endFunc = context.WithCancel(context.Background()) })
+	return rt.end
+}
+
+// EndStreams ends every routed watch (on shutdown, as the local API ends its own).
+func (rt *Router) EndStreams() {
+	rt.streams()
+	rt.endFunc()
 }
 
 // Wrap returns next with the fleet-wide routes answered by the router.
@@ -71,6 +86,8 @@ func (rt *Router) Wrap(next http.Handler) http.Handler {
 			rt.count(w, r, next)
 		case strings.HasPrefix(r.URL.Path, "/api/v1/objects/"):
 			rt.get(w, r, next)
+		case r.URL.Path == "/api/v1/watch":
+			rt.watch(w, r)
 		default:
 			next.ServeHTTP(w, r)
 		}

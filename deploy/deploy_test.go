@@ -22,7 +22,7 @@ var fleet *testfleet.Fleet
 
 func TestMain(m *testing.M) { testfleet.Main(m, testfleet.Options{Clusters: 1}, &fleet) }
 
-var kustomizations = []string{"base", "monitoring", "overlays/daemon", "overlays/sidecar", "member"}
+var kustomizations = []string{"base", "monitoring", "overlays/daemon", "overlays/sidecar", "overlays/sharded", "member"}
 
 func kubectl(t *testing.T, stdin string, args ...string) string {
 	t.Helper()
@@ -160,11 +160,11 @@ func TestClusterRolesGrantOnlyReadsOfTheDefaultResources(t *testing.T) {
 }
 
 func TestPodsAreHardened(t *testing.T) {
-	for _, dir := range []string{"base", "overlays/sidecar"} {
+	for _, dir := range []string{"base", "overlays/sidecar", "overlays/sharded"} {
 		for _, o := range render(t, dir) {
 			var spec map[string]any
 			switch o["kind"] {
-			case "Deployment":
+			case "Deployment", "StatefulSet":
 				spec = o["spec"].(map[string]any)["template"].(map[string]any)["spec"].(map[string]any)
 			case "Pod":
 				spec = o["spec"].(map[string]any)

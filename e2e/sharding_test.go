@@ -164,6 +164,34 @@ func TestShardedReplicasSplitTheFleet(t *testing.T) {
 				}
 			}
 
+			// The shard metrics say the same.
+			for _, r := range rs {
+				resp, err := http.Get(r.url + "/metrics")
+				if err != nil {
+					t.Fatal(err)
+				}
+				body, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				m := string(body)
+				owned := len(r.view(t).synced())
+				for _, want := range []string{"fleetcache_shard_members 3\n", fmt.Sprintf("fleetcache_shard_owned_clusters %d\n", owned)} {
+					if !strings.Contains(m, want) {
+						t.Errorf("%s /metrics lacks %q", r.id, want)
+					}
+				}
+				// The handover is timed by a 250ms poll after the clusters synced.
+				testfleet.Eventually(t, 5*time.Second, r.id+" observed its handover", func() (bool, string) {
+					resp, err := http.Get(r.url + "/metrics")
+					if err != nil {
+						return false, err.Error()
+					}
+					body, _ := io.ReadAll(resp.Body)
+					resp.Body.Close()
+					m := string(body)
+					return strings.Contains(m, "fleetcache_shard_handover_seconds_count") && !strings.Contains(m, "fleetcache_shard_handover_seconds_count 0\n"), "no handover observed"
+				})
+			}
+
 			// Answers through each replica equal kubectl's, per apiserver times its contexts.
 			truth := shardTruth(t, "configmaps", "-A", "-l", testfleet.SeedLabel)
 			t.Logf("kubectl: %d seeded configmaps over %d contexts", len(truth), shardContexts)

@@ -319,6 +319,7 @@ func serve(args []string) error {
 		// The membership ends with the signal: the Lease is deleted at once, so that the
 		// peers start taking this replica's clusters over while it drains.
 		go func() { _ = shard.members.Run(ctx) }()
+		go shard.timeHandovers(ctx, fleet)
 		log.Info("sharding", zap.String("identity", cfg.Sharding.Identity), zap.String("advertiseURL", cfg.Sharding.AdvertiseURL),
 			zap.String("home", cfg.Sharding.HomeContext), zap.String("namespace", cfg.Sharding.Namespace), zap.Int("replicas", cfg.Sharding.Replicas))
 	}

@@ -1,8 +1,10 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
@@ -16,8 +18,9 @@ import (
 // shard is this replica's place in a sharded group: its membership and the part of the
 // fleet's source it owns.
 type shard struct {
-	members *sharding.Membership
-	source  *sharding.Source
+	members  *sharding.Membership
+	source   *sharding.Source
+	handover prometheus.Histogram
 }
 
 // newShard joins nothing yet; Run on members does. reload is called when the members
@@ -39,7 +42,41 @@ func newShard(cfg *config.Config, inner clusters.Source, reload func(), log *zap
 	if err != nil {
 		return nil, err
 	}
-	return &shard{members: m, source: &sharding.Source{Inner: inner, Owner: m}}, nil
+	return &shard{members: m, source: &sharding.Source{Inner: inner, Owner: m},
+		handover: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "fleetcache_shard_handover_seconds",
+			Help:    "From a change of the live replicas until every cluster this replica then owns had finished its initial sync: how long moved clusters went uncached here.",
+			Buckets: prometheus.ExponentialBuckets(0.25, 2, 10)})}, nil
+}
+
+// timeHandovers observes, after each membership change, how long it took until every
+// cluster the fleet runs had synced once (or given up waiting, or was invalid).
+func (s *shard) timeHandovers(ctx context.Context, f *clusters.Fleet) {
+	tick := time.NewTicker(250 * time.Millisecond)
+	defer tick.Stop()
+	seen := 0
+	var since time.Time
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		st := s.members.Stats()
+		if st.Changes != seen {
+			seen, since = st.Changes, st.ChangedAt
+		}
+		if since.IsZero() || !s.source.Current() {
+			continue
+		}
+		settled := true
+		for _, r := range f.Readiness() {
+			settled = settled && r.Settled
+		}
+		if settled {
+			s.handover.Observe(time.Since(since).Seconds())
+			since = time.Time{}
+		}
+	}
 }
 
 // fleet wraps the fleet for readiness: a replica is not loaded before it has joined and
@@ -66,6 +103,7 @@ func (f shardedFleet) LoadError() error {
 // collectors are the sharding metrics.
 func (s *shard) collectors(f *clusters.Fleet) []prometheus.Collector {
 	return []prometheus.Collector{
+		s.handover,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "fleetcache_shard_members",
 			Help: "Live replicas of this replica's sharding group, as this replica sees them (Leases renewed within their duration)."},
 			func() float64 { return float64(s.members.Stats().Members) }),

@@ -32,8 +32,8 @@ type ShardingConfig struct {
 	// Identity names this replica and its Lease, stable across restarts. Default: $POD_NAME,
 	// else the host name.
 	Identity string `json:"identity,omitempty"`
-	// AdvertiseURL is the base URL the other replicas reach this one on (e.g.
-	// http://$(POD_IP):8080). Default: http://<listen> when listen names a host.
+	// AdvertiseURL is the base URL the other replicas reach this one on. Default:
+	// http://<listen> when listen names a host, else http://$POD_IP:<port> in a pod.
 	AdvertiseURL string `json:"advertiseURL,omitempty"`
 	// LeaseDuration is how long a replica that stopped renewing (killed) still owns its
 	// clusters. Default 15s.
@@ -58,11 +58,18 @@ func (c *Config) setShardingDefaults() {
 		s.Identity, _ = os.Hostname()
 	}
 	if s.AdvertiseURL == "" {
-		if host, _, err := net.SplitHostPort(c.Listen); err == nil && host != "" && !net.ParseIP(host).IsUnspecified() {
-			s.AdvertiseURL = "http://" + c.Listen
-			if c.TLS.CertFile != "" {
-				s.AdvertiseURL = "https://" + c.Listen
-			}
+		scheme := "http://"
+		if c.TLS.CertFile != "" {
+			scheme = "https://"
+		}
+		host, port, err := net.SplitHostPort(c.Listen)
+		switch {
+		case err != nil:
+		case host != "" && !net.ParseIP(host).IsUnspecified():
+			s.AdvertiseURL = scheme + c.Listen
+		case os.Getenv("POD_IP") != "":
+			// In a pod listening on all addresses: the pod's own IP (the downward API).
+			s.AdvertiseURL = scheme + net.JoinHostPort(os.Getenv("POD_IP"), port)
 		}
 	}
 	if s.LeaseDuration.Duration == 0 {

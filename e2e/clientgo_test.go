@@ -439,7 +439,7 @@ func changeEveryCluster(t *testing.T, sets []*informerSet, tag string) {
 
 // daemonAt runs a fleetcache on a fixed address (so that clients can reconnect to a
 // restarted one) until stop is called.
-func daemonAt(t *testing.T, bin, addr, config string) (stop func()) {
+func daemonAt(t testing.TB, bin, addr, config string) (stop func()) {
 	t.Helper()
 	logPath := filepath.Join(t.TempDir(), "fleetcache.log")
 	logf, err := os.Create(logPath)

@@ -60,22 +60,44 @@ func (r shardReplica) view(t testing.TB) clustersView {
 
 // startShards runs n replicas of one sharding group over shardContexts contexts, with
 // their Leases in the fleet's first cluster; more starts one more.
-func startShards(t *testing.T, group string, n, replicas int) (rs []shardReplica, more func() shardReplica) {
+func startShards(t testing.TB, group string, n, replicas int) (rs []shardReplica, more func() shardReplica) {
+	sf := newShardFleet(t, shardContexts, "[{name: namespaces}, {name: configmaps}]")
+	more = func() shardReplica { return sf.start(t, group, replicas) }
+	for range n {
+		rs = append(rs, more())
+	}
+	return rs, more
+}
+
+// shardFleet starts fleetcache processes over one many-contexts kubeconfig.
+type shardFleet struct {
+	bin, dir, kubeconfig, resources string
+	started                         int
+}
+
+func newShardFleet(t testing.TB, contexts int, resources string) *shardFleet {
 	d := startDaemon(t) // builds the binary, seeds the fleet
-	dir := t.TempDir()
-	kubeconfig := filepath.Join(dir, "many.kubeconfig")
-	if err := fleet.WriteManyContexts(kubeconfig, shardContexts); err != nil {
+	sf := &shardFleet{bin: d.bin, dir: t.TempDir(), resources: resources}
+	sf.kubeconfig = filepath.Join(sf.dir, "many.kubeconfig")
+	if err := fleet.WriteManyContexts(sf.kubeconfig, contexts); err != nil {
 		t.Fatal(err)
 	}
-	started := 0
-	more = func() shardReplica {
-		id := fmt.Sprintf("%s-%d", group, started)
-		started++
-		addr := freeAddr(t)
-		cfg := filepath.Join(dir, id+".yaml")
-		body := fmt.Sprintf(`kubeconfig: [%s]
-resources: [{name: namespaces}, {name: configmaps}]
-sharding:
+	return sf
+}
+
+// start runs one replica of group (replicas copies of each cluster), or with group ""
+// a daemon without sharding that caches every context.
+func (sf *shardFleet) start(t testing.TB, group string, replicas int) shardReplica {
+	id := fmt.Sprintf("%s-%d", group, sf.started)
+	if group == "" {
+		id = fmt.Sprintf("single-%d", sf.started)
+	}
+	sf.started++
+	addr := freeAddr(t)
+	cfg := filepath.Join(sf.dir, id+".yaml")
+	body := fmt.Sprintf("kubeconfig: [%s]\nresources: %s\nlog: {level: debug}\n", sf.kubeconfig, sf.resources)
+	if group != "" {
+		body += fmt.Sprintf(`sharding:
   homeContext: %s
   homeKubeconfig: %s
   namespace: default
@@ -84,17 +106,12 @@ sharding:
   advertiseURL: http://%s
   leaseDuration: %s
   replicas: %d
-log: {level: debug}
-`, kubeconfig, fleet.Clusters[0].Name, fleet.Kubeconfig, group, id, addr, shardLease, replicas)
-		if err := os.WriteFile(cfg, []byte(body), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		return shardReplica{id: id, url: "http://" + addr, kill: daemonAt(t, d.bin, addr, cfg)}
+`, fleet.Clusters[0].Name, fleet.Kubeconfig, group, id, addr, shardLease, replicas)
 	}
-	for range n {
-		rs = append(rs, more())
+	if err := os.WriteFile(cfg, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
 	}
-	return rs, more
+	return shardReplica{id: id, url: "http://" + addr, kill: daemonAt(t, sf.bin, addr, cfg)}
 }
 
 // synced are the clusters a replica caches and reports Synced, sorted.
@@ -111,7 +128,7 @@ func (v clustersView) synced() []string {
 
 // coverage counts, for each of the test's contexts, how many of the replicas cache it
 // Synced; wrong lists what is not covered exactly want times.
-func coverage(t *testing.T, rs []shardReplica, want int) (wrong []string) {
+func coverage(t testing.TB, rs []shardReplica, want int) (wrong []string) {
 	count := map[string]int{}
 	for _, r := range rs {
 		for _, c := range r.view(t).synced() {
@@ -199,6 +216,9 @@ func TestShardedReplicasSplitTheFleet(t *testing.T) {
 				got := pageAll(t, r, url.Values{"resource": {"configmaps"}, "labelSelector": {testfleet.SeedLabel}, "limit": {"7"}})
 				if fmt.Sprint(got) != fmt.Sprint(truth) {
 					t.Errorf("%s: paged list of %d configmaps, kubectl says %d\n got  %v\n want %v", r.id, len(got), len(truth), got, truth)
+				}
+				if rows := pageRows(t, r, url.Values{"resource": {"configmaps"}, "labelSelector": {testfleet.SeedLabel}, "limit": {"13"}, "format": {"table"}}); fmt.Sprint(rows) != fmt.Sprint(truth) {
+					t.Errorf("%s: paged table of %d rows, kubectl says %d", r.id, len(rows), len(truth))
 				}
 				counts := shardCount(t, r, url.Values{"resource": {"configmaps"}, "labelSelector": {testfleet.SeedLabel}, "groupBy": {"cluster"}})
 				want := map[string]int{}
@@ -390,7 +410,7 @@ type shardPage struct {
 	Continue string `json:"continue"`
 }
 
-func listPageOf(t *testing.T, r shardReplica, q url.Values) shardPage {
+func listPageOf(t testing.TB, r shardReplica, q url.Values) shardPage {
 	t.Helper()
 	resp, err := http.Get(r.url + "/api/v1/objects?" + q.Encode())
 	if err != nil {
@@ -410,7 +430,7 @@ func listPageOf(t *testing.T, r shardReplica, q url.Values) shardPage {
 
 // pageAll follows continue tokens through one replica and returns every item's
 // "cluster/namespace/name" in the order received.
-func pageAll(t *testing.T, r shardReplica, q url.Values) []string {
+func pageAll(t testing.TB, r shardReplica, q url.Values) []string {
 	t.Helper()
 	var out []string
 	for pages := 0; ; pages++ {
@@ -548,4 +568,41 @@ func shardCM(t *testing.T, i int, name, verb, value string) {
 	if err != nil {
 		t.Fatalf("%s configmap %s in %s: %v", verb, name, fleet.Clusters[i].Name, err)
 	}
+}
+
+// pageRows follows a table's pages through one replica: "cluster/namespace/name" per row.
+func pageRows(t testing.TB, r shardReplica, q url.Values) []string {
+	t.Helper()
+	var out []string
+	for pages := 0; pages < 1000; pages++ {
+		resp, err := http.Get(r.url + "/api/v1/objects?" + q.Encode())
+		if err != nil {
+			t.Fatal(err)
+		}
+		var p struct {
+			Table struct {
+				Rows []struct {
+					Cells  []any `json:"cells"`
+					Object struct {
+						Metadata struct{ Name, Namespace string } `json:"metadata"`
+					} `json:"object"`
+				} `json:"rows"`
+			} `json:"table"`
+			Continue string `json:"continue"`
+		}
+		err = json.NewDecoder(resp.Body).Decode(&p)
+		resp.Body.Close()
+		if err != nil || resp.StatusCode != http.StatusOK {
+			t.Fatalf("%s: table page: HTTP %d %v", r.id, resp.StatusCode, err)
+		}
+		for _, row := range p.Table.Rows {
+			out = append(out, fmt.Sprint(row.Cells[0])+"/"+row.Object.Metadata.Namespace+"/"+row.Object.Metadata.Name)
+		}
+		if p.Continue == "" {
+			return out
+		}
+		q.Set("continue", p.Continue)
+	}
+	t.Fatalf("%s: more than 1000 pages", r.id)
+	return nil
 }

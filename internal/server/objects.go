@@ -96,7 +96,7 @@ var knownParams = map[string]bool{
 	"limit": true, "continue": true, "groupBy": true, "cursor": true, "pretty": true, "format": true,
 	// Used between sharded replicas (see internal/sharding), harmless from anyone: they
 	// only narrow or position a query.
-	"local": true, "only": true, "after": true, "initialEvents": true,
+	"local": true, "only": true, "after": true, "initialEvents": true, "framing": true,
 }
 
 // itemJSON is one object in a response, with its cluster.
@@ -178,14 +178,28 @@ func (a *api) writeList(w http.ResponseWriter, r *http.Request, res *aggregator.
 		out = pretty
 	}
 	bw := bufio.NewWriterSize(out, 32<<10)
-	_, _ = bw.Write(head[:len(head)-1]) // without its closing brace
-	if asTable {
+	// framing=lines (between sharded replicas): the head, each item, and the continue
+	// token on lines of their own, so that a router splits the answer without parsing it.
+	lines := r.URL.Query().Get("framing") == "lines"
+	switch {
+	case lines:
+		_, _ = bw.Write(head[:len(head)-1])
+		if asTable {
+			cols, _ := json.Marshal(table.Columns())
+			_, _ = bw.WriteString(`,"columnDefinitions":`)
+			_, _ = bw.Write(cols)
+		}
+		_, _ = bw.WriteString("}\n")
+	case asTable:
+		_, _ = bw.Write(head[:len(head)-1]) // without its closing brace
 		_, _ = bw.WriteString(`,"table":`)
 		_, _ = bw.Write(table.Start(nil, "", ""))
-	} else {
+	default:
+		_, _ = bw.Write(head[:len(head)-1])
 		_, _ = bw.WriteString(`,"items":[`)
 	}
 	size, cont := 0, res.Continue
+	var compact bytes.Buffer
 	err = wire.Stream(r.Context(), len(res.Items), enc, func(i int, item []byte) bool {
 		if size+len(item) > a.opts.MaxResponseBytes && i > 0 {
 			// Bound the response: stop here and let the client continue after the last item.
@@ -193,6 +207,17 @@ func (a *api) writeList(w http.ResponseWriter, r *http.Request, res *aggregator.
 			return false
 		}
 		size += len(item)
+		if lines && bytes.IndexByte(item, '\n') >= 0 {
+			compact.Reset() // a custom resource's stored JSON may hold newlines
+			if json.Compact(&compact, item) == nil {
+				item = compact.Bytes()
+			}
+		}
+		if lines {
+			_, err := bw.Write(item)
+			_ = bw.WriteByte('\n')
+			return err == nil
+		}
 		if i > 0 {
 			_ = bw.WriteByte(',')
 		}
@@ -201,6 +226,14 @@ func (a *api) writeList(w http.ResponseWriter, r *http.Request, res *aggregator.
 	})
 	if err != nil {
 		return // the status line is sent: a cut response is all a client can be told
+	}
+	if lines {
+		// The last line says the answer is whole, with the position to resume from.
+		_, _ = bw.WriteString(`{"continue":`)
+		_, _ = bw.Write(wire.AppendString(nil, cont))
+		_, _ = bw.WriteString("}\n")
+		_ = bw.Flush()
+		return
 	}
 	if asTable {
 		_, _ = bw.Write(table.End(nil))

@@ -1,0 +1,152 @@
+package e2e
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"testing"
+	"time"
+
+	"github.com/fleetcache/fleetcache/internal/testfleet"
+)
+
+// BenchmarkShardedList compares a whole-fleet list of pods through one of three sharded
+// replicas (two thirds of the clusters are other replicas') with the same list from one
+// daemon that caches every context, both over shardContexts contexts of the real fleet
+// seeded with FLEETCACHE_BENCH_PODS pods per apiserver (default 1,000: 30 contexts ×
+// 1,000 pods). Pages are read as curl would, as bytes, following continue tokens. It also
+// reports each one's heap: a replica should hold about a third of the single daemon's.
+func BenchmarkShardedList(b *testing.B) {
+	pods := 1000
+	if s := servingPods(b); s != 5000 {
+		pods = s
+	}
+	seedBig(b, pods)
+	sf := newShardFleet(b, shardContexts, "[{name: pods}]")
+	single := sf.start(b, "", 0)
+	var rs []shardReplica
+	for range 3 {
+		rs = append(rs, sf.start(b, "bench", 1))
+	}
+	want := shardContexts * len(kubectlSetParallel(b, "pods", "-A")) / len(fleet.Clusters)
+	for _, r := range append([]shardReplica{single}, rs...) {
+		testfleet.Eventually(b, 300*time.Second, r.id+" holds every pod", func() (bool, string) {
+			n := countAll(b, r)
+			return n == want, fmt.Sprintf("%d of %d", n, want)
+		})
+	}
+	// Memory before any list: what holding the caches costs (a replica also holds
+	// nothing of the others' clusters).
+	hs, rss := metricValue(b, single, "go_gc_heap_live_bytes"), metricValue(b, single, "process_resident_memory_bytes")
+	var hr, rr float64
+	for _, r := range rs {
+		hr += metricValue(b, r, "go_gc_heap_live_bytes") / 3
+		rr += metricValue(b, r, "process_resident_memory_bytes") / 3
+	}
+	var buf bytes.Buffer
+	for _, limit := range []int{500, 5000} {
+		q := url.Values{"resource": {"pods"}, "limit": {fmt.Sprint(limit)}}
+		var tSingle, tRouted time.Duration
+		b.Run(fmt.Sprintf("limit=%d", limit), func(b *testing.B) {
+			for range b.N {
+				start := time.Now()
+				if n := readPages(b, single, q, &buf); n != want {
+					b.Fatalf("single daemon: %d items, want %d", n, want)
+				}
+				tSingle += time.Since(start)
+				start = time.Now()
+				if n := readPages(b, rs[0], q, &buf); n != want {
+					b.Fatalf("through %s: %d items, want %d", rs[0].id, n, want)
+				}
+				tRouted += time.Since(start)
+			}
+			b.ReportMetric(tSingle.Seconds()/float64(b.N), "single-s")
+			b.ReportMetric(tRouted.Seconds()/float64(b.N), "routed-s")
+			b.ReportMetric(tRouted.Seconds()/tSingle.Seconds(), "routed/single")
+			b.ReportMetric(float64(want), "objects")
+			b.ReportMetric(hs/(1<<20), "single-heap-MiB")
+			b.ReportMetric(hr/(1<<20), "replica-heap-MiB")
+			b.ReportMetric(rss/(1<<20), "single-rss-MiB")
+			b.ReportMetric(rr/(1<<20), "replica-rss-MiB")
+		})
+	}
+}
+
+// readPages reads every page of a list as bytes, as curl would, and counts the items.
+func readPages(b *testing.B, r shardReplica, q url.Values, buf *bytes.Buffer) int {
+	q = url.Values(cloneValues(q))
+	n := 0
+	for {
+		resp, err := http.Get(r.url + "/api/v1/objects?" + q.Encode())
+		if err != nil {
+			b.Fatal(err)
+		}
+		buf.Reset()
+		_, err = io.Copy(buf, resp.Body)
+		resp.Body.Close()
+		if err != nil || resp.StatusCode != http.StatusOK {
+			b.Fatalf("%s: HTTP %d %v %s", r.id, resp.StatusCode, err, buf.Bytes()[:min(buf.Len(), 300)])
+		}
+		// Count items by their opening bytes and take the token from the tail, as a
+		// script would with jq's streaming mode: the client's own decoding is not what is
+		// compared here.
+		body := buf.Bytes()
+		items := bytes.Index(body, []byte(`"items":[`))
+		if items < 0 {
+			b.Fatalf("%s: no items in %s", r.id, body[:min(len(body), 300)])
+		}
+		n += bytes.Count(body[items:], []byte(`{"cluster":`))
+		i := bytes.LastIndex(body, []byte(`,"continue":`))
+		if i < 0 {
+			return n
+		}
+		var cont string
+		if err := json.Unmarshal(bytes.TrimSuffix(bytes.TrimSpace(body[i+len(`,"continue":`):]), []byte("}")), &cont); err != nil {
+			b.Fatal(err)
+		}
+		q.Set("continue", cont)
+	}
+}
+
+func cloneValues(q url.Values) map[string][]string {
+	out := map[string][]string{}
+	for k, v := range q {
+		out[k] = append([]string(nil), v...)
+	}
+	return out
+}
+
+func countAll(b *testing.B, r shardReplica) int {
+	resp, err := http.Get(r.url + "/api/v1/count?resource=pods")
+	if err != nil {
+		return -1
+	}
+	defer resp.Body.Close()
+	var c struct {
+		Total   int  `json:"total"`
+		Partial bool `json:"partial"`
+	}
+	if json.NewDecoder(resp.Body).Decode(&c) != nil || c.Partial {
+		return -1
+	}
+	return c.Total
+}
+
+func metricValue(b *testing.B, r shardReplica, name string) float64 {
+	resp, err := http.Get(r.url + "/metrics")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	var v float64
+	for _, line := range bytes.Split(body, []byte("\n")) {
+		if bytes.HasPrefix(line, []byte(name+" ")) {
+			fmt.Sscan(string(line[len(name)+1:]), &v)
+		}
+	}
+	return v
+}

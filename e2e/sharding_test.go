@@ -276,6 +276,32 @@ func TestShardedReplicasSplitTheFleet(t *testing.T) {
 				first = rs[0].view(t).Sharding
 			}
 
+			// kubectl through a replica: a cluster another replica caches is passed to it;
+			// /fleet answers with this replica's clusters and a Warning naming the others.
+			k := newFleetKubectl(t, &daemon{url: rs[0].url, bin: startDaemon(t).bin})
+			var remote string
+			for c, owners := range first.Owners {
+				if owners[0] != rs[0].id && (remote == "" || c < remote) {
+					remote = c
+				}
+			}
+			out, stderr, err := k.run("--server", rs[0].url+"/clusters/"+remote, "get", "configmaps", "-A", "-l", testfleet.SeedLabel, "-o", `jsonpath={range .items[*]}{.metadata.namespace}/{.metadata.name}{"\n"}{end}`)
+			if err != nil {
+				t.Fatalf("kubectl through %s for %s: %v\n%s", rs[0].id, remote, err, stderr)
+			}
+			var want []string
+			for _, k := range truth {
+				if strings.HasPrefix(k, remote+"/") {
+					want = append(want, strings.TrimPrefix(k, remote+"/"))
+				}
+			}
+			if got := sorted(out); fmt.Sprint(got) != fmt.Sprint(want) {
+				t.Errorf("kubectl through %s for %s (cached by %v): %v, want %v", rs[0].id, remote, first.Owners[remote], got, want)
+			}
+			if _, stderr, err := k.run("--server", rs[0].url+"/fleet", "get", "configmaps", "-A", "-l", testfleet.SeedLabel); err != nil || !strings.Contains(stderr, "partial answer: replica "+rs[0].id+" caches") {
+				t.Errorf("kubectl on /fleet through %s: %v, stderr %q, want a Warning naming the other replicas' clusters", rs[0].id, err, stderr)
+			}
+
 			// kill -9 one replica: its clusters come back on the survivors within the
 			// lease duration (plus a renewal round and a sync).
 			var rw *routedWatch

@@ -73,6 +73,7 @@ func startShards(t testing.TB, group string, n, replicas int) (rs []shardReplica
 type shardFleet struct {
 	bin, dir, kubeconfig, resources string
 	started                         int
+	extra                           string // more configuration for every process
 }
 
 func newShardFleet(t testing.TB, contexts int, resources string) *shardFleet {
@@ -95,7 +96,7 @@ func (sf *shardFleet) start(t testing.TB, group string, replicas int) shardRepli
 	sf.started++
 	addr := freeAddr(t)
 	cfg := filepath.Join(sf.dir, id+".yaml")
-	body := fmt.Sprintf("kubeconfig: [%s]\nresources: %s\nlog: {level: debug}\n", sf.kubeconfig, sf.resources)
+	body := fmt.Sprintf("kubeconfig: [%s]\nresources: %s\nlog: {level: debug}\n%s", sf.kubeconfig, sf.resources, sf.extra)
 	if group != "" {
 		body += fmt.Sprintf(`sharding:
   homeContext: %s
@@ -631,4 +632,71 @@ func pageRows(t testing.TB, r shardReplica, q url.Values) []string {
 	}
 	t.Fatalf("%s: more than 1000 pages", r.id)
 	return nil
+}
+
+// TestShardedAnswersKeepTheCallersScope: a replica asks its peers with the caller's own
+// token, so a restricted user sees through any replica exactly what it may see, and no
+// replica widens it.
+func TestShardedAnswersKeepTheCallersScope(t *testing.T) {
+	sf := newShardFleet(t, 12, "[{name: configmaps}]")
+	admin, team := "admin-token-0123456789", "team-token-0123456789"
+	tokens := filepath.Join(sf.dir, "tokens.yaml")
+	if err := os.WriteFile(tokens, []byte(fmt.Sprintf("users:\n  - {name: admin, token: %s}\n  - {name: team, token: %s, clusters: [\"ctx-000[1-5]\"]}\n", admin, team)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	sf.extra = "auth: {tokenFile: " + tokens + "}\n"
+	rs := []shardReplica{sf.start(t, "scope", 1), sf.start(t, "scope", 1)}
+	get := func(r shardReplica, token, path string, q url.Values, v any) int {
+		req, _ := http.NewRequest(http.MethodGet, r.url+path+"?"+q.Encode(), nil)
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		if v != nil {
+			_ = json.NewDecoder(resp.Body).Decode(v)
+		}
+		return resp.StatusCode
+	}
+	q := url.Values{"resource": {"configmaps"}, "labelSelector": {testfleet.SeedLabel}, "limit": {"5000"}}
+	testfleet.Eventually(t, 60*time.Second, "both replicas answer for all 12 contexts", func() (bool, string) {
+		var p shardPage
+		code := get(rs[0], admin, "/api/v1/objects", q, &p)
+		return code == http.StatusOK && !p.Partial && len(p.Clusters) == 12, fmt.Sprintf("HTTP %d, partial %v, %d clusters", code, p.Partial, len(p.Clusters))
+	})
+	if code := get(rs[0], "", "/api/v1/objects", q, nil); code != http.StatusUnauthorized {
+		t.Errorf("no token: HTTP %d, want 401", code)
+	}
+	for _, r := range rs {
+		var p shardPage
+		if code := get(r, team, "/api/v1/objects", q, &p); code != http.StatusOK {
+			t.Fatalf("%s: team list: HTTP %d", r.id, code)
+		}
+		seen := map[string]bool{}
+		for _, it := range p.Items {
+			seen[it.Cluster] = true
+		}
+		for _, f := range p.Clusters {
+			seen[f.Cluster] = true
+		}
+		if fmt.Sprint(keys(seen)) != "[ctx-0001 ctx-0002 ctx-0003 ctx-0004 ctx-0005]" || len(p.Items) == 0 {
+			t.Errorf("%s: the team sees clusters %v (%d items), want ctx-0001..ctx-0005", r.id, keys(seen), len(p.Items))
+		}
+		var c struct {
+			Total    int                    `json:"total"`
+			Clusters []aggregator.Freshness `json:"clusters"`
+		}
+		get(r, team, "/api/v1/count", url.Values{"resource": {"configmaps"}, "labelSelector": {testfleet.SeedLabel}}, &c)
+		if c.Total != len(p.Items) || len(c.Clusters) != 5 {
+			t.Errorf("%s: the team counts %d in %d clusters, lists %d in 5", r.id, c.Total, len(c.Clusters), len(p.Items))
+		}
+		var v clustersView
+		get(r, team, "/api/v1/clusters", nil, &v)
+		if v.Sharding == nil || len(v.Sharding.Owners) != 5 {
+			t.Errorf("%s: the team's sharding block %+v, want 5 clusters", r.id, v.Sharding)
+		}
+	}
 }

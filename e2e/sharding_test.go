@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -60,13 +61,13 @@ func (r shardReplica) view(t testing.TB) clustersView {
 
 // startShards runs n replicas of one sharding group over shardContexts contexts, with
 // their Leases in the fleet's first cluster; more starts one more.
-func startShards(t testing.TB, group string, n, replicas int) (rs []shardReplica, more func() shardReplica) {
-	sf := newShardFleet(t, shardContexts, "[{name: namespaces}, {name: configmaps}]")
+func startShards(t testing.TB, group string, n, replicas int) (rs []shardReplica, more func() shardReplica, sf *shardFleet) {
+	sf = newShardFleet(t, shardContexts, "[{name: namespaces}, {name: configmaps}]")
 	more = func() shardReplica { return sf.start(t, group, replicas) }
 	for range n {
 		rs = append(rs, more())
 	}
-	return rs, more
+	return rs, more, sf
 }
 
 // shardFleet starts fleetcache processes over one many-contexts kubeconfig.
@@ -149,7 +150,7 @@ func TestShardedReplicasSplitTheFleet(t *testing.T) {
 	for _, replicas := range []int{1, 2} {
 		t.Run(fmt.Sprintf("replicas=%d", replicas), func(t *testing.T) {
 			group := fmt.Sprintf("split%d", replicas)
-			rs, more := startShards(t, group, 3, replicas)
+			rs, more, sf := startShards(t, group, 3, replicas)
 			testfleet.Eventually(t, 60*time.Second, "every context cached by exactly the configured replicas", func() (bool, string) {
 				wrong := coverage(t, rs, replicas)
 				return len(wrong) == 0, strings.Join(wrong, " ")
@@ -378,6 +379,34 @@ func TestShardedReplicasSplitTheFleet(t *testing.T) {
 					}
 				}
 				shardCM(t, 2, "w3", "delete", "")
+			}
+			// Removing a context from the kubeconfig moves no other.
+			before := rs[0].view(t).Sharding.Owners
+			if err := fleet.WriteManyContexts(sf.kubeconfig, shardContexts-1); err != nil {
+				t.Fatal(err)
+			}
+			gone := fmt.Sprintf("ctx-%04d", shardContexts)
+			testfleet.Eventually(t, 20*time.Second, gone+" dropped by every survivor", func() (bool, string) {
+				for _, r := range survivors {
+					v := r.view(t)
+					if _, ok := v.Sharding.Owners[gone]; ok || slices.Contains(v.synced(), gone) {
+						return false, r.id + " still has it"
+					}
+				}
+				return true, ""
+			})
+			for _, r := range survivors {
+				for c, owners := range r.view(t).Sharding.Owners {
+					if fmt.Sprint(owners) != fmt.Sprint(before[c]) {
+						t.Errorf("%s: removing %s moved %s from %v to %v", r.id, gone, c, before[c], owners)
+					}
+				}
+			}
+			truth = truth[:0:0]
+			for _, k := range shardTruth(t, "configmaps", "-A", "-l", testfleet.SeedLabel) {
+				if !strings.HasPrefix(k, gone+"/") {
+					truth = append(truth, k)
+				}
 			}
 			for _, r := range survivors {
 				testfleet.Eventually(t, 10*time.Second, r.id+" answers whole again", func() (bool, string) {

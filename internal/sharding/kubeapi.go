@@ -1,0 +1,67 @@
+package sharding
+
+import (
+	"fmt"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"sort"
+	"strings"
+)
+
+// routedHeader marks a request one replica passed to another: it is answered there,
+// never passed on again (two replicas briefly disagreeing on an owner cannot loop).
+const routedHeader = "X-Fleetcache-Routed"
+
+// cluster passes a Kubernetes API request for one cluster (/clusters/<name>/...) to a
+// replica that caches it, streams (watches) included, with the caller's credentials.
+func (rt *Router) cluster(w http.ResponseWriter, r *http.Request, local http.Handler) {
+	name, _, _ := strings.Cut(strings.TrimPrefix(r.URL.Path, "/clusters/"), "/")
+	r2 := cloneRequest(r, r.URL.Path, func(v url.Values) { v.Set("cluster", name) })
+	cands, _ := rt.candidates(r2)
+	owners := cands[name]
+	if len(owners) == 0 || owners[0].Identity == rt.Source.Owner.Identity() {
+		local.ServeHTTP(w, r) // this replica's, or unknown here: the local answer says so
+		return
+	}
+	target, err := url.Parse(owners[0].Address)
+	if err != nil {
+		writeError(w, http.StatusServiceUnavailable, "ReplicaUnavailable", fmt.Sprintf("cluster %s is cached by replica %s at %q: %v", name, owners[0].Identity, owners[0].Address, err))
+		return
+	}
+	proxy := &httputil.ReverseProxy{
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			pr.SetURL(target)
+			pr.Out.Header.Set(routedHeader, rt.Source.Owner.Identity())
+		},
+		FlushInterval: -1, // watches: every event at once
+		ErrorHandler: func(w http.ResponseWriter, _ *http.Request, err error) {
+			writeError(w, http.StatusServiceUnavailable, "ServiceUnavailable", fmt.Sprintf("cluster %s is cached by replica %s, which did not answer: %v", name, owners[0].Identity, err))
+		},
+	}
+	proxy.ServeHTTP(w, r)
+}
+
+// fleetWarning answers /fleet from this replica's clusters, and says so: kubectl prints
+// the Warning, so nothing is missing silently.
+func (rt *Router) fleetWarning(w http.ResponseWriter, r *http.Request, local http.Handler) {
+	cands, orphans := rt.candidates(r)
+	self := rt.Source.Owner.Identity()
+	var elsewhere []string
+	for c, owners := range cands {
+		if owners[0].Identity != self {
+			elsewhere = append(elsewhere, c)
+		}
+	}
+	elsewhere = append(elsewhere, orphans...)
+	if len(elsewhere) > 0 {
+		sort.Strings(elsewhere)
+		shown := elsewhere
+		if len(shown) > 10 {
+			shown = append(shown[:10:10], fmt.Sprintf("and %d more", len(elsewhere)-10))
+		}
+		w.Header().Add("Warning", fmt.Sprintf(`299 - "fleetcache: partial answer: replica %s caches %d of the %d clusters; %s are cached by other replicas: ask them through /clusters/<name> or /api/v1"`,
+			self, len(cands)+len(orphans)-len(elsewhere), len(cands)+len(orphans), strings.Join(shown, ", ")))
+	}
+	local.ServeHTTP(w, r)
+}

@@ -393,17 +393,13 @@ func (p placement) last() string {
 func (rt *Router) mergeCounts(parts []part, orphans []string) (counts map[string]int, fresh []aggregator.Freshness, partial bool, resource json.RawMessage, placed placement) {
 	counts = map[string]int{}
 	placed.by = map[string]*reader{}
+	answers := decodeCounts(parts)
 	blocks := make([][]aggregator.Freshness, len(parts))
-	for i := range parts {
+	for i, a := range answers {
+		if a == nil {
+			continue
+		}
 		p := &parts[i]
-		if p.failed() {
-			continue
-		}
-		var a countAnswer
-		if err := json.Unmarshal(p.body, &a); err != nil {
-			p.err = fmt.Errorf("unreadable answer: %w", err)
-			continue
-		}
 		if resource == nil {
 			resource = a.Resource
 		}

@@ -353,6 +353,25 @@ func freshness(parts []part, blocks [][]aggregator.Freshness, orphans []string) 
 	return out, partial
 }
 
+// decodeCounts decodes each part's count answer; nil where the replica failed or sent
+// something unreadable (then marked failed).
+func decodeCounts(parts []part) []*countAnswer {
+	out := make([]*countAnswer, len(parts))
+	for i := range parts {
+		p := &parts[i]
+		if p.failed() {
+			continue
+		}
+		var a countAnswer
+		if err := json.Unmarshal(p.body, &a); err != nil {
+			p.err = fmt.Errorf("unreadable answer: %w", err)
+			continue
+		}
+		out[i] = &a
+	}
+	return out
+}
+
 // countAnswer is a reader's /api/v1/count answer.
 type countAnswer struct {
 	Kind     string                 `json:"kind"`
@@ -379,14 +398,8 @@ func (rt *Router) count(w http.ResponseWriter, r *http.Request, local http.Handl
 	out := countAnswer{Kind: "Count", Groups: []aggregator.Group{}}
 	blocks := make([][]aggregator.Freshness, len(parts))
 	sums := map[string]*aggregator.Group{}
-	for i := range parts {
-		p := &parts[i]
-		if p.failed() {
-			continue
-		}
-		var a countAnswer
-		if err := json.Unmarshal(p.body, &a); err != nil {
-			p.err = fmt.Errorf("unreadable answer: %w", err)
+	for i, a := range decodeCounts(parts) {
+		if a == nil {
 			continue
 		}
 		blocks[i] = a.Clusters

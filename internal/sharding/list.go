@@ -16,16 +16,8 @@ import (
 	"sync"
 	"time"
 
-	"go.uber.org/zap"
-
 	"github.com/fleetcache/fleetcache/aggregator"
 )
-
-// element is one item or row of a merged page.
-type element struct {
-	raw     []byte
-	cluster string
-}
 
 // position is where a routed list resumes: after this cluster/namespace/name, for the
 // query with this hash.
@@ -50,55 +42,39 @@ type linesHead struct {
 	ColumnDefinitions json.RawMessage `json:"columnDefinitions"`
 }
 
-// linesPage is a reader's list answer in framing=lines.
-type linesPage struct {
-	head     linesHead
-	elems    []element
-	cont     string
-	complete bool
+// run is a stretch of consecutive clusters (in the list's order) one reader answers for.
+type run struct {
+	rd       *reader
+	clusters []string
 }
 
-func parseLines(body []byte, rows bool) (linesPage, error) {
-	var p linesPage
-	first := true
-	for len(body) > 0 {
-		i := bytes.IndexByte(body, '\n')
-		if i < 0 {
-			i = len(body)
-		}
-		line := body[:i]
-		body = body[min(i+1, len(body)):]
-		if first {
-			first = false
-			if err := json.Unmarshal(line, &p.head); err != nil {
-				return p, fmt.Errorf("answer head: %w", err)
-			}
+// runs cuts clusters, in order, into runs of one reader each.
+func runs(clusters []string, readerOf func(string) *reader) []run {
+	var out []run
+	for _, c := range clusters {
+		rd := readerOf(c)
+		if rd == nil {
 			continue
 		}
-		if bytes.HasPrefix(line, []byte(`{"continue":`)) && len(body) == 0 {
-			var t struct {
-				Continue string `json:"continue"`
-			}
-			if err := json.Unmarshal(line, &t); err != nil {
-				return p, fmt.Errorf("answer tail: %w", err)
-			}
-			p.cont, p.complete = t.Continue, true
-			break
+		if n := len(out); n > 0 && out[n-1].rd.member.Identity == rd.member.Identity {
+			out[n-1].clusters = append(out[n-1].clusters, c)
+			continue
 		}
-		p.elems = append(p.elems, element{raw: line, cluster: clusterOf(line, rows)})
+		out = append(out, run{rd: rd, clusters: []string{c}})
 	}
-	if !p.complete {
-		return p, fmt.Errorf("answer cut short")
-	}
-	return p, nil
+	return out
 }
 
-// list answers /api/v1/objects for the fleet, one page at a time. Each page first asks
-// every reader for its clusters' counts (cheap: counters and indexes) and freshness, then
-// asks only the readers of the clusters the page spans, from the position it resumes at:
-// no reader sends more than a page, and most pages come from one.
+// list answers /api/v1/objects for the fleet, one page at a time, in cluster, namespace
+// and name order like the local API. The clusters from the page's position on are cut
+// into runs that one reader answers for; the runs are read one after the other, each
+// streamed through as it arrives, until the page is full. Every reader is also asked, at
+// the same time as the first run, for its clusters' counts and freshness: the page's
+// freshness covers every selected cluster, and runs of clusters with nothing selected
+// are skipped without asking.
 func (rt *Router) list(w http.ResponseWriter, r *http.Request, local http.Handler) {
-	if cands, orphans := rt.candidates(r); len(cands) == 0 && len(orphans) == 0 {
+	cands, orphans := rt.candidates(r)
+	if len(cands) == 0 && len(orphans) == 0 {
 		local.ServeHTTP(w, r) // nothing selected: the local answer says why (unknown cluster, ...)
 		return
 	}
@@ -130,8 +106,40 @@ func (rt *Router) list(w http.ResponseWriter, r *http.Request, local http.Handle
 		}
 		after = pos.After
 	}
+	afterCluster, _, _ := strings.Cut(after, "/")
+	var ahead []string // the selected clusters from the position on, in order
+	for c := range cands {
+		if c >= afterCluster {
+			ahead = append(ahead, c)
+		}
+	}
+	sort.Strings(ahead)
 
-	// Round 1: counts and freshness of every selected cluster, from its reader.
+	// The first run, on its first candidate, while the counts come.
+	self := rt.Source.Owner.Identity()
+	firstRuns := runs(ahead, func(c string) *reader {
+		m := cands[c][0]
+		return &reader{member: m, self: m.Identity == self}
+	})
+	type stream struct {
+		run    run
+		body   io.ReadCloser
+		status int
+		err    error
+	}
+	openRun := func(rn run, max int) stream {
+		extra := url.Values{"limit": {strconv.Itoa(max)}, "framing": {"lines"}, "only": {strings.Join(rn.clusters, ",")}}
+		if after != "" && rn.clusters[0] == afterCluster {
+			extra.Set("after", after)
+		}
+		body, status, err := rt.open(r, rn.rd, local, r.URL.Path+"?"+withParams(r, extra))
+		return stream{run: rn, body: body, status: status, err: err}
+	}
+	var early chan stream
+	if len(firstRuns) > 0 {
+		early = make(chan stream, 1)
+		go func() { early <- openRun(firstRuns[0], limit) }()
+	}
 	countQ := cloneRequest(r, "/api/v1/count", func(v url.Values) {
 		for _, k := range []string{"limit", "continue", "format", "pretty"} {
 			v.Del(k)
@@ -139,182 +147,97 @@ func (rt *Router) list(w http.ResponseWriter, r *http.Request, local http.Handle
 		v.Set("groupBy", "cluster")
 	})
 	parts, orphans := rt.gather(countQ, local, nil)
+	var first *stream
+	if early != nil {
+		st := <-early
+		first = &st
+	}
+	defer func() {
+		if first != nil && first.body != nil {
+			first.body.Close()
+		}
+	}()
 	if p := clientError(parts); p != nil {
 		writeRaw(w, p.status, p.body)
 		return
 	}
 	counts, fresh, partial, resource, placed := rt.mergeCounts(parts, orphans)
 
-	// Round 2: the clusters this page spans, from the position it resumes at.
-	afterCluster, _, _ := strings.Cut(after, "/")
-	var span []string
-	sum := 0
-	for _, c := range placed.order {
-		if c < afterCluster {
-			continue
-		}
-		span = append(span, c)
-		if c == afterCluster {
-			continue // partly sent already; what is left of it is unknown, so count on the next clusters
-		}
-		if sum += counts[c]; sum >= limit {
-			break
+	// The runs of the page: clusters with something selected (or the one the page resumes
+	// in), each with the replica the counts came from.
+	var todo []string
+	for _, c := range ahead {
+		if counts[c] > 0 || (c == afterCluster && placed.by[c] != nil) {
+			todo = append(todo, c)
 		}
 	}
-	byReader := map[string]*reader{}
-	var readers []*reader
-	for _, c := range span {
-		rd := placed.by[c]
-		if byReader[rd.member.Identity] == nil {
-			cp := &reader{member: rd.member, self: rd.self}
-			byReader[rd.member.Identity] = cp
-			readers = append(readers, cp)
-		}
-		byReader[rd.member.Identity].clusters = append(byReader[rd.member.Identity].clusters, c)
-	}
-	extra := url.Values{"limit": {strconv.Itoa(limit)}, "framing": {"lines"}}
-	if after != "" {
-		extra.Set("after", after)
-	}
-	if len(readers) == 1 {
-		// Most pages come from one replica: stream its items through as they arrive.
-		rt.streamPage(w, r, local, readers[0], extra, rows, qh, fresh, partial, resource, span, placed)
-		return
-	}
-	pages := rt.ask(r, readers, local, extra)
-	var elems []element
-	var head *linesHead
-	bound := "" // the smallest position (cluster/namespace/name) a truncated reader stopped at
-	for i := range pages {
-		p := &pages[i]
-		var pg linesPage
-		if !p.failed() && p.status == http.StatusOK {
-			pg, p.err = parseLines(p.body, rows)
-		}
-		if p.failed() || p.status != http.StatusOK {
-			rt.Logger.Warn("replica did not answer its part of a page", zap.String("replica", p.rd.member.Identity), zap.Int("status", p.status), zap.Error(p.err))
-			writeError(w, http.StatusServiceUnavailable, "ReplicaUnavailable",
-				fmt.Sprintf("replica %s did not send its part of the page (HTTP %d, %v); try again", p.rd.member.Identity, p.status, p.err))
-			return
-		}
-		if head == nil {
-			head = &pg.head
-		}
-		elems = append(elems, pg.elems...)
-		if pg.cont != "" && len(pg.elems) > 0 {
-			if at := positionOf(pg.elems[len(pg.elems)-1].raw, rows); bound == "" || before(at, bound) {
-				bound = at
-			}
-		}
-	}
-	// Each cluster comes from one reader, whose items are in order: ordering by cluster
-	// (stably) orders the page.
-	sort.SliceStable(elems, func(i, j int) bool { return elems[i].cluster < elems[j].cluster })
-	if bound != "" {
-		bc, _, _ := strings.Cut(bound, "/")
-		n := sort.Search(len(elems), func(i int) bool { return elems[i].cluster > bc })
-		elems = elems[:n]
-	}
-	cont := ""
-	switch {
-	case len(elems) > limit:
-		elems = elems[:limit]
-		cont = positionOf(elems[limit-1].raw, rows)
-	case bound != "":
-		cont = bound
-	case len(span) > 0 && span[len(span)-1] != placed.last():
-		// The page ended with its span; clusters after it remain.
-		if len(elems) > 0 {
-			cont = positionOf(elems[len(elems)-1].raw, rows)
-		} else {
-			cont = span[len(span)-1] + "/\uffff/" // past every namespace/name of the span's last cluster
-		}
-	}
-	var token string
-	if cont != "" {
-		raw, _ := json.Marshal(position{Query: qh, After: cont, Issued: time.Now().Unix()})
-		token = aggregator.SignToken(raw)
-	}
-	if head == nil {
-		head = &linesHead{Resource: resource}
-	}
-	writeList(w, head, rows, fresh, partial, elems, token)
-}
-
-// streamPage sends a page that one reader answers, passing its items through as they
-// come instead of holding the page.
-func (rt *Router) streamPage(w http.ResponseWriter, r *http.Request, local http.Handler, rd *reader, extra url.Values,
-	rows bool, qh string, fresh []aggregator.Freshness, partial bool, resource json.RawMessage, span []string, placed placement) {
-	q := r.URL.Query()
-	q.Del("continue")
-	for k, v := range extra {
-		q[k] = v
-	}
-	q.Set("local", "true")
-	q.Set("only", strings.Join(rd.clusters, ","))
-	body, status, err := rt.open(r, rd, local, r.URL.Path+"?"+q.Encode())
-	if err != nil || status != http.StatusOK {
-		if body != nil {
-			body.Close()
-		}
-		writeError(w, http.StatusServiceUnavailable, "ReplicaUnavailable",
-			fmt.Sprintf("replica %s did not send its part of the page (HTTP %d, %v); try again", rd.member.Identity, status, err))
-		return
-	}
-	defer body.Close()
-	br := bufio.NewReaderSize(body, 256<<10)
-	headLine, err := br.ReadSlice('\n')
-	var head linesHead
-	if err == nil {
-		err = json.Unmarshal(headLine, &head)
-	}
-	if err != nil {
-		writeError(w, http.StatusServiceUnavailable, "ReplicaUnavailable", fmt.Sprintf("replica %s: unreadable answer: %v", rd.member.Identity, err))
-		return
-	}
-	if len(head.Resource) == 0 {
-		head.Resource = resource
+	plan := runs(todo, func(c string) *reader { return placed.by[c] })
+	if first != nil && len(plan) > 0 && (first.err != nil || first.status != http.StatusOK ||
+		first.run.rd.member.Identity != plan[0].rd.member.Identity || first.run.clusters[0] != plan[0].clusters[0]) {
+		first.body, first = closeStream(first.body), nil // its replica failed over, or it starts on a cluster with nothing: ask again
 	}
 	bw := bufio.NewWriterSize(w, 64<<10)
 	w.Header().Set("Content-Type", "application/json")
-	writeListHead(bw, &head, rows, fresh, partial)
-	var last []byte
-	n := 0
-	readerCont, complete := "", false
-	for {
-		line, err := br.ReadBytes('\n')
-		if err != nil {
-			break // cut short: the client sees a cut answer, as from a failing local list
+	head := linesHead{Resource: resource}
+	started := false
+	start := func(h linesHead) {
+		if len(h.Resource) == 0 {
+			h.Resource = resource
 		}
-		line = line[:len(line)-1]
-		if bytes.HasPrefix(line, []byte(`{"continue":`)) { // the tail: items start with {"cluster": or {"cells":
-			var t struct {
-				Continue string `json:"continue"`
+		writeListHead(bw, &h, rows, fresh, partial)
+		started = true
+	}
+	sent, cont := 0, ""
+	var last []byte
+	for i, rn := range plan {
+		var st stream
+		if i == 0 && first != nil {
+			st = *first
+			if len(st.run.clusters) > len(rn.clusters) {
+				rn.clusters = st.run.clusters // the early run covers clusters with nothing too
 			}
-			complete = json.Unmarshal(line, &t) == nil
-			readerCont = t.Continue
+			first = nil
+		} else {
+			st = openRun(rn, limit-sent)
+		}
+		if st.err != nil || st.status != http.StatusOK {
+			if st.body != nil {
+				st.body.Close()
+			}
+			if !started {
+				writeError(w, http.StatusServiceUnavailable, "ReplicaUnavailable",
+					fmt.Sprintf("replica %s did not send its part of the page (HTTP %d, %v); try again", rn.rd.member.Identity, st.status, st.err))
+				return
+			}
+			_ = bw.Flush()
+			return // cut short: the client sees a cut answer, as from a failing local list
+		}
+		_, n, tail, readerCont, ok := copyRun(bw, st.body, rows, sent == 0, start, started)
+		st.body.Close()
+		if !ok {
+			_ = bw.Flush()
+			return
+		}
+		if tail != nil {
+			last = tail
+		}
+		sent += n
+		if readerCont != "" || sent >= limit {
+			// The page is full, or the replica cut it (response cap): resume after the last.
+			if last != nil {
+				cont = positionOf(last, rows)
+			}
 			break
 		}
-		if n > 0 {
-			_ = bw.WriteByte(',')
+		if i == len(plan)-1 {
+			break // every run read: the list is complete
 		}
-		_, _ = bw.Write(line)
-		last, n = line, n+1
 	}
-	if !complete {
-		_ = bw.Flush()
-		return
+	if !started {
+		start(head)
 	}
-	cont := ""
-	switch {
-	case readerCont != "" && last != nil:
+	if cont == "" && sent >= limit && last != nil {
 		cont = positionOf(last, rows)
-	case len(span) > 0 && span[len(span)-1] != placed.last():
-		if last != nil {
-			cont = positionOf(last, rows)
-		} else {
-			cont = span[len(span)-1] + "/\uffff/"
-		}
 	}
 	token := ""
 	if cont != "" {
@@ -323,6 +246,61 @@ func (rt *Router) streamPage(w http.ResponseWriter, r *http.Request, local http.
 	}
 	writeListTail(bw, rows, token)
 	_ = bw.Flush()
+}
+
+func closeStream(body io.ReadCloser) io.ReadCloser {
+	if body != nil {
+		body.Close()
+	}
+	return nil
+}
+
+// withParams is r's query with params set, for a replica.
+func withParams(r *http.Request, params url.Values) string {
+	q := r.URL.Query()
+	q.Del("continue")
+	for k, v := range params {
+		q[k] = v
+	}
+	q.Set("local", "true")
+	return q.Encode()
+}
+
+// copyRun copies one reader's items (framing=lines) into the page: the list head comes
+// first (start writes it on the first run, with the run's head), then its items, each
+// after a comma unless it is the page's first. It returns the run's last item, the
+// reader's continue token (set when it cut its answer short) and whether the answer was
+// whole.
+func copyRun(bw *bufio.Writer, body io.Reader, rows, firstOfPage bool, start func(linesHead), started bool) (head linesHead, n int, last []byte, readerCont string, ok bool) {
+	br := bufio.NewReaderSize(body, 256<<10)
+	headLine, err := br.ReadSlice('\n')
+	if err != nil || json.Unmarshal(headLine, &head) != nil {
+		return head, 0, nil, "", false
+	}
+	if !started {
+		start(head)
+	}
+	for {
+		line, err := br.ReadBytes('\n')
+		if err != nil {
+			return head, n, last, "", false
+		}
+		line = line[:len(line)-1]
+		if bytes.HasPrefix(line, []byte(`{"continue":`)) { // the tail: items start with {"cluster": or {"cells":
+			var t struct {
+				Continue string `json:"continue"`
+			}
+			if json.Unmarshal(line, &t) != nil {
+				return head, n, last, "", false
+			}
+			return head, n, last, t.Continue, true
+		}
+		if n > 0 || !firstOfPage {
+			_ = bw.WriteByte(',')
+		}
+		_, _ = bw.Write(line)
+		last, n = line, n+1
+	}
 }
 
 // open starts a reader's answer: this replica's through a pipe, a peer's over HTTP.
@@ -381,13 +359,6 @@ type placement struct {
 	by    map[string]*reader
 }
 
-func (p placement) last() string {
-	if len(p.order) == 0 {
-		return ""
-	}
-	return p.order[len(p.order)-1]
-}
-
 // mergeCounts merges the count answers grouped by cluster: each cluster's count, the
 // freshness of every selected cluster, and which reader answered for which cluster.
 func (rt *Router) mergeCounts(parts []part, orphans []string) (counts map[string]int, fresh []aggregator.Freshness, partial bool, resource json.RawMessage, placed placement) {
@@ -437,20 +408,6 @@ func writeRaw(w http.ResponseWriter, status int, body []byte) {
 	_, _ = w.Write(body)
 }
 
-func writeList(w http.ResponseWriter, head *linesHead, rows bool, fresh []aggregator.Freshness, partial bool, elems []element, token string) {
-	bw := bufio.NewWriterSize(w, 64<<10)
-	w.Header().Set("Content-Type", "application/json")
-	writeListHead(bw, head, rows, fresh, partial)
-	for i, e := range elems {
-		if i > 0 {
-			_ = bw.WriteByte(',')
-		}
-		_, _ = bw.Write(e.raw)
-	}
-	writeListTail(bw, rows, token)
-	_ = bw.Flush()
-}
-
 // writeListHead writes an ObjectList up to its first item, as the local API does.
 func writeListHead(b *bufio.Writer, head *linesHead, rows bool, fresh []aggregator.Freshness, partial bool) {
 	_, _ = b.WriteString(`{"kind":"ObjectList","resource":`)
@@ -488,17 +445,6 @@ func writeListTail(b *bufio.Writer, rows bool, token string) {
 		_, _ = b.WriteString(`,"continue":` + strconv.Quote(token))
 	}
 	_, _ = b.WriteString("}\n")
-}
-
-// before orders two positions by cluster, then namespace/name ("a/x" sorts before
-// "a-b/x", which plain string order would not say).
-func before(a, b string) bool {
-	ac, ak, _ := strings.Cut(a, "/")
-	bc, bk, _ := strings.Cut(b, "/")
-	if ac != bc {
-		return ac < bc
-	}
-	return ak < bk
 }
 
 // clusterOf reads an item's cluster ({"cluster":...}) or a table row's (its first cell).

@@ -35,8 +35,9 @@ func kubePath(path string) (string, bool) {
 	case strings.HasPrefix(path, "/fleet/"):
 		return path[len("/fleet"):], true
 	case strings.HasPrefix(path, "/clusters/"):
-		_, rest, ok := strings.Cut(path[len("/clusters/"):], "/")
-		return "/" + rest, ok
+		if _, rest, ok := strings.Cut(path[len("/clusters/"):], "/"); ok {
+			return "/" + rest, true
+		}
 	}
 	return "", false
 }

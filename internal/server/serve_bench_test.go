@@ -69,7 +69,7 @@ var serving = struct {
 	ix  *aggregator.Index
 }{}
 
-func servingIndex(b *testing.B, n int, realistic bool) *aggregator.Index {
+func servingIndex(b testing.TB, n int, realistic bool) *aggregator.Index {
 	serving.Lock()
 	defer serving.Unlock()
 	key := fmt.Sprint(n, realistic)

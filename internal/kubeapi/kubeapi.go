@@ -204,17 +204,16 @@ func (h *Handler) object(w http.ResponseWriter, r *http.Request, cluster, group,
 		h.watch(w, r, q, info, opts)
 		return
 	}
-	rd.Paged, rd.Limit = true, v.Get("limit")
+	rd.Paged, rd.UpperBound, rd.Limit = true, true, v.Get("limit")
 	// Answered whole, whatever the limit, as the API conventions allow ("servers may
 	// choose not to support the limit argument and will return all of the available
 	// results"), and cut only at the response cap: Tables and JSON, which kubectl asks
 	// for in pages of 500, each page waiting for kubectl's client-side rate limit (5
 	// requests a second after a burst of 10) when the cache answers one in a millisecond.
-	// Protobuf (client-go's typed clients, which page on purpose) keeps its limit; no
-	// limit, or 0, is everything, as in the Kubernetes API. resourceVersion "0" is one
-	// page whatever the limit, as kube-apiserver's watch cache answers it.
-	lim := rd.Limit
-	rd.Whole = wantsTable(r) || !isProtobuf(negotiate(r, info)) || lim == "" || lim == "0" || opts.ResourceVersion == "0"
+	// Protobuf (client-go's typed clients, which page on purpose) keeps its limit.
+	// resourceVersion "0" is one page whatever the limit, as kube-apiserver's watch cache
+	// answers it.
+	rd.Whole = wantsTable(r) || !isProtobuf(negotiate(r, info)) || opts.ResourceVersion == "0"
 	q, err := h.Pipeline.Query(r, rd)
 	if err != nil {
 		writeQueryError(w, err)

@@ -23,11 +23,13 @@
 //     and the one place streams end when the server shuts down (EndStreams).
 //   - fairness.go: list admission after the apiserver's API Priority and Fairness.
 //
-// Contract: a face never decides a policy. Page sizes: absent or 0 is DefaultLimit,
-// larger than MaxLimit is MaxLimit (a limit is an upper bound, as in the Kubernetes API),
-// anything not a non-negative integer is 400; a list answered whole (Read.Whole: the
-// Kubernetes API's JSON and Table lists) ignores the limit. Every list, whole or paged, of
-// either face, stops at MaxResponseBytes of encoded items and continues with a token.
+// Contract: a face never decides a policy. Page sizes (PageSize) are one rule under each
+// API's contract: on /api/v1 a page is 1 to MaxLimit items, DefaultLimit when none is
+// asked, anything else a 400 naming limit; on the Kubernetes API a limit is an upper bound
+// (none or 0 is everything, more than MaxLimit is MaxLimit), and a list answered whole
+// (Read.Whole: its JSON and Table lists) ignores it once validated. Every list, whole or
+// paged, of either face and in every encoding, stops once its encoded items reach
+// MaxResponseBytes and continues with a token.
 // Secrets are visible only with ServeSecrets (and never carry values: the cache drops
 // them). The pipeline holds no per-request state; a Pipeline is safe for concurrent use.
 package request

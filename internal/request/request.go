@@ -139,9 +139,11 @@ type Read struct {
 	LabelSelector string
 	FieldSelector string
 	// Limit is the page size as asked ("" for none); Paged is whether the answer comes
-	// in pages at all (lists, not counts or watches).
-	Limit string
-	Paged bool
+	// in pages at all (lists, not counts or watches); UpperBound reads it as the
+	// Kubernetes API does (PageSize).
+	Limit      string
+	Paged      bool
+	UpperBound bool
 	// Whole answers a list whole, whatever its limit, cut only by MaxResponseBytes.
 	Whole    bool
 	Continue string
@@ -182,7 +184,7 @@ func (p *Pipeline) Query(r *http.Request, rd Read) (aggregator.Query, error) {
 		return q, BadParam{"fieldSelector", err.Error()}
 	}
 	if rd.Paged {
-		if q.Limit, err = p.PageSize(rd.Limit); err != nil {
+		if q.Limit, err = p.PageSize(rd.Limit, rd.UpperBound); err != nil {
 			return q, err
 		}
 		if rd.Whole {
@@ -192,20 +194,29 @@ func (p *Pipeline) Query(r *http.Request, rd Read) (aggregator.Query, error) {
 	return q, nil
 }
 
-// PageSize reads a limit parameter: absent or 0 is DefaultLimit, more than MaxLimit is
-// MaxLimit, anything but a non-negative integer is a BadParam.
-func (p *Pipeline) PageSize(s string) (int, error) {
+// PageSize reads a limit parameter: the one rule of page sizes, under each API's
+// contract. Anything but a non-negative integer is a BadParam. With upperBound (the
+// Kubernetes API's contract: limit is the most a client wants, the server may send
+// fewer, and none or 0 means everything) a limit above MaxLimit gets MaxLimit, and none
+// or 0 is 0 (no limit). Otherwise (/api/v1's contract: a page size of 1 to MaxLimit)
+// none is DefaultLimit and one out of range is a BadParam.
+func (p *Pipeline) PageSize(s string, upperBound bool) (int, error) {
 	if s == "" {
+		if upperBound {
+			return 0, nil
+		}
 		return p.opts.DefaultLimit, nil
 	}
 	n, err := strconv.Atoi(s)
 	switch {
 	case err != nil || n < 0:
-		return 0, BadParam{"limit", fmt.Sprintf("%q is not a non-negative number (the page size: 0 or none for %d, at most %d)", s, p.opts.DefaultLimit, p.opts.MaxLimit)}
-	case n == 0:
-		return p.opts.DefaultLimit, nil
+		return 0, BadParam{"limit", fmt.Sprintf("%q is not a number from 0 to %d", s, p.opts.MaxLimit)}
+	case upperBound:
+		return min(n, p.opts.MaxLimit), nil
+	case n < 1 || n > p.opts.MaxLimit:
+		return 0, BadParam{"limit", fmt.Sprintf("must be between 1 and %d, got %d", p.opts.MaxLimit, n)}
 	}
-	return min(n, p.opts.MaxLimit), nil
+	return n, nil
 }
 
 // Get returns one object, after the Secret policy and within the caller's scope.

@@ -56,24 +56,32 @@ func testIndex(t *testing.T, n int) *aggregator.Index {
 	return ix
 }
 
+// One rule of page sizes, under each API's contract.
 func TestPageSize(t *testing.T) {
 	p := New(nil, Options{})
 	for _, tc := range []struct {
-		in   string
-		want int
-		bad  bool
+		in         string
+		upperBound bool // the Kubernetes API
+		want       int
+		bad        bool
 	}{
-		{"", 500, false}, {"0", 500, false}, {"1", 1, false}, {"4999", 4999, false}, {"5000", 5000, false},
-		{"5001", 5000, false}, {"99999999", 5000, false}, // a limit is an upper bound
-		{"-1", 0, true}, {"ten", 0, true}, {"1.5", 0, true}, {"99999999999999999999", 0, true},
+		// /api/v1: 1 to MaxLimit, DefaultLimit when none.
+		{"", false, 500, false}, {"1", false, 1, false}, {"5000", false, 5000, false},
+		{"0", false, 0, true}, {"5001", false, 0, true}, {"999999", false, 0, true},
+		// The Kubernetes API: an upper bound; none or 0 is everything.
+		{"", true, 0, false}, {"0", true, 0, false}, {"500", true, 500, false},
+		{"5001", true, 5000, false}, {"999999", true, 5000, false},
+		// Not a non-negative integer: refused by both.
+		{"-1", false, 0, true}, {"-1", true, 0, true}, {"ten", false, 0, true}, {"ten", true, 0, true},
+		{"1.5", true, 0, true}, {"99999999999999999999", true, 0, true},
 	} {
-		got, err := p.PageSize(tc.in)
+		got, err := p.PageSize(tc.in, tc.upperBound)
 		var bp BadParam
 		switch {
-		case tc.bad && (!errors.As(err, &bp) || bp.Name != "limit"):
-			t.Errorf("limit %q: %v, want a BadParam naming limit", tc.in, err)
+		case tc.bad && (!errors.As(err, &bp) || bp.Name != "limit" || !strings.Contains(err.Error(), tc.in)):
+			t.Errorf("limit %q (upper bound %v): %v, want a BadParam naming limit and the value", tc.in, tc.upperBound, err)
 		case !tc.bad && (err != nil || got != tc.want):
-			t.Errorf("limit %q: %d %v, want %d", tc.in, got, err, tc.want)
+			t.Errorf("limit %q (upper bound %v): %d %v, want %d", tc.in, tc.upperBound, got, err, tc.want)
 		}
 	}
 }
@@ -89,7 +97,9 @@ func TestQueryLimitsAndPolicy(t *testing.T) {
 		wantErr   string // a BadParam's parameter, or "secrets"
 	}{
 		{"paged, no limit", Read{Resource: "pods", Paged: true}, 3, ""},
-		{"paged, clamped", Read{Resource: "pods", Paged: true, Limit: "11"}, 10, ""},
+		{"paged, too large", Read{Resource: "pods", Paged: true, Limit: "11"}, 0, "limit"},
+		{"paged, upper bound", Read{Resource: "pods", Paged: true, UpperBound: true, Limit: "11"}, 10, ""},
+		{"paged, upper bound, none", Read{Resource: "pods", Paged: true, UpperBound: true}, 0, ""},
 		{"whole ignores the limit", Read{Resource: "pods", Paged: true, Whole: true, Limit: "2"}, 0, ""},
 		{"whole still validates it", Read{Resource: "pods", Paged: true, Whole: true, Limit: "-2"}, 0, "limit"},
 		{"not paged", Read{Resource: "pods", Limit: "2"}, 0, ""},
@@ -269,13 +279,13 @@ func TestResponseCapContinues(t *testing.T) {
 	const n = 300
 	ix := testIndex(t, n)
 	for _, limit := range []string{"", "7"} {
-		whole := limit == ""
+		whole := limit == "" // otherwise pages of 7
 		p := New(ix, Options{MaxResponseBytes: 2000})
 		r := httptest.NewRequest("GET", "/fleet/api/v1/pods", nil)
 		seen := map[string]int{}
 		pages, cont := 0, ""
 		for {
-			q, err := p.Query(r, Read{Resource: "pods", Paged: true, Whole: whole, Limit: limit, Continue: cont})
+			q, err := p.Query(r, Read{Resource: "pods", Paged: true, UpperBound: true, Whole: whole, Limit: limit, Continue: cont})
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -234,7 +234,7 @@ func TestEveryRouteIsCounted(t *testing.T) {
 		"/healthz": "healthz", "/readyz": "readyz", "/metrics": "metrics",
 		"/api/v1/clusters": "clusters", "/api/v1/resources": "resources", "/api/v1/objects?resource=pods": "objects",
 		"/api/v1/objects/cluster-03/pods/ns-03/pod-0000003": "object", "/api/v1/count?resource=pods": "count",
-		"/api/v1/nothing": "not-found",
+		"/api/v1/nothing":    "not-found",
 		"/fleet/api/v1/pods": "kubeapi-fleet", "/fleet/api": "kubeapi-fleet", "/clusters/cluster-03/api/v1/pods": "kubeapi-cluster",
 		"/fleet/api/v1/pods?watch=1&timeoutSeconds=1": "kubeapi-fleet-watch",
 		"/api/v1/watch?resource=pods&cursor=x":        "watch", // refused: still counted

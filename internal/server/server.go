@@ -1,5 +1,9 @@
 // Package server is fleetcache's HTTP front: the JSON API under /api/v1, /metrics,
-// /healthz and /readyz, on one listener. docs/api.md is its reference.
+// /healthz and /readyz, and the Kubernetes API (internal/kubeapi) mounted beside them, on
+// one listener, behind one guard (authentication, in-flight and watch caps, request
+// timeout) and one set of HTTP metrics. Both APIs read through internal/request's
+// pipeline; this package parses /api/v1's URLs and encodes its answers. docs/api.md is its
+// reference.
 package server
 
 import (

@@ -294,7 +294,13 @@ func wantsTable(r *http.Request) bool {
 // list answers a list (whole, or a page for protobuf); rv is its resourceVersion
 // (listVersion).
 func (h *Handler) list(w http.ResponseWriter, r *http.Request, q aggregator.Query, info aggregator.ResourceInfo, rv string) {
-	res, err := h.Pipeline.List(r, q)
+	list := h.Pipeline.StreamList // streamed, whole lists read as they are written
+	s := negotiate(r, info)
+	protobuf := !wantsTable(r) && isProtobuf(s)
+	if protobuf {
+		list = h.Pipeline.List // built whole by apimachinery before it is written
+	}
+	res, err := list(r, q)
 	if err != nil {
 		writeQueryError(w, err)
 		return
@@ -318,7 +324,7 @@ func (h *Handler) list(w http.ResponseWriter, r *http.Request, q aggregator.Quer
 		writeTableList(w, r, info, res, rv)
 		return
 	}
-	if s := negotiate(r, info); isProtobuf(s) {
+	if protobuf {
 		// Protobuf for client-go's typed clients: decoded and encoded by apimachinery,
 		// the objects held until the list is cut at the response cap.
 		b := res.Budget()

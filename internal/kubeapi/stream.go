@@ -19,7 +19,7 @@ func writeTableList(w http.ResponseWriter, r *http.Request, info aggregator.Reso
 	w.Header().Set("Content-Type", "application/json")
 	_ = res.Stream(w, request.ListEncoder{
 		Head: t.StartRows(nil),
-		Item: func(dst []byte, i int) ([]byte, error) { return t.AppendRow(dst, res.Items[i], now) },
+		Item: func(dst []byte, it aggregator.Item) ([]byte, error) { return t.AppendRow(dst, it, now) },
 		Tail: func(dst []byte, cont string) []byte {
 			return append(t.EndRows(dst, rv, wrapContinue(rv, cont)), '\n')
 		},
@@ -35,7 +35,7 @@ func writeObjectList(w http.ResponseWriter, info aggregator.ResourceInfo, res *r
 	head = append(head, `,"items":[`...)
 	_ = res.Stream(w, request.ListEncoder{
 		Head: head,
-		Item: func(dst []byte, i int) ([]byte, error) { return wire.AppendObject(dst, res.Items[i]) },
+		Item: wire.AppendObject,
 		Tail: func(dst []byte, cont string) []byte {
 			dst = wire.AppendListMeta(append(dst, "],"...), rv, wrapContinue(rv, cont))
 			return append(dst, "}\n"...)

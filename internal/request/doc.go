@@ -18,7 +18,8 @@
 //     in-flight and watch caps and the HTTP metrics: one watch detection, as
 //     kube-apiserver's (watch=1, watch=true, ... on a collection or a named object).
 //   - list.go: a list admitted, queried and streamed through a face's ListEncoder, cut at
-//     MaxResponseBytes with a continue token (the Budget).
+//     MaxResponseBytes with a continue token (the Budget); a whole list is read from the
+//     index a chunk at a time as it is written.
 //   - stream.go: a watch stream's life: every event written within StreamWriteTimeout,
 //     and the one place streams end when the server shuts down (EndStreams).
 //   - fairness.go: list admission after the apiserver's API Priority and Fairness.

@@ -73,13 +73,14 @@ type Pipeline struct {
 	// cleanly then, and new ones at once.
 	streams    context.Context
 	endStreams context.CancelFunc
+	chunk      int // wholeChunk; smaller in tests
 }
 
 // New returns the pipeline over ix.
 func New(ix *aggregator.Index, opts Options) *Pipeline {
 	opts.setDefaults()
 	streams, end := context.WithCancel(context.Background())
-	return &Pipeline{ix: ix, opts: opts, adm: newAdmission(opts), streams: streams, endStreams: end}
+	return &Pipeline{ix: ix, opts: opts, adm: newAdmission(opts), streams: streams, endStreams: end, chunk: wholeChunk}
 }
 
 // Options are the pipeline's policies, defaults applied.

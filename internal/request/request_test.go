@@ -278,9 +278,20 @@ func TestWriteErrorPerFace(t *testing.T) {
 func TestResponseCapContinues(t *testing.T) {
 	const n = 300
 	ix := testIndex(t, n)
-	for _, limit := range []string{"", "7"} {
+	for _, tc := range []struct {
+		limit      string
+		chunk, max int
+	}{
+		{"", wholeChunk, 2000}, // a whole list, cut at the cap
+		{"", 16, 2000},         // read from the index 16 items at a time, cut at the cap
+		{"", 16, 160},          // cut exactly at a chunk's end (every item is 10 bytes)
+		{"", 16, 1 << 20},      // read 16 at a time, answered in one
+		{"7", wholeChunk, 2000},
+	} {
+		limit := tc.limit
 		whole := limit == "" // otherwise pages of 7
-		p := New(ix, Options{MaxResponseBytes: 2000})
+		p := New(ix, Options{MaxResponseBytes: tc.max})
+		p.chunk = tc.chunk
 		r := httptest.NewRequest("GET", "/fleet/api/v1/pods", nil)
 		seen := map[string]int{}
 		pages, cont := 0, ""
@@ -289,7 +300,7 @@ func TestResponseCapContinues(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			ans, err := p.List(r, q)
+			ans, err := p.StreamList(r, q)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -297,8 +308,8 @@ func TestResponseCapContinues(t *testing.T) {
 			cont = ""
 			err = ans.Stream(&buf, ListEncoder{
 				Head: []byte(`{"items":[`),
-				Item: func(dst []byte, i int) ([]byte, error) {
-					return wire.AppendString(dst, ans.Items[i].Cluster+"/"+ans.Items[i].Object.Name), nil
+				Item: func(dst []byte, it aggregator.Item) ([]byte, error) {
+					return wire.AppendString(dst, it.Cluster+"/"+it.Object.Name), nil
 				},
 				Tail: func(dst []byte, c string) []byte {
 					cont = c
@@ -314,7 +325,7 @@ func TestResponseCapContinues(t *testing.T) {
 				t.Fatalf("page %d: %v: %s", pages, err, buf.Bytes())
 			}
 			// The cap counts the items' encodings (not the commas between them).
-			if items := buf.Len() - len(`{"items":[]}`) - max(0, len(page.Items)-1); items > 2000 {
+			if items := buf.Len() - len(`{"items":[]}`) - max(0, len(page.Items)-1); items > tc.max {
 				t.Errorf("page %d: %d bytes of items, over the cap", pages, items)
 			}
 			if !whole && len(page.Items) > 7 {
@@ -329,15 +340,18 @@ func TestResponseCapContinues(t *testing.T) {
 			}
 		}
 		if len(seen) != n {
-			t.Errorf("limit %q: %d distinct items over %d pages, want %d", limit, len(seen), pages, n)
+			t.Errorf("%+v: %d distinct items over %d pages, want %d", tc, len(seen), pages, n)
 		}
 		for it, k := range seen {
 			if k != 1 {
-				t.Errorf("limit %q: %s seen %d times", limit, it, k)
+				t.Errorf("%+v: %s seen %d times", tc, it, k)
 			}
 		}
-		if whole && pages < 2 {
+		if whole && tc.max <= 2000 && pages < 2 {
 			t.Errorf("a whole list of %d items in %d page(s): not cut at the cap", n, pages)
+		}
+		if whole && tc.max > 2000 && pages != 1 {
+			t.Errorf("a whole list of %d items under the cap in %d pages, want 1", n, pages)
 		}
 	}
 }

@@ -83,7 +83,7 @@ func (a *api) list(w http.ResponseWriter, r *http.Request) {
 		request.WriteError(w, r, request.BadParam{Name: "format", Msg: fmt.Sprintf("%q: want table, or none for objects", format)})
 		return
 	}
-	res, err := a.p.List(r, q)
+	res, err := a.p.StreamList(r, q)
 	if err != nil {
 		request.WriteError(w, r, err)
 		return
@@ -106,12 +106,11 @@ func (a *api) writeList(w http.ResponseWriter, r *http.Request, res *request.Ans
 		table := wire.NewTable(res.Resource, wire.IncludeName)
 		now := time.Now()
 		enc.Head = append(append(enc.Head, `,"table":`...), table.Start(nil, "", "")...)
-		enc.Item = func(dst []byte, i int) ([]byte, error) { return table.AppendRow(dst, res.Items[i], now) }
+		enc.Item = func(dst []byte, it aggregator.Item) ([]byte, error) { return table.AppendRow(dst, it, now) }
 		enc.Tail = func(dst []byte, cont string) []byte { return listTail(table.End(dst), cont) }
 	} else {
 		enc.Head = append(enc.Head, `,"items":[`...)
-		enc.Item = func(dst []byte, i int) ([]byte, error) {
-			it := res.Items[i]
+		enc.Item = func(dst []byte, it aggregator.Item) ([]byte, error) {
 			dst = append(dst, `{"cluster":`...)
 			dst = wire.AppendString(dst, it.Cluster)
 			dst = append(dst, `,"object":`...)

@@ -31,8 +31,9 @@ import (
 const shardContexts = 30
 
 // shardLease is the replicas' lease duration in the tests: a killed replica's clusters
-// move to the survivors within it (plus a renewal and a sync).
-const shardLease = 4 * time.Second
+// move to the survivors within it (plus a renewal and a sync). Shorter leases flap on a
+// loaded 2-core machine (a renewal late by a lease duration drops a live replica).
+const shardLease = 8 * time.Second
 
 type shardReplica struct {
 	id, url string

@@ -21,6 +21,9 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 	"sigs.k8s.io/yaml"
+
+	"github.com/fleetcache/fleetcache/internal/kubeapi"
+	"github.com/fleetcache/fleetcache/internal/request"
 )
 
 // client talks to a running daemon's /api/v1.
@@ -125,11 +128,7 @@ func runClient(cmd string, args []string) error {
 }
 
 // apiErr is the daemon's error body.
-type apiErr struct {
-	Code    int    `json:"code"`
-	Reason  string `json:"reason"`
-	Message string `json:"message"`
-}
+type apiErr = request.APIError
 
 func (c *client) do(path string, q url.Values, into any) error {
 	resp, err := c.http.Get(c.server + path + "?" + q.Encode())
@@ -330,8 +329,9 @@ func itemsOf(rows []row) []any {
 	return out
 }
 
-// ClusterAnnotation carries an object's cluster in JSON and YAML output.
-const ClusterAnnotation = "fleetcache.io/cluster"
+// ClusterAnnotation carries an object's cluster in JSON and YAML output, as the
+// daemon's Kubernetes API writes it.
+const ClusterAnnotation = kubeapi.ClusterAnnotation
 
 func (c *client) count(q url.Values) error {
 	var res struct {

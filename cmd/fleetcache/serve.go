@@ -31,6 +31,7 @@ import (
 	"github.com/fleetcache/fleetcache/internal/filewatch"
 	"github.com/fleetcache/fleetcache/internal/kubeapi"
 	"github.com/fleetcache/fleetcache/internal/metrics"
+	"github.com/fleetcache/fleetcache/internal/request"
 	"github.com/fleetcache/fleetcache/internal/server"
 	"github.com/fleetcache/fleetcache/internal/sharding"
 	"github.com/fleetcache/fleetcache/internal/version"
@@ -234,7 +235,7 @@ func serve(args []string) error {
 	var route func(http.Handler) http.Handler
 	var router *sharding.Router
 	if shard != nil {
-		router = &sharding.Router{Source: shard.source, Scope: server.ScopeOf, Logger: log}
+		router = &sharding.Router{Source: shard.source, Scope: request.Scope, Logger: log}
 		route = router.Wrap
 		reg.MustRegister(shard.collectors(fleet)...)
 		served, shardStatus = shard.fleet(fleet), shard.source

@@ -53,7 +53,7 @@ func (h *Handler) served(cluster string, info aggregator.ResourceInfo) bool {
 func (h *Handler) byGroupVersion(cluster string) map[schema.GroupVersion][]aggregator.ResourceInfo {
 	out := map[schema.GroupVersion][]aggregator.ResourceInfo{}
 	for _, r := range h.Index.Resources() {
-		if !h.visible(r) || !h.served(cluster, r) {
+		if !h.Pipeline.Visible(r) || !h.served(cluster, r) {
 			continue
 		}
 		gv, err := schema.ParseGroupVersion(r.APIVersion)

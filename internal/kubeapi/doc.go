@@ -4,6 +4,11 @@
 //	/clusters/{cluster}/...   one cluster, as if it were its apiserver
 //	/fleet/...                every cluster at once
 //
+// It parses the Kubernetes API's URL shapes and encodes as kube-apiserver does; every
+// policy between the two (scopes, the Secret policy, page sizes and the response cap,
+// list admission, the error mapping, watch detection, the stream write timeout and ending
+// streams on shutdown) is internal/request's pipeline, shared with /api/v1.
+//
 // Parts:
 //   - kubeapi.go: routing, list and get, the read-only 405s.
 //   - discovery.go: /api, /apis, /api/v1, /apis/{group}[/{version}] and aggregated
@@ -15,8 +20,9 @@
 //   - encode.go: content negotiation; protobuf for built-in types, JSON otherwise.
 //   - table.go, stream.go: server-side Tables (Accept: application/json;as=Table;v=v1;
 //     g=meta.k8s.io) whose first column is CLUSTER, then the columns kube-apiserver
-//     prints (internal/wire); lists are streamed, and a Table list is answered whole,
-//     whatever its limit (see tablesWhole).
+//     prints (internal/wire); lists are streamed. Table and JSON lists are answered
+//     whole, whatever their limit, up to the response cap (see Handler.object);
+//     protobuf lists keep their pages.
 //
 // Objects carry their cluster in the annotation fleetcache.io/cluster. Every write is
 // refused with 405 and a Status that says the API is read-only.

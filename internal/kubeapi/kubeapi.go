@@ -1,12 +1,9 @@
 package kubeapi
 
 import (
-	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net/http"
-	"strconv"
 	"strings"
 	"time"
 
@@ -15,8 +12,6 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/fields"
-	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	utilversion "k8s.io/apimachinery/pkg/util/version"
@@ -24,6 +19,7 @@ import (
 
 	"github.com/fleetcache/fleetcache/aggregator"
 	"github.com/fleetcache/fleetcache/clusters"
+	"github.com/fleetcache/fleetcache/internal/request"
 )
 
 // ClusterAnnotation carries an object's cluster.
@@ -39,51 +35,28 @@ type Fleet interface {
 	Freshness(cluster, resource string) (clusters.Freshness, bool)
 }
 
-// Handler serves /clusters/{cluster}/... and /fleet/....
+// Handler serves /clusters/{cluster}/... and /fleet/.... It parses the Kubernetes API's
+// URL shapes and encodes as kube-apiserver does; every policy (scopes, Secrets, limits,
+// the response cap, admission, stream shutdown and write timeout, error mapping) is the
+// request pipeline's.
 type Handler struct {
 	Index *aggregator.Index
 	Fleet Fleet
-	// MaxLimit caps a list's page size. Default 5000.
-	MaxLimit int
-	// ServeSecrets allows Secrets (without values); otherwise they are hidden from
-	// discovery and refused.
-	ServeSecrets bool
-	// Scope returns the caller's visibility; nil or a nil result sees everything.
-	Scope func(*http.Request) aggregator.Scope
+	// Pipeline is the request pipeline shared with the other faces. Nil: one of its
+	// own, with the defaults.
+	Pipeline *request.Pipeline
 	// BookmarkInterval is how often a quiet watch that allows bookmarks gets one.
 	// Default DefaultBookmarkInterval.
 	BookmarkInterval time.Duration
-	// Streams ends when the server shuts down: open watches end cleanly then. Nil: never.
-	Streams context.Context
-	// StreamWriteTimeout bounds writing one watch event: a client that stops reading is
-	// disconnected after it. Default 10s.
-	StreamWriteTimeout time.Duration
 
 	epoch string // prefixes every resourceVersion; see version.go
-}
-
-func (h *Handler) scope(r *http.Request) aggregator.Scope {
-	if h.Scope == nil {
-		return nil
-	}
-	return h.Scope(r)
-}
-
-func (h *Handler) visible(info aggregator.ResourceInfo) bool {
-	return h.ServeSecrets || !info.IsSecret()
 }
 
 // Register mounts the handler's paths on mux, each wrapped by wrap (the server's HTTP
 // metrics; nil: none), named "kubeapi-cluster" and "kubeapi-fleet".
 func (h *Handler) Register(mux *http.ServeMux, wrap func(name string, h http.HandlerFunc) http.Handler) {
-	if h.MaxLimit == 0 {
-		h.MaxLimit = 5000
-	}
-	if h.StreamWriteTimeout == 0 {
-		h.StreamWriteTimeout = 10 * time.Second
-	}
-	if h.Streams == nil {
-		h.Streams = context.Background()
+	if h.Pipeline == nil {
+		h.Pipeline = request.New(h.Index, request.Options{})
 	}
 	if wrap == nil {
 		wrap = func(_ string, h http.HandlerFunc) http.Handler { return h }
@@ -91,7 +64,7 @@ func (h *Handler) Register(mux *http.ServeMux, wrap func(name string, h http.Han
 	h.epoch = newEpoch()
 	mux.Handle("/clusters/{cluster}/{rest...}", wrap("kubeapi-cluster", func(w http.ResponseWriter, r *http.Request) {
 		cluster := r.PathValue("cluster")
-		if sc := h.scope(r); !h.hasCluster(cluster) || sc != nil && !sc.SeesCluster(cluster) {
+		if sc := request.Scope(r); !h.hasCluster(cluster) || sc != nil && !sc.SeesCluster(cluster) {
 			writeStatus(w, apierrors.NewNotFound(schema.GroupResource{Resource: "clusters"}, cluster))
 			return
 		}
@@ -201,7 +174,7 @@ func (h *Handler) object(w http.ResponseWriter, r *http.Request, cluster, group,
 		full += "." + group
 	}
 	info, ok := h.Index.Resource(full)
-	if !ok || !h.visible(info) || info.APIVersion != (schema.GroupVersion{Group: group, Version: version}).String() || !h.served(cluster, info) {
+	if !ok || !h.Pipeline.Visible(info) || info.APIVersion != (schema.GroupVersion{Group: group, Version: version}).String() || !h.served(cluster, info) {
 		writeStatus(w, apierrors.NewNotFound(schema.GroupResource{Group: group, Resource: resource}, ""))
 		return
 	}
@@ -210,21 +183,41 @@ func (h *Handler) object(w http.ResponseWriter, r *http.Request, cluster, group,
 		writeStatus(w, bad)
 		return
 	}
-	if name != "" && !opts.Watch {
+	watching := request.IsWatch(r) // as opts.Watch: the pipeline's one detection
+	if name != "" && !watching {
 		h.get(w, r, cluster, info, ns, name)
 		return
 	}
-	q, err := h.query(r, cluster, info, ns, name)
-	if err != nil {
-		writeStatus(w, apierrors.NewBadRequest(err.Error()))
-		return
+	v := r.URL.Query()
+	rd := request.Read{
+		Resource: info.Name, Cluster: cluster, Namespace: ns,
+		LabelSelector: v.Get("labelSelector"), FieldSelector: v.Get("fieldSelector"),
+		Continue: v.Get("continue"),
 	}
-	if opts.Watch {
+	if watching {
+		rd.Name = name // a watch of one object, as kubectl get NAME -w asks for it
+		q, err := h.Pipeline.Query(r, rd)
+		if err != nil {
+			writeQueryError(w, err)
+			return
+		}
 		h.watch(w, r, q, info, opts)
 		return
 	}
-	if opts.ResourceVersion == "0" {
-		q.Limit = 0 // as kube-apiserver's watch cache: one page, one consistent position
+	rd.Paged, rd.UpperBound, rd.Limit = true, true, v.Get("limit")
+	// Answered whole, whatever the limit, as the API conventions allow ("servers may
+	// choose not to support the limit argument and will return all of the available
+	// results"), and cut only at the response cap: Tables and JSON, which kubectl asks
+	// for in pages of 500, each page waiting for kubectl's client-side rate limit (5
+	// requests a second after a burst of 10) when the cache answers one in a millisecond.
+	// Protobuf (client-go's typed clients, which page on purpose) keeps its limit.
+	// resourceVersion "0" is one page whatever the limit, as kube-apiserver's watch cache
+	// answers it.
+	rd.Whole = wantsTable(r) || !isProtobuf(negotiate(r, info)) || opts.ResourceVersion == "0"
+	q, err := h.Pipeline.Query(r, rd)
+	if err != nil {
+		writeQueryError(w, err)
+		return
 	}
 	rv, bad := h.listVersion(opts, &q)
 	if bad != nil {
@@ -234,46 +227,17 @@ func (h *Handler) object(w http.ResponseWriter, r *http.Request, cluster, group,
 	h.list(w, r, q, info, rv)
 }
 
-func (h *Handler) query(r *http.Request, cluster string, info aggregator.ResourceInfo, ns, name string) (aggregator.Query, error) {
-	v := r.URL.Query()
-	q := aggregator.Query{Resource: info.Name, Clusters: cluster, Namespace: ns, Continue: v.Get("continue"), Scope: h.scope(r)}
-	var err error
-	if q.LabelSelector, err = labels.Parse(v.Get("labelSelector")); err != nil {
-		return q, fmt.Errorf("labelSelector: %w", err)
-	}
-	fs := v.Get("fieldSelector")
-	if name != "" {
-		// A watch of one object, as kubectl get NAME -w asks for it.
-		if fs != "" {
-			fs += ","
-		}
-		fs += "metadata.name=" + name
-	}
-	if q.FieldSelector, err = fields.ParseSelector(fs); err != nil {
-		return q, fmt.Errorf("fieldSelector: %w", err)
-	}
-	if s := v.Get("limit"); s != "" {
-		n, err := strconv.Atoi(s)
-		if err != nil || n < 0 {
-			return q, fmt.Errorf("limit: %q is not a non-negative number", s)
-		}
-		q.Limit = min(n, h.MaxLimit)
-	}
-	return q, nil
-}
-
 func (h *Handler) get(w http.ResponseWriter, r *http.Request, cluster string, info aggregator.ResourceInfo, ns, name string) {
 	var item aggregator.Item
 	var err error
-	scope := h.scope(r)
 	if cluster != "" {
-		item, err = h.Index.Get(cluster, info.Name, ns, name, scope)
+		item, err = h.Pipeline.Get(r, cluster, info.Name, ns, name)
 	} else {
 		// On the fleet path a name may exist in several clusters: the first, in cluster
 		// order, is returned; its annotation says which.
 		err = aggregator.ErrNotFound
 		for _, c := range h.Fleet.Names() {
-			if item, err = h.Index.Get(c, info.Name, ns, name, scope); err == nil {
+			if item, err = h.Pipeline.Get(r, c, info.Name, ns, name); err == nil {
 				break
 			}
 		}
@@ -327,16 +291,21 @@ func wantsTable(r *http.Request) bool {
 	return false
 }
 
-// list answers one page; rv is its resourceVersion (listVersion).
+// list answers a list (whole, or a page for protobuf); rv is its resourceVersion
+// (listVersion).
 func (h *Handler) list(w http.ResponseWriter, r *http.Request, q aggregator.Query, info aggregator.ResourceInfo, rv string) {
-	if wantsTable(r) {
-		q.Limit = 0 // a Table is answered whole: see tablesWhole in table.go
+	list := h.Pipeline.StreamList // streamed, whole lists read as they are written
+	s := negotiate(r, info)
+	protobuf := !wantsTable(r) && isProtobuf(s)
+	if protobuf {
+		list = h.Pipeline.List // built whole by apimachinery before it is written
 	}
-	res, err := h.Index.List(q)
+	res, err := list(r, q)
 	if err != nil {
 		writeQueryError(w, err)
 		return
 	}
+	defer res.Close()
 	if res.Partial {
 		var stale []string
 		for _, f := range res.Clusters {
@@ -352,44 +321,43 @@ func (h *Handler) list(w http.ResponseWriter, r *http.Request, q aggregator.Quer
 	}
 	// Streamed: the answer is written as it is encoded, never held whole.
 	if wantsTable(r) {
-		writeTableList(w, r, info, res, rv, wrapContinue(rv, res.Continue))
+		writeTableList(w, r, info, res, rv)
 		return
 	}
-	if s := negotiate(r, info); isProtobuf(s) {
-		// Protobuf for client-go's typed clients: decoded and encoded by apimachinery.
-		objs := make([]runtime.Object, len(res.Items))
+	if protobuf {
+		// Protobuf for client-go's typed clients: decoded and encoded by apimachinery,
+		// the objects held until the list is cut at the response cap.
+		b := res.Budget()
+		objs := make([]runtime.Object, 0, len(res.Items))
 		for i, it := range res.Items {
-			if objs[i], err = tagged(it); err != nil {
+			obj, err := tagged(it)
+			if err != nil {
 				writeStatus(w, apierrors.NewInternalError(err))
 				return
 			}
+			if !b.Fit(i, protoSize(obj)) {
+				break
+			}
+			objs = append(objs, obj)
 		}
-		writeTypedList(w, s, info, metav1.ListMeta{ResourceVersion: rv, Continue: wrapContinue(rv, res.Continue)}, objs)
+		writeTypedList(w, s, info, metav1.ListMeta{ResourceVersion: rv, Continue: wrapContinue(rv, b.Continue())}, objs)
 		return
 	}
-	writeObjectList(w, r, info, res, rv, wrapContinue(rv, res.Continue))
+	writeObjectList(w, info, res, rv)
 }
 
-func writeQueryError(w http.ResponseWriter, err error) { writeStatus(w, queryStatus(err)) }
-
-// queryStatus maps the aggregator's errors to what kube-apiserver would answer.
-func queryStatus(err error) *apierrors.StatusError {
-	switch {
-	case errors.Is(err, aggregator.ErrExpired):
-		return apierrors.NewResourceExpired(err.Error())
-	case errors.Is(err, aggregator.ErrUnknownResource), errors.Is(err, aggregator.ErrUnknownCluster), errors.Is(err, aggregator.ErrNotFound):
-		return apierrors.NewNotFound(schema.GroupResource{}, err.Error())
+// protoSize is an object's protobuf size (generated types know it), for the response cap.
+func protoSize(obj runtime.Object) int {
+	if s, ok := obj.(interface{ Size() int }); ok {
+		return s.Size()
 	}
-	return apierrors.NewBadRequest(err.Error())
+	return 0
 }
 
-func writeStatus(w http.ResponseWriter, err *apierrors.StatusError) {
-	st := err.Status()
-	st.Kind, st.APIVersion = "Status", "v1"
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(int(st.Code))
-	_ = json.NewEncoder(w).Encode(&st)
-}
+// writeQueryError answers err as the pipeline maps it, as a Status.
+func writeQueryError(w http.ResponseWriter, err error) { writeStatus(w, request.Status(err)) }
+
+func writeStatus(w http.ResponseWriter, err *apierrors.StatusError) { request.WriteStatus(w, err) }
 
 func writeJSON(w http.ResponseWriter, v any) {
 	w.Header().Set("Content-Type", "application/json")

@@ -29,6 +29,7 @@ import (
 	"github.com/fleetcache/fleetcache/aggregator"
 	"github.com/fleetcache/fleetcache/clusters"
 	"github.com/fleetcache/fleetcache/internal/kubeapi"
+	"github.com/fleetcache/fleetcache/internal/request"
 )
 
 // twoClusters is two clusters, a (v1.31.2) and b (v1.30.1), both Synced; b does not serve
@@ -281,7 +282,7 @@ func TestVersionIsTheOldestCluster(t *testing.T) {
 func TestSecretsHiddenUnlessServed(t *testing.T) {
 	f := newAPIFixture(t)
 	hidden := f.serve(&kubeapi.Handler{})
-	shown := f.serve(&kubeapi.Handler{ServeSecrets: true})
+	shown := f.serve(&kubeapi.Handler{Pipeline: request.New(f.ix, request.Options{ServeSecrets: true})})
 	if got := discovered(t, hidden.URL+"/clusters/a"); slices.Contains(got, "v1/secrets") {
 		t.Errorf("discovery lists secrets without ServeSecrets: %v", got)
 	}

@@ -1,71 +1,44 @@
 package kubeapi
 
 import (
-	"bufio"
 	"net/http"
 	"time"
 
 	"github.com/fleetcache/fleetcache/aggregator"
+	"github.com/fleetcache/fleetcache/internal/request"
 	"github.com/fleetcache/fleetcache/internal/wire"
 )
 
-// writeBuffer is how much of a streamed list is buffered before it is sent.
-const writeBuffer = 32 << 10
+// Lists are streamed through the pipeline (request.Answer.Stream), which cuts them at the
+// response cap: the list's metadata, which holds the continue token, follows the items.
 
-// writeTableList streams a list's page as a Table, row by row.
-func writeTableList(w http.ResponseWriter, r *http.Request, info aggregator.ResourceInfo, res *aggregator.ListResult, rv, continueToken string) {
+// writeTableList streams a list as a Table, row by row.
+func writeTableList(w http.ResponseWriter, r *http.Request, info aggregator.ResourceInfo, res *request.Answer, rv string) {
 	t := wire.NewTable(info, includeObject(r))
 	now := time.Now()
 	w.Header().Set("Content-Type", "application/json")
-	bw := bufio.NewWriterSize(w, writeBuffer)
-	_, _ = bw.Write(t.Start(nil, rv, continueToken))
-	err := wire.Stream(r.Context(), len(res.Items),
-		func(dst []byte, i int) ([]byte, error) { return t.AppendRow(dst, res.Items[i], now) },
-		func(i int, row []byte) bool {
-			if i > 0 {
-				_ = bw.WriteByte(',')
-			}
-			_, err := bw.Write(row)
-			return err == nil
-		})
-	if err != nil {
-		return // the status line is sent: a cut response is all a client can be told
-	}
-	_, _ = bw.Write(t.End(nil))
-	_, _ = bw.Write([]byte{'\n'})
-	_ = bw.Flush()
+	_ = res.Stream(w, request.ListEncoder{
+		Head: t.StartRows(nil),
+		Item: func(dst []byte, it aggregator.Item) ([]byte, error) { return t.AppendRow(dst, it, now) },
+		Tail: func(dst []byte, cont string) []byte {
+			return append(t.EndRows(dst, rv, wrapContinue(rv, cont)), '\n')
+		},
+	})
 }
 
-// writeObjectList streams a list's page as a <Kind>List of objects tagged with their
-// cluster.
-func writeObjectList(w http.ResponseWriter, r *http.Request, info aggregator.ResourceInfo, res *aggregator.ListResult, rv, continueToken string) {
+// writeObjectList streams a list as a <Kind>List of objects tagged with their cluster.
+func writeObjectList(w http.ResponseWriter, info aggregator.ResourceInfo, res *request.Answer, rv string) {
 	w.Header().Set("Content-Type", "application/json")
-	bw := bufio.NewWriterSize(w, writeBuffer)
-	head := append([]byte(`{"kind":`), wireString(info.Kind+"List")...)
+	head := append([]byte(`{"kind":`), wire.AppendString(nil, info.Kind+"List")...)
 	head = append(head, `,"apiVersion":`...)
-	head = append(head, wireString(info.APIVersion)...)
-	head = append(head, `,"metadata":{"resourceVersion":`...)
-	head = append(head, wireString(rv)...)
-	if continueToken != "" {
-		head = append(head, `,"continue":`...)
-		head = append(head, wireString(continueToken)...)
-	}
-	head = append(head, `},"items":[`...)
-	_, _ = bw.Write(head)
-	err := wire.Stream(r.Context(), len(res.Items),
-		func(dst []byte, i int) ([]byte, error) { return wire.AppendObject(dst, res.Items[i]) },
-		func(i int, obj []byte) bool {
-			if i > 0 {
-				_ = bw.WriteByte(',')
-			}
-			_, err := bw.Write(obj)
-			return err == nil
-		})
-	if err != nil {
-		return
-	}
-	_, _ = bw.Write([]byte("]}\n"))
-	_ = bw.Flush()
+	head = wire.AppendString(head, info.APIVersion)
+	head = append(head, `,"items":[`...)
+	_ = res.Stream(w, request.ListEncoder{
+		Head: head,
+		Item: wire.AppendObject,
+		Tail: func(dst []byte, cont string) []byte {
+			dst = wire.AppendListMeta(append(dst, "],"...), rv, wrapContinue(rv, cont))
+			return append(dst, "}\n"...)
+		},
+	})
 }
-
-func wireString(s string) []byte { return wire.AppendString(nil, s) }

@@ -22,14 +22,6 @@ func table(info aggregator.ResourceInfo, items []aggregator.Item, _ []runtime.Ob
 	return t
 }
 
-// tablesWhole: a list asked for as a Table is answered whole, streamed, whatever its
-// limit, as the API conventions allow ("servers may choose not to support the limit
-// argument and will return all of the available results"; kube-apiserver does so for
-// resourceVersion=0). kubectl asks for pages of 500 and its client-side rate limit (5
-// requests a second after a burst of 10) would make a fleet-sized table wait seconds
-// between pages that take the cache a millisecond each. Tables are for people: kubectl
-// collects every page before it prints anyway.
-
 // includeObject reads the apiserver's includeObject parameter of a Table request.
 func includeObject(r *http.Request) wire.IncludeObject {
 	switch r.URL.Query().Get("includeObject") {

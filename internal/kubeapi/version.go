@@ -16,6 +16,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 
 	"github.com/fleetcache/fleetcache/aggregator"
+	"github.com/fleetcache/fleetcache/internal/request"
 )
 
 // listOptions decodes and validates a list or watch request's query parameters exactly as
@@ -135,7 +136,7 @@ func (h *Handler) listVersion(opts *internalversion.ListOptions, q *aggregator.Q
 	}
 	now, err := h.Index.Cursor(*q)
 	if err != nil {
-		return "", queryStatus(err)
+		return "", request.Status(err)
 	}
 	if asked != nil && opts.ResourceVersionMatch == metav1.ResourceVersionMatchExact && (behind(asked, now) || behind(now, asked)) {
 		return "", apierrors.NewResourceExpired(fmt.Sprintf("resourceVersion %s: only the current state is kept; list with resourceVersionMatch=NotOlderThan or without a resourceVersion", opts.ResourceVersion))

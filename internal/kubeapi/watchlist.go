@@ -18,6 +18,7 @@ import (
 	"k8s.io/client-go/kubernetes/scheme"
 
 	"github.com/fleetcache/fleetcache/aggregator"
+	"github.com/fleetcache/fleetcache/internal/request"
 )
 
 // DefaultBookmarkInterval is how often a watch that allows bookmarks gets one when
@@ -66,8 +67,8 @@ func (h *Handler) watch(w http.ResponseWriter, r *http.Request, q aggregator.Que
 	}
 	var wi watch.Interface
 	if startErr == nil {
-		if wi, err = h.Index.WatchWith(ctx, q, wopts); err != nil {
-			startErr = queryStatus(err)
+		if wi, err = h.Pipeline.Watch(ctx, q, wopts); err != nil {
+			startErr = request.Status(err)
 		}
 	}
 	// Errors about the request itself are HTTP errors; one about where the stream would
@@ -105,39 +106,24 @@ func (h *Handler) watch(w http.ResponseWriter, r *http.Request, q aggregator.Que
 	if interval <= 0 {
 		interval = DefaultBookmarkInterval
 	}
-	ticker := time.NewTicker(interval)
-	defer ticker.Stop()
 	position := ""
-	for {
+	h.Pipeline.Stream(ctx, w, wi.ResultChan(), interval, func(ev *watch.Event) error {
 		var out runtime.Object
 		typ := watch.Bookmark
-		select {
-		case <-ctx.Done():
-			return
-		case <-h.Streams.Done():
-			return // shutting down: end the stream cleanly
-		case <-ticker.C:
+		if ev == nil { // a quiet interval
 			if !opts.AllowWatchBookmarks || position == "" {
-				continue
+				return nil
 			}
 			out = h.bookmark(info, position, false)
-		case ev, ok := <-wi.ResultChan():
-			if !ok {
-				return
-			}
+		} else {
 			typ = ev.Type
-			out = h.eventObject(ev, info, asTable, opts.AllowWatchBookmarks, endBookmark, &position)
+			out = h.eventObject(*ev, info, asTable, opts.AllowWatchBookmarks, endBookmark, &position)
 		}
 		if out == nil {
-			continue
+			return nil
 		}
-		// A client that stops reading is disconnected instead of holding the stream.
-		_ = rc.SetWriteDeadline(time.Now().Add(h.StreamWriteTimeout))
-		if err := enc.encode(typ, out); err != nil {
-			return
-		}
-		_ = rc.Flush()
-	}
+		return enc.encode(typ, out)
+	})
 }
 
 // eventObject converts an index event to the object sent for it; nil skips the event.

@@ -6,10 +6,11 @@ import (
 	"testing"
 
 	"github.com/fleetcache/fleetcache/aggregator"
+	"github.com/fleetcache/fleetcache/internal/request"
 )
 
-// FuzzParseQuery: any query string is either accepted or refused with a badParam that
-// names a parameter; nothing panics.
+// FuzzParseQuery: any query string is either accepted or refused with a
+// request.BadParam that names a parameter; nothing panics.
 func FuzzParseQuery(f *testing.F) {
 	for _, q := range []string{
 		"resource=pods&labelSelector=app%3Dweb&limit=10",
@@ -19,17 +20,18 @@ func FuzzParseQuery(f *testing.F) {
 	} {
 		f.Add(q)
 	}
-	a := &api{opts: Options{DefaultLimit: 500, MaxLimit: 5000}, ix: aggregator.New(nil, aggregator.Options{})}
+	ix := aggregator.New(nil, aggregator.Options{})
+	a := &api{ix: ix, p: request.New(ix, request.Options{})}
 	f.Fuzz(func(t *testing.T, raw string) {
 		r := httptest.NewRequest("GET", "/api/v1/objects", nil)
 		r.URL.RawQuery = raw
 		_, err := a.parseQuery(r, true)
-		var bp badParam
+		var bp request.BadParam
 		if err != nil && !errors.As(err, &bp) {
-			t.Errorf("%q: error %v is not a badParam", raw, err)
+			t.Errorf("%q: error %v is not a BadParam", raw, err)
 		}
-		if err != nil && bp.name == "" {
-			t.Errorf("%q: badParam names no parameter", raw)
+		if err != nil && bp.Name == "" {
+			t.Errorf("%q: BadParam names no parameter", raw)
 		}
 	})
 }

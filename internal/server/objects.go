@@ -1,26 +1,22 @@
 package server
 
 import (
-	"bufio"
 	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"strconv"
 	"strings"
 	"time"
 
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/fields"
-	"k8s.io/apimachinery/pkg/labels"
-	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/apimachinery/pkg/watch"
 
 	"github.com/fleetcache/fleetcache/aggregator"
 	"github.com/fleetcache/fleetcache/clusters"
-	"github.com/fleetcache/fleetcache/internal/glob"
+	"github.com/fleetcache/fleetcache/internal/request"
 	"github.com/fleetcache/fleetcache/internal/wire"
 )
 
@@ -28,74 +24,38 @@ import (
 // /api/v1/objects/{cluster}/nodes/_/{name}.
 const ClusterScopedNamespace = "_"
 
-// badParam is a 400 that names the parameter.
-type badParam struct{ name, msg string }
-
-func (e badParam) Error() string { return fmt.Sprintf("query parameter %q: %s", e.name, e.msg) }
-
-// parseQuery reads the parameters every query endpoint shares.
+// parseQuery parses the parameters every query endpoint shares into the pipeline's
+// Read, and has the pipeline turn it into a query.
 func (a *api) parseQuery(r *http.Request, paging bool) (aggregator.Query, error) {
 	v := r.URL.Query()
 	for name := range v {
 		if name == "" {
-			return aggregator.Query{}, badParam{"(unnamed)", "a parameter without a name (a stray '=' or '&'?)"}
+			return aggregator.Query{}, request.BadParam{Name: "(unnamed)", Msg: "a parameter without a name (a stray '=' or '&'?)"}
 		}
 		if !knownParams[name] {
-			return aggregator.Query{}, badParam{name, "unknown parameter (see docs/api.md)"}
+			return aggregator.Query{}, request.BadParam{Name: name, Msg: "unknown parameter (see docs/api.md)"}
 		}
 	}
-	q := aggregator.Query{Resource: v.Get("resource"), Clusters: v.Get("cluster"), Namespace: v.Get("namespace")}
-	if q.Resource == "" {
-		return q, badParam{"resource", "required, e.g. resource=pods or resource=deployments.apps"}
+	return a.p.Query(r, request.Read{
+		Resource: v.Get("resource"), Cluster: v.Get("cluster"), Namespace: v.Get("namespace"),
+		LabelSelector: v.Get("labelSelector"), FieldSelector: v.Get("fieldSelector"),
+		Limit: v.Get("limit"), Continue: v.Get("continue"), Paged: paging,
+		Only: splitList(v.Get("only")), After: v.Get("after"),
+	})
+}
+
+func splitList(s string) []string {
+	if s == "" {
+		return nil
 	}
-	if err := a.secretsAllowed(q.Resource); err != nil {
-		return q, err
-	}
-	q.Scope = scopeOf(r)
-	if s := v.Get("only"); s != "" {
-		q.Only = strings.Split(s, ",")
-	}
-	if q.Clusters != "" {
-		if err := glob.Validate(q.Clusters); err != nil {
-			return q, badParam{"cluster", "not a valid glob: " + err.Error()}
-		}
-	}
-	if q.Namespace != "" {
-		if msgs := validation.IsDNS1123Label(q.Namespace); len(msgs) > 0 {
-			return q, badParam{"namespace", strings.Join(msgs, "; ")}
-		}
-	}
-	var err error
-	if q.LabelSelector, err = labels.Parse(v.Get("labelSelector")); err != nil {
-		return q, badParam{"labelSelector", err.Error()}
-	}
-	if q.FieldSelector, err = fields.ParseSelector(v.Get("fieldSelector")); err != nil {
-		return q, badParam{"fieldSelector", err.Error()}
-	}
-	if !paging {
-		return q, nil
-	}
-	q.Limit = a.opts.DefaultLimit
-	if s := v.Get("limit"); s != "" {
-		n, err := strconv.Atoi(s)
-		switch {
-		case err != nil:
-			return q, badParam{"limit", fmt.Sprintf("%q is not a number", s)}
-		case n < 1 || n > a.opts.MaxLimit:
-			return q, badParam{"limit", fmt.Sprintf("must be between 1 and %d, got %d", a.opts.MaxLimit, n)}
-		}
-		q.Limit = n
-	}
-	q.Continue = v.Get("continue")
-	q.After = v.Get("after")
-	return q, nil
+	return strings.Split(s, ",")
 }
 
 var knownParams = map[string]bool{
 	"resource": true, "cluster": true, "namespace": true, "labelSelector": true, "fieldSelector": true,
 	"limit": true, "continue": true, "groupBy": true, "cursor": true, "pretty": true, "format": true,
 	// Used between sharded replicas (see internal/sharding), harmless from anyone: they
-	// only narrow or position a query.
+	// only narrow or position a query, or frame its answer.
 	"local": true, "only": true, "after": true, "initialEvents": true, "framing": true,
 }
 
@@ -122,143 +82,118 @@ type listHead struct {
 func (a *api) list(w http.ResponseWriter, r *http.Request) {
 	q, err := a.parseQuery(r, true)
 	if err != nil {
-		writeQueryError(w, err)
+		request.WriteError(w, r, err)
 		return
 	}
 	v := r.URL.Query()
 	if v.Has("groupBy") || v.Has("cursor") {
-		writeQueryError(w, badParam{"groupBy/cursor", "not accepted by /api/v1/objects (see /api/v1/count and /api/v1/watch)"})
+		request.WriteError(w, r, request.BadParam{Name: "groupBy/cursor", Msg: "not accepted by /api/v1/objects (see /api/v1/count and /api/v1/watch)"})
 		return
 	}
 	format := v.Get("format")
 	if format != "" && format != "table" {
-		writeQueryError(w, badParam{"format", fmt.Sprintf("%q: want table, or none for objects", format)})
+		request.WriteError(w, r, request.BadParam{Name: "format", Msg: fmt.Sprintf("%q: want table, or none for objects", format)})
 		return
 	}
-	res, err := a.ix.List(q)
+	res, err := a.p.StreamList(r, q)
 	if err != nil {
-		writeQueryError(w, err)
+		request.WriteError(w, r, err)
 		return
 	}
+	defer res.Close()
 	a.writeList(w, r, res, format == "table")
 }
 
-// writeList streams an ObjectList: the items (objects, or a Table's rows) are written as
-// they are encoded, and the page is cut short, with a continue token, once the items
-// reach MaxResponseBytes.
-func (a *api) writeList(w http.ResponseWriter, r *http.Request, res *aggregator.ListResult, asTable bool) {
+// writeList streams an ObjectList: the items (objects, or a Table's rows), then the
+// continue token.
+func (a *api) writeList(w http.ResponseWriter, r *http.Request, res *request.Answer, asTable bool) {
 	head, err := json.Marshal(listHead{Kind: "ObjectList", Resource: res.Resource, Clusters: res.Clusters, Partial: res.Partial})
 	if err != nil {
-		writeError(w, http.StatusInternalServerError, "InternalError", err.Error())
+		request.WriteError(w, r, err)
 		return
 	}
-	var enc wire.EncodeFunc
-	var table *wire.Table
+	enc := request.ListEncoder{Head: head[:len(head)-1]} // without its closing brace
+	if r.URL.Query().Get("framing") == "lines" {
+		// Between sharded replicas: the head, each item and the continue token on lines of
+		// their own, so that a router splits the answer without parsing it.
+		var item func(dst []byte, it aggregator.Item) ([]byte, error)
+		if asTable {
+			table := wire.NewTable(res.Resource, wire.IncludeName)
+			cols, _ := json.Marshal(table.Columns())
+			enc.Head = append(append(enc.Head, `,"columnDefinitions":`...), cols...)
+			now := time.Now()
+			item = func(dst []byte, it aggregator.Item) ([]byte, error) { return table.AppendRow(dst, it, now) }
+		} else {
+			item = appendItem
+		}
+		enc.Head = append(enc.Head, "}\n"...)
+		enc.Sep = '\n'
+		enc.Item = func(dst []byte, it aggregator.Item) ([]byte, error) {
+			start := len(dst)
+			dst, err := item(dst, it)
+			if err == nil && bytes.IndexByte(dst[start:], '\n') >= 0 {
+				var c bytes.Buffer // a custom resource's stored JSON may hold newlines
+				if json.Compact(&c, dst[start:]) == nil {
+					dst = append(dst[:start], c.Bytes()...)
+				}
+			}
+			return dst, err
+		}
+		enc.Tail = func(dst []byte, cont string) []byte {
+			dst = append(dst, "\n{\"continue\":"...)
+			dst = wire.AppendString(dst, cont)
+			return append(dst, "}\n"...)
+		}
+		w.Header().Set("Content-Type", "application/x-ndjson")
+		w.WriteHeader(http.StatusOK)
+		_ = res.Stream(w, enc)
+		return
+	}
 	if asTable {
 		// One Table for the page: its columns are the resource's, whatever the items.
-		table = wire.NewTable(res.Resource, wire.IncludeName)
+		table := wire.NewTable(res.Resource, wire.IncludeName)
 		now := time.Now()
-		enc = func(dst []byte, i int) ([]byte, error) { return table.AppendRow(dst, res.Items[i], now) }
+		enc.Head = append(append(enc.Head, `,"table":`...), table.Start(nil, "", "")...)
+		enc.Item = func(dst []byte, it aggregator.Item) ([]byte, error) { return table.AppendRow(dst, it, now) }
+		enc.Tail = func(dst []byte, cont string) []byte { return listTail(table.End(dst), cont) }
 	} else {
-		enc = func(dst []byte, i int) ([]byte, error) {
-			it := res.Items[i]
-			dst = append(dst, `{"cluster":`...)
-			dst = wire.AppendString(dst, it.Cluster)
-			dst = append(dst, `,"object":`...)
-			dst, err := wire.AppendPlainObject(dst, it)
-			return append(dst, '}'), err
-		}
+		enc.Head = append(enc.Head, `,"items":[`...)
+		enc.Item = appendItem
+		enc.Tail = func(dst []byte, cont string) []byte { return listTail(append(dst, ']'), cont) }
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(http.StatusOK)
-	var out io.Writer = w
-	var pretty *bytes.Buffer
-	if p := r.URL.Query().Get("pretty"); p != "" && p != "false" && p != "0" {
-		pretty = &bytes.Buffer{} // indenting needs the whole answer: for people, not for bulk
-		out = pretty
-	}
-	bw := bufio.NewWriterSize(out, 32<<10)
-	// framing=lines (between sharded replicas): the head, each item, and the continue
-	// token on lines of their own, so that a router splits the answer without parsing it.
-	lines := r.URL.Query().Get("framing") == "lines"
-	switch {
-	case lines:
-		_, _ = bw.Write(head[:len(head)-1])
-		if asTable {
-			cols, _ := json.Marshal(table.Columns())
-			_, _ = bw.WriteString(`,"columnDefinitions":`)
-			_, _ = bw.Write(cols)
-		}
-		_, _ = bw.WriteString("}\n")
-	case asTable:
-		_, _ = bw.Write(head[:len(head)-1]) // without its closing brace
-		_, _ = bw.WriteString(`,"table":`)
-		_, _ = bw.Write(table.Start(nil, "", ""))
-	default:
-		_, _ = bw.Write(head[:len(head)-1])
-		_, _ = bw.WriteString(`,"items":[`)
-	}
-	size, cont := 0, res.Continue
-	var compact bytes.Buffer
-	err = wire.Stream(r.Context(), len(res.Items), enc, func(i int, item []byte) bool {
-		if size+len(item) > a.opts.MaxResponseBytes && i > 0 {
-			// Bound the response: stop here and let the client continue after the last item.
-			cont = res.ContinueAfter(i - 1)
-			return false
-		}
-		size += len(item)
-		if lines && bytes.IndexByte(item, '\n') >= 0 {
-			compact.Reset() // a custom resource's stored JSON may hold newlines
-			if json.Compact(&compact, item) == nil {
-				item = compact.Bytes()
-			}
-		}
-		if lines {
-			_, err := bw.Write(item)
-			_ = bw.WriteByte('\n')
-			return err == nil
-		}
-		if i > 0 {
-			_ = bw.WriteByte(',')
-		}
-		_, err := bw.Write(item)
-		return err == nil
-	})
-	if err != nil {
-		return // the status line is sent: a cut response is all a client can be told
-	}
-	if lines {
-		// The last line says the answer is whole, with the position to resume from.
-		_, _ = bw.WriteString(`{"continue":`)
-		_, _ = bw.Write(wire.AppendString(nil, cont))
-		_, _ = bw.WriteString("}\n")
-		_ = bw.Flush()
+	if !pretty(r) {
+		_ = res.Stream(w, enc)
 		return
 	}
-	if asTable {
-		_, _ = bw.Write(table.End(nil))
-	} else {
-		_ = bw.WriteByte(']')
-	}
-	if cont != "" {
-		_, _ = bw.WriteString(`,"continue":`)
-		_, _ = bw.Write(wire.AppendString(nil, cont))
-	}
-	_, _ = bw.WriteString("}\n")
-	_ = bw.Flush()
-	if pretty != nil {
-		var indented bytes.Buffer
-		if json.Indent(&indented, pretty.Bytes(), "", "  ") == nil {
-			_, _ = indented.WriteTo(w)
-		}
+	var buf, indented bytes.Buffer // indenting needs the whole answer: for people, not for bulk
+	if res.Stream(&buf, enc) == nil && json.Indent(&indented, buf.Bytes(), "", "  ") == nil {
+		_, _ = indented.WriteTo(w)
 	}
 }
 
-func (a *api) secretsAllowed(resource string) error {
-	if info, ok := a.ix.Resource(resource); ok && info.IsSecret() && !a.opts.ServeSecrets {
-		return errSecretsOff
+// appendItem appends one item of an ObjectList: its cluster and its object.
+func appendItem(dst []byte, it aggregator.Item) ([]byte, error) {
+	dst = append(dst, `{"cluster":`...)
+	dst = wire.AppendString(dst, it.Cluster)
+	dst = append(dst, `,"object":`...)
+	dst, err := wire.AppendPlainObject(dst, it)
+	return append(dst, '}'), err
+}
+
+// listTail closes an ObjectList after its items.
+func listTail(dst []byte, cont string) []byte {
+	if cont != "" {
+		dst = append(dst, `,"continue":`...)
+		dst = wire.AppendString(dst, cont)
 	}
-	return nil
+	return append(dst, "}\n"...)
+}
+
+func pretty(r *http.Request) bool {
+	p := r.URL.Query().Get("pretty")
+	return p != "" && p != "false" && p != "0"
 }
 
 func (a *api) get(w http.ResponseWriter, r *http.Request) {
@@ -266,18 +201,14 @@ func (a *api) get(w http.ResponseWriter, r *http.Request) {
 	if ns == ClusterScopedNamespace {
 		ns = ""
 	}
-	if err := a.secretsAllowed(r.PathValue("resource")); err != nil {
-		writeQueryError(w, err)
-		return
-	}
-	it, err := a.ix.Get(r.PathValue("cluster"), r.PathValue("resource"), ns, r.PathValue("name"), scopeOf(r))
+	it, err := a.p.Get(r, r.PathValue("cluster"), r.PathValue("resource"), ns, r.PathValue("name"))
 	if err != nil {
-		writeQueryError(w, err)
+		request.WriteError(w, r, err)
 		return
 	}
 	raw, err := encodeObject(it)
 	if err != nil {
-		writeError(w, http.StatusInternalServerError, "InternalError", err.Error())
+		request.WriteError(w, r, apierrors.NewInternalError(err))
 		return
 	}
 	writeData(w, r, itemJSON{Cluster: it.Cluster, Object: raw})
@@ -286,7 +217,7 @@ func (a *api) get(w http.ResponseWriter, r *http.Request) {
 func (a *api) count(w http.ResponseWriter, r *http.Request) {
 	q, err := a.parseQuery(r, false)
 	if err != nil {
-		writeQueryError(w, err)
+		request.WriteError(w, r, err)
 		return
 	}
 	var groupBy []string
@@ -294,12 +225,12 @@ func (a *api) count(w http.ResponseWriter, r *http.Request) {
 		groupBy = strings.Split(s, ",")
 	}
 	if err := aggregator.ValidateGroupBy(groupBy); err != nil {
-		writeQueryError(w, badParam{"groupBy", err.Error()})
+		request.WriteError(w, r, request.BadParam{Name: "groupBy", Msg: err.Error()})
 		return
 	}
-	res, err := a.ix.Count(q, groupBy)
+	res, err := a.p.Count(q, groupBy)
 	if err != nil {
-		writeQueryError(w, err)
+		request.WriteError(w, r, err)
 		return
 	}
 	writeData(w, r, map[string]any{
@@ -317,27 +248,27 @@ func nonNil(g []aggregator.Group) []aggregator.Group {
 
 // watchLine is one line (NDJSON) or one SSE data field of a watch stream.
 type watchLine struct {
-	Type            watch.EventType `json:"type"`
-	Cluster         string          `json:"cluster,omitempty"`
-	ResourceVersion string          `json:"resourceVersion,omitempty"`
-	Cursor          string          `json:"cursor,omitempty"`
-	Object          json.RawMessage `json:"object,omitempty"`
-	Error           *apiError       `json:"error,omitempty"`
+	Type            watch.EventType   `json:"type"`
+	Cluster         string            `json:"cluster,omitempty"`
+	ResourceVersion string            `json:"resourceVersion,omitempty"`
+	Cursor          string            `json:"cursor,omitempty"`
+	Object          json.RawMessage   `json:"object,omitempty"`
+	Error           *request.APIError `json:"error,omitempty"`
 }
 
 func (a *api) watch(w http.ResponseWriter, r *http.Request) {
 	q, err := a.parseQuery(r, false)
 	if err != nil {
-		writeQueryError(w, err)
+		request.WriteError(w, r, err)
 		return
 	}
 	var from aggregator.Cursor
 	if s := r.URL.Query().Get("cursor"); s != "" {
 		if from, err = aggregator.ParseCursor(s); err != nil {
 			if errors.Is(err, aggregator.ErrExpired) {
-				writeQueryError(w, err) // 410: list again
+				request.WriteError(w, r, err) // 410: list again
 			} else {
-				writeQueryError(w, badParam{"cursor", err.Error()})
+				request.WriteError(w, r, request.BadParam{Name: "cursor", Msg: err.Error()})
 			}
 			return
 		}
@@ -349,25 +280,27 @@ func (a *api) watch(w http.ResponseWriter, r *http.Request) {
 		probe.Limit = 1
 		res, err := a.ix.List(probe)
 		if err != nil {
-			writeQueryError(w, err)
+			request.WriteError(w, r, err)
 			return
 		}
 		if len(res.Clusters) < len(q.Only) {
-			writeError(w, http.StatusServiceUnavailable, "NotReady", fmt.Sprintf("%d of the %d clusters asked for are not cached here yet", len(q.Only)-len(res.Clusters), len(q.Only)))
+			request.WriteError(w, r, request.Failure(http.StatusServiceUnavailable, metav1.StatusReasonServiceUnavailable,
+				fmt.Sprintf("%d of the %d clusters asked for are not cached here yet", len(q.Only)-len(res.Clusters), len(q.Only))))
 			return
 		}
 		for _, f := range res.Clusters {
 			if phase := f.ResourcePhase; phase != clusters.PhaseSynced && (phase != "" || f.Phase != clusters.PhaseSynced) {
-				writeError(w, http.StatusServiceUnavailable, "NotReady", fmt.Sprintf("cluster %s is %s here, not Synced yet", f.Cluster, f.Phase))
+				request.WriteError(w, r, request.Failure(http.StatusServiceUnavailable, metav1.StatusReasonServiceUnavailable,
+					fmt.Sprintf("cluster %s is %s here, not Synced yet", f.Cluster, f.Phase)))
 				return
 			}
 		}
 	}
 	// initialEvents=true starts with the current state (ADDED events, then the first
 	// BOOKMARK): what a sharding router needs when a cluster moves to another replica.
-	wi, err := a.ix.WatchWith(r.Context(), q, aggregator.WatchOptions{From: from, InitialEvents: r.URL.Query().Get("initialEvents") == "true"})
+	wi, err := a.p.Watch(r.Context(), q, aggregator.WatchOptions{From: from, InitialEvents: r.URL.Query().Get("initialEvents") == "true"})
 	if err != nil {
-		writeQueryError(w, err)
+		request.WriteError(w, r, err)
 		return
 	}
 	defer wi.Stop()
@@ -379,8 +312,6 @@ func (a *api) watch(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("Cache-Control", "no-cache")
 	w.WriteHeader(http.StatusOK)
-	flusher, _ := w.(http.Flusher)
-	rc := http.NewResponseController(w)
 	var buf, objBuf []byte // one line at a time, reused
 	write := func(line watchLine) error {
 		raw, err := appendLine(buf[:0], line)
@@ -388,50 +319,30 @@ func (a *api) watch(w http.ResponseWriter, r *http.Request) {
 			return err
 		}
 		buf = raw
-		// A client that stops reading is disconnected instead of holding the stream.
-		_ = rc.SetWriteDeadline(time.Now().Add(a.opts.Limits.StreamWriteTimeout))
 		if sse {
 			_, err = fmt.Fprintf(w, "event: %s\ndata: %s\n\n", strings.ToLower(string(line.Type)), raw)
 		} else {
 			_, err = w.Write(append(raw, '\n'))
 		}
-		if flusher != nil {
-			flusher.Flush()
-		}
 		return err
 	}
+	var lastCursor string
 	// A bookmark now and then keeps proxies from closing an idle stream and gives the
 	// client a fresh cursor.
-	heartbeat := time.NewTicker(30 * time.Second)
-	defer heartbeat.Stop()
-	var lastCursor string
-	for {
-		select {
-		case <-r.Context().Done():
-			return
-		case <-a.streams.Done():
-			return // shutting down: end the stream cleanly
-		case <-heartbeat.C:
-			if err := write(watchLine{Type: watch.Bookmark, Cursor: lastCursor}); err != nil {
-				return
-			}
-		case ev, ok := <-wi.ResultChan():
-			if !ok {
-				return
-			}
-			line, err := toLine(ev, objBuf[:0])
-			objBuf = line.Object
-			if err != nil {
-				line = watchLine{Type: watch.Error, Error: &apiError{Code: 500, Reason: "InternalError", Message: err.Error()}}
-			}
-			if line.Cursor != "" {
-				lastCursor = line.Cursor
-			}
-			if err := write(line); err != nil {
-				return
-			}
+	a.p.Stream(r.Context(), w, wi.ResultChan(), 30*time.Second, func(ev *watch.Event) error {
+		if ev == nil {
+			return write(watchLine{Type: watch.Bookmark, Cursor: lastCursor})
 		}
-	}
+		line, err := toLine(*ev, objBuf[:0])
+		objBuf = line.Object
+		if err != nil {
+			line = watchLine{Type: watch.Error, Error: &request.APIError{Code: 500, Reason: "InternalError", Message: err.Error()}}
+		}
+		if line.Cursor != "" {
+			lastCursor = line.Cursor
+		}
+		return write(line)
+	})
 }
 
 // appendLine appends line as json.Marshal writes it; the object, already JSON, is spliced
@@ -470,7 +381,7 @@ func toLine(ev watch.Event, objBuf []byte) (watchLine, error) {
 		return line, err
 	default:
 		if st, ok := ev.Object.(*metav1.Status); ok {
-			return watchLine{Type: watch.Error, Error: &apiError{Code: int(st.Code), Reason: string(st.Reason), Message: st.Message}}, nil
+			return watchLine{Type: watch.Error, Error: &request.APIError{Code: int(st.Code), Reason: string(st.Reason), Message: st.Message}}, nil
 		}
 		return watchLine{}, fmt.Errorf("unexpected watch object %T", ev.Object)
 	}

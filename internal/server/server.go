@@ -1,20 +1,24 @@
 // Package server is fleetcache's HTTP front: the JSON API under /api/v1, /metrics,
-// /healthz and /readyz, on one listener. docs/api.md is its reference.
+// /healthz and /readyz, and the Kubernetes API (internal/kubeapi) mounted beside them, on
+// one listener, behind one guard (authentication, in-flight and watch caps, request
+// timeout) and one set of HTTP metrics. Both APIs read through internal/request's
+// pipeline; this package parses /api/v1's URLs and encodes its answers. docs/api.md is its
+// reference.
 package server
 
 import (
-	"context"
 	"encoding/json"
-	"errors"
 	"net/http"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.uber.org/zap"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/fleetcache/fleetcache/aggregator"
 	"github.com/fleetcache/fleetcache/clusters"
 	"github.com/fleetcache/fleetcache/internal/kubeapi"
+	"github.com/fleetcache/fleetcache/internal/request"
 	"github.com/fleetcache/fleetcache/internal/sharding"
 )
 
@@ -26,7 +30,8 @@ type Fleet interface {
 	LoadError() error
 }
 
-// Options configure the handler. Zero values mean defaults.
+// Options configure the handler. Zero values mean defaults (the read policies' are
+// request.Options').
 type Options struct {
 	Fleet Fleet
 	// Sharding, when set, adds the replica group's view to /api/v1/clusters.
@@ -37,18 +42,16 @@ type Options struct {
 	Index    *aggregator.Index
 	Gatherer prometheus.Gatherer
 	Logger   *zap.Logger
-	// DefaultLimit is the page size when a request gives none. Default 500.
-	DefaultLimit int
-	// MaxLimit is the largest page size a request may ask for. Default 5000.
-	MaxLimit int
-	// MaxResponseBytes cuts a page short (with a continue token) once its encoded items
-	// reach this size. Default 32 MiB.
+	// DefaultLimit, MaxLimit and MaxResponseBytes: see request.Options.
+	DefaultLimit     int
+	MaxLimit         int
 	MaxResponseBytes int
 	// Ready is the /readyz policy.
 	Ready ReadyPolicy
 	// Registerer receives the HTTP request metrics. Nil: none.
 	Registerer prometheus.Registerer
-	// KubeAPI, when set, serves the Kubernetes read API under /clusters/ and /fleet/.
+	// KubeAPI, when set, serves the Kubernetes read API under /clusters/ and /fleet/,
+	// through the same request pipeline.
 	KubeAPI *kubeapi.Handler
 	// Authenticator, when set, is required for everything but /healthz and /readyz.
 	Authenticator Authenticator
@@ -60,73 +63,62 @@ type Options struct {
 // Server is the daemon's HTTP handler.
 type Server struct {
 	http.Handler
-	endStreams context.CancelFunc
+	pipeline *request.Pipeline
 }
 
-// EndStreams ends every open watch stream cleanly (for graceful shutdown: http.Server's
-// Shutdown waits for them otherwise) and makes new ones end at once.
-func (s *Server) EndStreams() { s.endStreams() }
+// EndStreams ends every open watch stream of both APIs cleanly (for graceful shutdown:
+// http.Server's Shutdown waits for them otherwise) and makes new ones end at once.
+func (s *Server) EndStreams() { s.pipeline.EndStreams() }
 
 // New returns the daemon's HTTP handler.
 func New(opts Options) *Server {
-	if opts.DefaultLimit == 0 {
-		opts.DefaultLimit = 500
-	}
-	if opts.MaxLimit == 0 {
-		opts.MaxLimit = 5000
-	}
-	if opts.MaxResponseBytes == 0 {
-		opts.MaxResponseBytes = 32 << 20
-	}
 	if opts.Logger == nil {
 		opts.Logger = zap.NewNop()
 	}
 	opts.Limits.setDefaults()
-	streams, endStreams := context.WithCancel(context.Background())
-	a := &api{opts: opts, ix: opts.Index, streams: streams}
+	p := request.New(opts.Index, request.Options{
+		DefaultLimit: opts.DefaultLimit, MaxLimit: opts.MaxLimit, MaxResponseBytes: opts.MaxResponseBytes,
+		StreamWriteTimeout: opts.Limits.StreamWriteTimeout, ServeSecrets: opts.ServeSecrets,
+		ListSeats: opts.Limits.ListSeats, ListQueue: opts.Limits.ListQueue, ListQueueWait: opts.Limits.ListQueueWait,
+	})
+	a := &api{opts: opts, ix: opts.Index, p: p}
 	m := newHTTPMetrics(opts.Registerer)
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+	// Every route is counted in the HTTP metrics, each under its own handler name.
+	handle := func(pattern, name string, h http.HandlerFunc) { mux.Handle(pattern, m.instrument(name, h)) }
+	handle("GET /healthz", "healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Write([]byte("ok\n"))
 	})
-	mux.HandleFunc("GET /readyz", a.readyz)
+	handle("GET /readyz", "readyz", a.readyz)
 	if opts.Gatherer != nil {
-		mux.Handle("GET /metrics", promhttp.HandlerFor(opts.Gatherer, promhttp.HandlerOpts{}))
+		mux.Handle("GET /metrics", m.instrument("metrics", promhttp.HandlerFor(opts.Gatherer, promhttp.HandlerOpts{}).ServeHTTP))
 	}
-	mux.Handle("GET /api/v1/clusters", m.instrument("clusters", a.clusters))
+	handle("GET /api/v1/clusters", "clusters", a.clusters)
 	if a.ix != nil {
-		mux.Handle("GET /api/v1/resources", m.instrument("resources", a.resources))
-		mux.Handle("GET /api/v1/objects", m.instrument("objects", a.list))
-		mux.Handle("GET /api/v1/objects/{cluster}/{resource}/{namespace}/{name}", m.instrument("object", a.get))
-		mux.Handle("GET /api/v1/count", m.instrument("count", a.count))
-		mux.Handle("GET /api/v1/watch", m.instrumentStream("watch", a.watch))
+		handle("GET /api/v1/resources", "resources", a.resources)
+		handle("GET /api/v1/objects", "objects", a.list)
+		handle("GET /api/v1/objects/{cluster}/{resource}/{namespace}/{name}", "object", a.get)
+		handle("GET /api/v1/count", "count", a.count)
+		handle("GET /api/v1/watch", "watch", a.watch)
 	}
 	if opts.KubeAPI != nil {
-		// The Kubernetes API shares the JSON API's policies: Secrets, scopes, the stream
-		// write timeout, ending streams on shutdown, and the HTTP metrics.
-		opts.KubeAPI.ServeSecrets = opts.ServeSecrets
-		opts.KubeAPI.Scope = scopeOf
-		opts.KubeAPI.Streams = streams
-		opts.KubeAPI.StreamWriteTimeout = opts.Limits.StreamWriteTimeout
-		opts.KubeAPI.Register(mux, m.instrumentAny)
+		opts.KubeAPI.Pipeline = p
+		opts.KubeAPI.Register(mux, m.instrument)
 	}
-	mux.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
-		writeError(w, http.StatusNotFound, "NotFound", "no such endpoint: "+r.Method+" "+r.URL.Path+" (see docs/api.md)")
+	handle("/api/", "not-found", func(w http.ResponseWriter, r *http.Request) {
+		request.WriteError(w, r, request.Failure(http.StatusNotFound, metav1.StatusReasonNotFound, "no such endpoint: "+r.Method+" "+r.URL.Path+" (see docs/api.md)"))
 	})
 	var routes http.Handler = mux
 	if opts.Route != nil {
 		routes = opts.Route(mux)
 	}
-	return &Server{Handler: guard(routes, opts.Authenticator, opts.Limits), endStreams: endStreams}
+	return &Server{Handler: guard(routes, opts.Authenticator, opts.Limits, p), pipeline: p}
 }
 
-// ScopeOf returns the caller's scope for queries, nil for an unrestricted caller.
-func ScopeOf(r *http.Request) aggregator.Scope { return scopeOf(r) }
-
 type api struct {
-	opts    Options
-	ix      *aggregator.Index
-	streams context.Context // ends when the server shuts down
+	opts Options
+	ix   *aggregator.Index
+	p    *request.Pipeline
 }
 
 func (a *api) clusters(w http.ResponseWriter, r *http.Request) {
@@ -135,7 +127,7 @@ func (a *api) clusters(w http.ResponseWriter, r *http.Request) {
 		LoadError string                   `json:"loadError,omitempty"`
 		Sharding  *sharding.Status         `json:"sharding,omitempty"`
 	}{Clusters: []clusters.ClusterStatus{}}
-	scope := scopeOf(r)
+	scope := request.Scope(r)
 	for _, s := range a.opts.Fleet.Status() {
 		if scope == nil || scope.SeesCluster(s.Name) {
 			resp.Clusters = append(resp.Clusters, s)
@@ -157,45 +149,7 @@ func (a *api) clusters(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *api) resources(w http.ResponseWriter, r *http.Request) {
-	var out []aggregator.ResourceInfo
-	for _, res := range a.ix.Resources() {
-		if a.opts.ServeSecrets || !res.IsSecret() {
-			out = append(out, res)
-		}
-	}
-	writeJSON(w, http.StatusOK, map[string]any{"resources": out})
-}
-
-// errSecretsOff refuses Secrets unless serveSecrets is on.
-var errSecretsOff = errors.New("secrets are not served (set api.serveSecrets: true to serve them, always without values)")
-
-// apiError is the body of every error response.
-type apiError struct {
-	Code    int    `json:"code"`
-	Reason  string `json:"reason"`
-	Message string `json:"message"`
-}
-
-func writeError(w http.ResponseWriter, code int, reason, msg string) {
-	writeJSON(w, code, apiError{Code: code, Reason: reason, Message: msg})
-}
-
-// writeQueryError maps the aggregator's errors to status codes.
-func writeQueryError(w http.ResponseWriter, err error) {
-	switch {
-	case errors.Is(err, aggregator.ErrUnknownResource), errors.Is(err, aggregator.ErrUnknownCluster), errors.Is(err, aggregator.ErrNotFound):
-		writeError(w, http.StatusNotFound, "NotFound", err.Error())
-	case errors.Is(err, errSecretsOff):
-		writeError(w, http.StatusForbidden, "Forbidden", err.Error())
-	case errors.As(err, new(badParam)):
-		writeError(w, http.StatusBadRequest, "BadRequest", err.Error())
-	case errors.Is(err, aggregator.ErrInvalidToken):
-		writeError(w, http.StatusBadRequest, "BadRequest", err.Error())
-	case errors.Is(err, aggregator.ErrExpired):
-		writeError(w, http.StatusGone, "Expired", err.Error())
-	default:
-		writeError(w, http.StatusBadRequest, "BadRequest", err.Error())
-	}
+	writeJSON(w, http.StatusOK, map[string]any{"resources": a.p.Resources()})
 }
 
 // writeJSON writes v indented: for small, human-read answers and errors.

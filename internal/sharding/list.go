@@ -286,6 +286,9 @@ func copyRun(bw *bufio.Writer, body io.Reader, rows, firstOfPage bool, start fun
 			return head, n, last, "", false
 		}
 		line = line[:len(line)-1]
+		if len(line) == 0 {
+			continue // the line break before the tail of an empty answer
+		}
 		if bytes.HasPrefix(line, []byte(`{"continue":`)) { // the tail: items start with {"cluster": or {"cells":
 			var t struct {
 				Continue string `json:"continue"`

@@ -99,21 +99,9 @@ func (t *Table) Columns() []metav1.TableColumnDefinition { return t.columns }
 
 // Start appends the table's opening, up to the first row, to dst.
 func (t *Table) Start(dst []byte, resourceVersion, cont string) []byte {
-	dst = append(dst, `{"kind":"Table","apiVersion":"meta.k8s.io/v1","metadata":{`...)
-	sep := false
-	if resourceVersion != "" {
-		dst = append(dst, `"resourceVersion":`...)
-		dst = AppendString(dst, resourceVersion)
-		sep = true
-	}
-	if cont != "" {
-		if sep {
-			dst = append(dst, ',')
-		}
-		dst = append(dst, `"continue":`...)
-		dst = AppendString(dst, cont)
-	}
-	dst = append(dst, `},"columnDefinitions":`...)
+	dst = append(dst, `{"kind":"Table","apiVersion":"meta.k8s.io/v1",`...)
+	dst = AppendListMeta(dst, resourceVersion, cont)
+	dst = append(dst, `,"columnDefinitions":`...)
 	cols, _ := json.Marshal(t.columns)
 	dst = append(dst, cols...)
 	return append(dst, `,"rows":[`...)

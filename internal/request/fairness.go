@@ -1,17 +1,16 @@
-package server
+package request
 
 import (
 	"context"
 	"errors"
 	"net/http"
 	"runtime"
-	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/fleetcache/fleetcache/internal/auth"
+	"github.com/fleetcache/fleetcache/internal/wire"
 )
 
 // Cheap answers stay cheap under load, after the apiserver's API Priority and Fairness:
@@ -177,53 +176,65 @@ func flowOf(r *http.Request) string {
 	return "conn:" + r.RemoteAddr
 }
 
-// listWidth is how many seats a list takes, from the page size it asks for; 0 means the
-// request is not a list.
-func listWidth(r *http.Request, seats int) int {
-	path := r.URL.Path
-	q := r.URL.Query()
-	limit := -1
-	if s := q.Get("limit"); s != "" {
-		if n, err := strconv.Atoi(s); err == nil {
-			limit = n
-		}
-	}
-	switch {
-	case path == "/api/v1/objects":
-		if limit < 0 {
-			limit = 500 // the API's default page
-		}
-	case isKubeList(path):
-		if limit <= 0 {
-			return seats // everything at once
-		}
-	default:
-		return 0
+// listWidth is how many seats a list takes, from the items it may answer with: a page of
+// limit items takes one seat per 2,000 (about a millisecond of one core each), a whole
+// list (limit 0) every seat.
+func listWidth(limit, seats int) int {
+	if limit <= 0 {
+		return seats
 	}
 	return min(seats, 1+limit/2000)
 }
 
-// isKubeList tells a Kubernetes API list (a collection) from a get or discovery.
-func isKubeList(path string) bool {
-	var rest string
-	switch {
-	case strings.HasPrefix(path, "/fleet/"):
-		rest = path[len("/fleet/"):]
-	case strings.HasPrefix(path, "/clusters/"):
-		_, rest, _ = strings.Cut(path[len("/clusters/"):], "/")
-	default:
-		return false
+// admission is the pipeline's list admission: the seats, and what it needs to know of
+// the other requests.
+type admission struct {
+	lists *fairQueue // nil: no list admission (ListSeats < 0)
+	seats int
+	wait  time.Duration
+	// running counts the requests in flight (watch streams excluded), admitted the lists
+	// holding seats: while more run than hold seats, a request outside the seats (a
+	// count, a get, a waiting list) needs a core, and lists encode on one.
+	running, admitted atomic.Int64
+}
+
+func newAdmission(o Options) *admission {
+	a := &admission{seats: o.ListSeats, wait: o.ListQueueWait}
+	if o.ListSeats > 0 {
+		a.lists = newFairQueue(o.ListSeats, o.ListQueue)
 	}
-	parts := strings.Split(strings.Trim(rest, "/"), "/")
-	switch {
-	case len(parts) >= 2 && parts[0] == "api":
-		parts = parts[2:]
-	case len(parts) >= 3 && parts[0] == "apis":
-		parts = parts[3:]
-	default:
-		return false
+	return a
+}
+
+func (a *admission) parallelism() int {
+	if a.running.Load() > a.admitted.Load() {
+		return 1
 	}
-	return len(parts) == 1 || len(parts) == 3 && parts[0] == "namespaces"
+	return runtime.GOMAXPROCS(0)
+}
+
+// Enter counts a request (not a watch stream) as running until done is called. The
+// server's guard calls it for every request it lets in.
+func (p *Pipeline) Enter() (done func()) {
+	p.adm.running.Add(1)
+	return func() { p.adm.running.Add(-1) }
+}
+
+// admit takes a list's seats (waiting its turn among the clients) and returns the
+// context to encode it under and the release of the seats.
+func (a *admission) admit(r *http.Request, limit int) (context.Context, func(), error) {
+	if a.lists == nil {
+		return r.Context(), func() {}, nil
+	}
+	release, err := a.lists.acquire(r.Context(), flowOf(r), listWidth(limit, a.seats), a.wait)
+	if err != nil {
+		return nil, nil, TooMany{Msg: "list not served: " + err.Error() + "; try again shortly", RetryAfter: 1}
+	}
+	a.admitted.Add(1)
+	var once sync.Once
+	return wire.WithParallelism(r.Context(), a.parallelism), func() {
+		once.Do(func() { a.admitted.Add(-1); release() })
+	}, nil
 }
 
 // defaultListSeats leaves a core to the cheap requests.

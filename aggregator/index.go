@@ -276,7 +276,7 @@ func (ix *Index) upsert(ref *clusters.InformerRef, old, obj *clusters.Object) {
 	}
 	r := ix.resource(ref)
 	s := r.shard(ref.Cluster, ix.opts.HistorySize)
-	e := &entry{key: objectKey(obj.Namespace, obj.Name), obj: obj, src: ref.ID, labels: flatten(obj.Labels), ns: unique.Make(obj.Namespace)}
+	e := &entry{key: objectKey(obj.Namespace, obj.Name), obj: obj, src: ref.ID, labels: obj.FlatLabels(), ns: unique.Make(obj.Namespace)}
 	s.mu.Lock()
 	prev := s.insert(e)
 	typ := watch.Added

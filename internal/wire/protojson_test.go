@@ -106,7 +106,7 @@ func TestTranscodeIsWhatEncodingJSONWrites(t *testing.T) {
 			for _, cluster := range []string{"", "alpha"} {
 				it := aggregator.Item{Cluster: cluster, Object: o}
 				want, wantErr := decodeAndEncode(it, cluster)
-				raw, typ, gvk, _ := o.Protobuf()
+				raw, typ, gvk, _, _ := o.Protobuf(nil)
 				got, err := appendProtoJSON(nil, raw, typ, gvk, cluster)
 				total++
 				if err != nil {
@@ -152,7 +152,7 @@ func TestTranscodeRealisticPod(t *testing.T) {
 	if err != nil || !bytes.Equal(got, want) {
 		t.Fatalf("%v\n got  %s\n want %s", err, got, want)
 	}
-	raw, typ, gvk, _ := o.Protobuf()
+	raw, typ, gvk, _, _ := o.Protobuf(nil)
 	if _, err := appendProtoJSON(nil, raw, typ, gvk, "alpha"); err != nil {
 		t.Errorf("a realistic pod takes the slow path: %v", err)
 	}

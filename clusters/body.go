@@ -43,18 +43,23 @@ const (
 // the decoder is shared and safe for concurrent use.
 type dictionary struct {
 	id   uint32
-	data []byte // zstd dictionary format
+	data []byte // zstd dictionary format, or only its content when raw
+	raw  bool
 	enc  sync.Pool
 	dec  *zstd.Decoder
 }
 
-func newDictionary(data []byte, id uint32) (*dictionary, error) {
-	dec, err := zstd.NewReader(nil, zstd.WithDecoderDicts(data), zstd.WithDecoderConcurrency(0), zstd.WithDecoderLowmem(true),
+func newDictionary(data []byte, id uint32, raw bool) (*dictionary, error) {
+	dict := zstd.WithDecoderDicts(data)
+	if raw {
+		dict = zstd.WithDecoderDictRaw(id, data)
+	}
+	dec, err := zstd.NewReader(nil, dict, zstd.WithDecoderConcurrency(0), zstd.WithDecoderLowmem(true),
 		zstd.WithDecoderMaxMemory(256<<20))
 	if err != nil {
 		return nil, fmt.Errorf("load dictionary: %w", err)
 	}
-	d := &dictionary{id: id, data: data, dec: dec}
+	d := &dictionary{id: id, data: data, raw: raw, dec: dec}
 	if _, err := d.encoder(); err != nil { // fail here, not on every object
 		return nil, err
 	}
@@ -65,8 +70,11 @@ func (d *dictionary) encoder() (*zstd.Encoder, error) {
 	if e, ok := d.enc.Get().(*zstd.Encoder); ok {
 		return e, nil
 	}
-	e, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedFastest), zstd.WithEncoderConcurrency(1),
-		zstd.WithEncoderDict(d.data), zstd.WithZeroFrames(true), zstd.WithEncoderCRC(false), zstd.WithLowerEncoderMem(true),
+	dict := zstd.WithEncoderDict(d.data)
+	if d.raw {
+		dict = zstd.WithEncoderDictRaw(d.id, d.data)
+	}
+	e, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedFastest), zstd.WithEncoderConcurrency(1), dict, zstd.WithZeroFrames(true), zstd.WithEncoderCRC(false), zstd.WithLowerEncoderMem(true),
 		zstd.WithWindowSize(encoderWindow))
 	if err != nil {
 		return nil, fmt.Errorf("make encoder: %w", err)
@@ -186,11 +194,14 @@ func train(samples []sample) (*dictionary, error) {
 		contents[i] = s.body
 	}
 	id := 1 + rand.Uint32N(1<<31-2) // 0 means "no dictionary" in a frame
-	data, err := zstd.BuildDict(zstd.BuildDictOptions{ID: id, Contents: contents, History: content, Offsets: [3]int{1, 4, 8}, Level: zstd.SpeedFastest})
-	if err != nil {
-		return nil, fmt.Errorf("train dictionary: %w", err)
+	// BuildDict adds entropy tables fitted to the samples (faster decoding, a few bytes
+	// less per object); it fails when the samples leave it nothing to fit (every sample
+	// a copy of another), and the content alone is then the dictionary.
+	data, raw := content, true
+	if built, err := zstd.BuildDict(zstd.BuildDictOptions{ID: id, Contents: contents, History: content, Offsets: [3]int{1, 4, 8}, Level: zstd.SpeedFastest}); err == nil {
+		data, raw = built, false
 	}
-	d, err := newDictionary(data, id)
+	d, err := newDictionary(data, id, raw)
 	if err != nil {
 		return nil, err
 	}

@@ -29,8 +29,8 @@ const (
 	// dictMaxBytes bounds a dictionary's content: one per resource and cluster, and the
 	// gain from 16 KiB to 64 KiB was 95 -> 82 bytes per realistic pod.
 	dictMaxBytes = 64 << 10
-	// usefulRatio: a dictionary is used only if it makes the samples at least this much
-	// smaller.
+	// usefulRatio: a dictionary is used only if samples it was not built from compress
+	// to at most this fraction of their size.
 	usefulRatio = 0.75
 	// encoderWindow is how far back a match may reach, the dictionary included: more
 	// than a dictionary and a typical object, and small, as each encoder's history
@@ -38,9 +38,10 @@ const (
 	encoderWindow = 256 << 10
 )
 
-// dictionary is one trained zstd dictionary with what encodes and decodes against it.
-// Encoders are pooled, so that an idle resource holds none after a garbage collection;
-// the decoder is shared and safe for concurrent use.
+// dictionary is one trained zstd dictionary with what encodes and decodes against it:
+// about 90 KB per trained resource and cluster (its content and a decoder). Encoders are
+// pooled, so that an idle resource holds none after two garbage collections; the decoder
+// is shared and safe for concurrent use.
 type dictionary struct {
 	id   uint32
 	data []byte // zstd dictionary format, or only its content when raw

@@ -106,7 +106,10 @@ type shard struct {
 	tree  *btree.BTreeG[*entry]
 	byKey map[string]*entry // the same entries, for O(1) Get
 
-	byLabel map[pair]map[*entry]struct{}      // label key and value
+	// Objects are indexed by label set, and label sets by label: the objects alike (pods
+	// of a ReplicaSet) are one entry per object in their set's map, not one per label.
+	bySet   map[unique.Handle[string]]*labelSet
+	byLabel map[pair]map[*labelSet]struct{}   // label key and value
 	byField map[pair]map[*entry]struct{}      // index name and value
 	byOwner map[types.UID]map[*entry]struct{} // owner UID
 	nsCount map[string]int
@@ -132,7 +135,8 @@ func newShard(cluster string, historySize int) *shard {
 		cluster: cluster,
 		tree:    btree.NewG(32, entryLess),
 		byKey:   map[string]*entry{},
-		byLabel: map[pair]map[*entry]struct{}{},
+		bySet:   map[unique.Handle[string]]*labelSet{},
+		byLabel: map[pair]map[*labelSet]struct{}{},
 		byField: map[pair]map[*entry]struct{}{},
 		byOwner: map[types.UID]map[*entry]struct{}{},
 		nsCount: map[string]int{},
@@ -140,16 +144,22 @@ func newShard(cluster string, historySize int) *shard {
 	}
 }
 
-func addTo[K comparable](m map[K]map[*entry]struct{}, k K, e *entry) {
+// labelSet is the entries of one shard that have one label set.
+type labelSet struct {
+	flat    unique.Handle[string]
+	entries map[*entry]struct{}
+}
+
+func addTo[K comparable, V comparable](m map[K]map[V]struct{}, k K, e V) {
 	set := m[k]
 	if set == nil {
-		set = map[*entry]struct{}{}
+		set = map[V]struct{}{}
 		m[k] = set
 	}
 	set[e] = struct{}{}
 }
 
-func removeFrom[K comparable](m map[K]map[*entry]struct{}, k K, e *entry) {
+func removeFrom[K comparable, V comparable](m map[K]map[V]struct{}, k K, e V) {
 	if set := m[k]; set != nil {
 		delete(set, e)
 		if len(set) == 0 {
@@ -171,9 +181,15 @@ func (s *shard) insert(e *entry) *entry {
 	} else {
 		s.nsCount[e.obj.Namespace]++
 	}
-	for k, v := range e.obj.Labels {
-		addTo(s.byLabel, pair{k, v}, e)
+	ls := s.bySet[e.labels]
+	if ls == nil {
+		ls = &labelSet{flat: e.labels, entries: map[*entry]struct{}{}}
+		s.bySet[e.labels] = ls
+		for k, v := range e.obj.Labels {
+			addTo(s.byLabel, pair{k, v}, ls)
+		}
 	}
+	ls.entries[e] = struct{}{}
 	for _, f := range e.obj.Fields {
 		addTo(s.byField, pair{f.Name, f.Value}, e)
 	}
@@ -184,8 +200,14 @@ func (s *shard) insert(e *entry) *entry {
 }
 
 func (s *shard) unindex(e *entry) {
-	for k, v := range e.obj.Labels {
-		removeFrom(s.byLabel, pair{k, v}, e)
+	if ls := s.bySet[e.labels]; ls != nil {
+		delete(ls.entries, e)
+		if len(ls.entries) == 0 {
+			delete(s.bySet, e.labels)
+			for k, v := range e.obj.Labels {
+				removeFrom(s.byLabel, pair{k, v}, ls)
+			}
+		}
 	}
 	for _, f := range e.obj.Fields {
 		removeFrom(s.byField, pair{f.Name, f.Value}, e)
@@ -276,7 +298,7 @@ func (ix *Index) upsert(ref *clusters.InformerRef, old, obj *clusters.Object) {
 	}
 	r := ix.resource(ref)
 	s := r.shard(ref.Cluster, ix.opts.HistorySize)
-	e := &entry{key: objectKey(obj.Namespace, obj.Name), obj: obj, src: ref.ID, labels: flatten(obj.Labels), ns: unique.Make(obj.Namespace)}
+	e := &entry{key: objectKey(obj.Namespace, obj.Name), obj: obj, src: ref.ID, labels: obj.FlatLabels(), ns: unique.Make(obj.Namespace)}
 	s.mu.Lock()
 	prev := s.insert(e)
 	typ := watch.Added

@@ -1,11 +1,12 @@
 package aggregator
 
 import (
-	"sort"
 	"strings"
 	"unique"
 
 	"k8s.io/apimachinery/pkg/labels"
+
+	"github.com/fleetcache/fleetcache/clusters"
 )
 
 // A scan that no index answers visits every object, and at a million objects it is bound
@@ -17,25 +18,12 @@ import (
 // reason (the key's copy is one more miss). Selectors are still evaluated by
 // apimachinery (labels.Selector.Matches) through the labels.Labels interface.
 
-// Separators of a flattened label set: labels are "key\x01value", joined by \x00 and
-// sorted. Neither byte can appear in a label key or value.
+// The flattened, interned label set comes with the object (clusters.Object.FlatLabels),
+// shared by every object with the same labels.
 const (
-	labelSep = "\x00"
-	kvSep    = "\x01"
+	labelSep = clusters.LabelSep
+	kvSep    = clusters.KVSep
 )
-
-// flatten interns a label set.
-func flatten(m map[string]string) unique.Handle[string] {
-	if len(m) == 0 {
-		return unique.Make("")
-	}
-	pairs := make([]string, 0, len(m))
-	for k, v := range m {
-		pairs = append(pairs, k+kvSep+v)
-	}
-	sort.Strings(pairs)
-	return unique.Make(strings.Join(pairs, labelSep))
-}
 
 // flatLabels is a flattened label set as labels.Labels.
 type flatLabels struct{ s string }

@@ -332,9 +332,11 @@ func (s *shard) candidates(q Query) (out []*entry, ok bool) {
 	if reqs, selectable := q.LabelSelector.Requirements(); selectable {
 		for _, r := range reqs {
 			if r.Operator() == selection.Equals || r.Operator() == selection.DoubleEquals || r.Operator() == selection.In {
-				var sets []map[*entry]struct{}
+				sets := []map[*entry]struct{}{} // none: nothing matches, and no scan is needed
 				for v := range r.Values() {
-					sets = append(sets, s.byLabel[pair{r.Key(), v}])
+					for ls := range s.byLabel[pair{r.Key(), v}] {
+						sets = append(sets, ls.entries)
+					}
 				}
 				consider(sets)
 			}
@@ -625,10 +627,14 @@ func (ix *Index) Count(q Query, groupBy []string) (*CountResult, error) {
 					}
 					local[values] += n
 				}
-				for p, set := range s.byLabel {
+				for p, sets := range s.byLabel {
 					if p.k == key {
-						fill(p.v, len(set))
-						labelled += len(set)
+						n := 0
+						for ls := range sets {
+							n += len(ls.entries)
+						}
+						fill(p.v, n)
+						labelled += n
 					}
 				}
 				if rest := s.tree.Len() - labelled; rest > 0 {

@@ -20,6 +20,9 @@
 //     first: it states what "Synced" and the staleness bound mean).
 //   - object.go, indexes.go, handler.go: the stored object, the index values extracted
 //     at ingest, and the EventHandler the aggregator implements.
+//   - body.go, intern.go: how the stored object stays small: its encoded form compressed
+//     with a dictionary trained per resource, and what objects alike share (namespace,
+//     labels, owners; index values).
 //   - status.go, counters.go: phases, conditions, status types; call counters and
 //     histograms for metrics.
 //

@@ -179,6 +179,9 @@ type observedWatch struct {
 	// deadline is when the server ends the stream; proofTimer probes before its bookmark.
 	deadline   time.Time
 	proofTimer *time.Timer
+	// endInitial: the initial-events-end bookmark was seen; the stream ends shortly
+	// after the reflector has taken it.
+	endInitial bool
 }
 
 func (w *observedWatch) ResultChan() <-chan watch.Event { return w.out }
@@ -233,10 +236,35 @@ func (w *observedWatch) run() {
 			case <-w.stop:
 				return
 			}
+			if w.endInitial {
+				// The reflector stores the initial events (which can take seconds) and
+				// then reads on from this stream. Ended before it reads an event there,
+				// the stream counts as a "very short watch", an error, and the reflector
+				// lists everything again. So the grace starts once it has taken one more
+				// bookmark (same revision, an ordinary one), which it reads only then.
+				w.endInitial = false
+				select {
+				case w.out <- watch.Event{Type: watch.Bookmark, Object: plainBookmark(ev.Object)}:
+				case <-w.stop:
+					return
+				}
+				w.deadline = clock.Now().Add(initialStreamGrace)
+				w.proofTimer = time.AfterFunc(initialStreamGrace, w.Stop)
+			}
 		case <-w.stop:
 			return
 		}
 	}
+}
+
+// plainBookmark is a copy of the initial-events-end bookmark object without its
+// annotation: the same revision, as an ordinary bookmark.
+func plainBookmark(obj runtime.Object) runtime.Object {
+	cp := obj.DeepCopyObject()
+	if m, err := meta.Accessor(cp); err == nil {
+		m.SetAnnotations(nil)
+	}
+	return cp
 }
 
 func (w *observedWatch) observe(ev watch.Event, now time.Time) {
@@ -267,8 +295,7 @@ func (w *observedWatch) observe(ev watch.Event, now time.Time) {
 		// that the next watch, of the idle proof interval, proves an idle resource in
 		// time. Kept open for longer, the first proof came after two intervals, past
 		// staleAfter.
-		w.deadline = now.Add(initialStreamGrace)
-		w.proofTimer = time.AfterFunc(initialStreamGrace, w.Stop)
+		w.endInitial = true // once the reflector has the bookmark (see run)
 	}
 	rc.mu.Lock()
 	rc.cnt.events[string(ev.Type)]++

@@ -100,12 +100,16 @@ func storeOf(frames [][]byte, decode func([]byte) any) cache.Indexer {
 	return idx
 }
 
-// retained is the heap still in use after build, with its result kept alive.
+// retained is the heap still in use after build, with its result kept alive. It collects
+// twice, as a running daemon does between bursts: pooled buffers and compression encoders
+// of an idle resource are freed by the second cycle.
 func retained(build func() any) uint64 {
 	var before, after runtime.MemStats
 	runtime.GC()
+	runtime.GC()
 	runtime.ReadMemStats(&before)
 	keep := build()
+	runtime.GC()
 	runtime.GC()
 	runtime.ReadMemStats(&after)
 	runtime.KeepAlive(keep)

@@ -24,7 +24,12 @@ import (
 
 var fleet *testfleet.Fleet
 
-func TestMain(m *testing.M) { testfleet.Main(m, testfleet.Options{Clusters: 3}, &fleet) }
+func TestMain(m *testing.M) {
+	if spec := os.Getenv(memoryChildEnv); spec != "" {
+		os.Exit(memoryChild(spec)) // a child of BenchmarkRealFleetMemoryVsInformers
+	}
+	testfleet.Main(m, testfleet.Options{Clusters: 3}, &fleet)
+}
 
 // daemon is one fleetcache process serving the fleet, shared by the package's tests.
 type daemon struct {

@@ -29,6 +29,9 @@ type Server struct {
 	initial [][]byte
 	live    [][]byte
 	rv      int
+	// gen makes the initial pods on demand (NewGenerated); n of them.
+	gen func(i int) *corev1.Pod
+	n   int
 }
 
 var (
@@ -68,6 +71,15 @@ func New(initial, live []*corev1.Pod) (*Server, error) {
 	}
 	s.Server = httptest.NewServer(http.HandlerFunc(s.serve))
 	return s, nil
+}
+
+// NewGenerated serves n initial pods made by gen when a watch-list stream asks for them,
+// so that a million pods cost the server no memory; pod i gets resourceVersion i+1. It
+// serves no LIST (informers stream their initial list by default).
+func NewGenerated(n int, gen func(i int) *corev1.Pod) *Server {
+	s := &Server{gen: gen, n: n, rv: n}
+	s.Server = httptest.NewServer(http.HandlerFunc(s.serve))
+	return s
 }
 
 // frame encodes one watch event as kube-apiserver streams it over protobuf: a
@@ -115,6 +127,10 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 				w.Write(buf.Bytes())
 				return
 			}
+			if s.gen != nil {
+				http.Error(w, "generated pods are served by watch-list streams only", http.StatusNotImplemented)
+				return
+			}
 			w.Header().Set("Content-Type", protoContentType)
 			w.Write(s.list)
 			return
@@ -125,8 +141,19 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 			for _, f := range s.initial {
 				w.Write(f)
 			}
+			for i := range s.n {
+				p := s.gen(i)
+				p.ResourceVersion = strconv.Itoa(i + 1)
+				f, err := frame("ADDED", p)
+				if err != nil {
+					return
+				}
+				if _, err := w.Write(f); err != nil {
+					return
+				}
+			}
 			bm := &corev1.Pod{TypeMeta: metav1.TypeMeta{Kind: "Pod", APIVersion: "v1"}, ObjectMeta: metav1.ObjectMeta{
-				ResourceVersion: strconv.Itoa(len(s.initial)), Annotations: map[string]string{metav1.InitialEventsAnnotationKey: "true"}}}
+				ResourceVersion: strconv.Itoa(len(s.initial) + s.n), Annotations: map[string]string{metav1.InitialEventsAnnotationKey: "true"}}}
 			f, _ := frame("BOOKMARK", bm)
 			w.Write(f)
 		}

@@ -19,6 +19,10 @@ import (
 // ClusterAnnotation carries an object's cluster in every object fleetcache serves.
 const ClusterAnnotation = "fleetcache.io/cluster"
 
+// protoBufs hold cached objects' protobuf while it is transcoded, for objects the cache
+// keeps compressed.
+var protoBufs = sync.Pool{New: func() any { b := make([]byte, 0, 16<<10); return &b }}
+
 // encoders are reusable JSON encoders writing into their own buffer.
 var encoders = sync.Pool{New: func() any {
 	e := &encoder{}
@@ -44,9 +48,14 @@ func AppendObject(dst []byte, it aggregator.Item) ([]byte, error) {
 // transcode writes a built-in object's JSON straight from its protobuf (see
 // protojson.go); ok is false when it must be decoded instead.
 func transcode(dst []byte, it aggregator.Item, cluster string) ([]byte, bool) {
-	raw, typ, gvk, ok := it.Object.Protobuf()
-	if !ok {
+	bp := protoBufs.Get().(*[]byte)
+	defer protoBufs.Put(bp)
+	raw, typ, gvk, ok, err := it.Object.Protobuf(*bp)
+	if !ok || err != nil {
 		return dst, false
+	}
+	if _, compressed := it.Object.StoredSize(); compressed {
+		*bp = raw[:0] // raw is the buffer's (perhaps grown) storage, not the object's
 	}
 	out, err := appendProtoJSON(dst, raw, typ, gvk, cluster)
 	if err != nil {

@@ -14,10 +14,14 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/discovery"
 	"k8s.io/client-go/discovery/cached/memory"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/util/connrotation"
 )
 
@@ -38,6 +42,12 @@ type Cluster struct {
 	dialer *connrotation.Dialer
 	// probeNext picks the resource the next probe lists (round robin).
 	probeNext int
+
+	// factories are the context's shared informer factories, one per namespace scope
+	// (a factory's namespace is its own); see factoryFor.
+	factoriesMu  sync.Mutex
+	factories    map[string]informers.SharedInformerFactory
+	allFactories []informers.SharedInformerFactory
 
 	mu          sync.Mutex
 	resources   map[string]*resourceCache // by display name + "/" + namespace
@@ -152,8 +162,38 @@ func (c *Cluster) stop() {
 		<-rc.done
 		rc.update(func(f *resourceFacts) { f.stopped = true })
 	}
+	c.factoriesMu.Lock()
+	factories := c.allFactories
+	c.factoriesMu.Unlock()
+	for _, f := range factories {
+		f.Shutdown() // its informers have stopped: this only waits for their goroutines
+	}
 	c.resourceChanged()
 	c.log.Info("cluster stopped")
+}
+
+// factoryFor returns the context's shared informer factory for namespace scope ns, with
+// inf registered as its informer for obj's type through the factory's construction hook
+// (InformerFor). The factory's client is unused: each informer brings its own observed
+// protobuf client. A factory holds one informer per type and cannot forget one, so a
+// resource that comes back after its informer stopped (its API disabled, then enabled)
+// gets a new factory.
+func (c *Cluster) factoryFor(ns string, obj runtime.Object, inf cache.SharedIndexInformer) informers.SharedInformerFactory {
+	newFunc := func(kubernetes.Interface, time.Duration) cache.SharedIndexInformer { return inf }
+	c.factoriesMu.Lock()
+	defer c.factoriesMu.Unlock()
+	f := c.factories[ns]
+	if f != nil && f.InformerFor(obj, newFunc) == inf {
+		return f
+	}
+	f = informers.NewSharedInformerFactoryWithOptions(nil, 0, informers.WithNamespace(ns))
+	f.InformerFor(obj, newFunc)
+	if c.factories == nil {
+		c.factories = map[string]informers.SharedInformerFactory{}
+	}
+	c.factories[ns] = f
+	c.allFactories = append(c.allFactories, f)
+	return f
 }
 
 // ParseResourceVersion reads an etcd-backed resourceVersion as a number, which is how

@@ -274,9 +274,7 @@ func (c *Cluster) reconcileResources(ctx context.Context, want map[string]resolv
 				old.cancel()
 			}
 			c.resources[key] = rc
-			rctx, cancel := context.WithCancel(ctx)
-			rc.cancel = cancel
-			start = append(start, starting{rc, rctx})
+			start = append(start, starting{rc, ctx})
 		}
 	}
 	// A resource that stopped being served (its CRD was deleted) goes, with its objects,
@@ -308,16 +306,17 @@ func (c *Cluster) reconcileResources(ctx context.Context, want map[string]resolv
 		}
 	}
 	for _, s := range start {
-		go s.rc.run(s.ctx)
+		s.rc.start(s.ctx)
 	}
 	c.resourceChanged()
 }
 
 // placeholder is a resource that is configured but not served.
 func (c *Cluster) placeholder(name string) *resourceCache {
-	rc := &resourceCache{cluster: c, requested: name, display: name, codec: &codec{}, log: c.log.With(zap.String("resource", name)), done: make(chan struct{}), cancel: func() {},
+	done := make(chan struct{})
+	close(done)
+	rc := &resourceCache{cluster: c, requested: name, display: name, codec: &codec{}, log: c.log.With(zap.String("resource", name)), done: done, cancel: func() {},
 		cnt: newCounters(c.opts.Clock.Now()), proof: newProof()}
-	close(rc.done)
 	rc.facts.notServed = true
 	rc.cond = rc.derive()
 	rc.cond.LastTransitionTime = c.opts.Clock.Now()

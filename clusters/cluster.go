@@ -168,6 +168,7 @@ func (c *Cluster) stop() {
 	for _, f := range factories {
 		f.Shutdown() // its informers have stopped: this only waits for their goroutines
 	}
+	c.opts.Budget.set(c, 0)
 	c.resourceChanged()
 	c.log.Info("cluster stopped")
 }

@@ -308,6 +308,7 @@ func (c *Cluster) reconcileResources(ctx context.Context, want map[string]resolv
 	for _, s := range start {
 		s.rc.start(s.ctx)
 	}
+	c.updateBudget()
 	c.resourceChanged()
 }
 

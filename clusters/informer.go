@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -131,7 +132,6 @@ func (lw *observedLW) WatchWithContext(ctx context.Context, opts metav1.ListOpti
 		}
 	})
 	rc.mu.Lock()
-	st.w = w
 	if !initial {
 		// The apiserver sends a bookmark two seconds before the watch's timeout; probing
 		// the resource just before makes that bookmark prove it current.
@@ -160,21 +160,23 @@ const (
 	// about 2s after it starts.
 	shortWatch = 4 * time.Second
 	// initialStreamGrace is how long a watch-list stream stays open after its initial
-	// events: long enough for the events sent right after them.
-	initialStreamGrace = time.Second
+	// events: long enough for the events sent right after them, and more than a second:
+	// client-go takes a watch that ends within a second without events for a failure,
+	// and lists again.
+	initialStreamGrace = 2 * time.Second
 )
 
 // watchTimeout is the timeout of the resource's next watch, in seconds.
 func (rc *resourceCache) watchTimeout() int64 {
 	o := rc.cluster.opts
 	rc.mu.Lock()
-	current := rc.proof.current(o.Clock.Now(), o.StaleAfter)
+	current := rc.proof.current(o.Clock.Now(), rc.cluster.staleAfter())
 	rc.mu.Unlock()
 	if !current {
 		return int64(shortWatch / time.Second)
 	}
 	// Jittered, so that a cluster's watches do not all renew at the same moment.
-	return int64(wait.Jitter(o.IdleProofInterval, 0.1) / time.Second)
+	return int64(wait.Jitter(rc.cluster.idleProofInterval(), 0.1) / time.Second)
 }
 
 // stream is one watch request of a resource, observed without a goroutine of its own:
@@ -183,7 +185,7 @@ func (rc *resourceCache) watchTimeout() int64 {
 // progressed). Its fields are guarded by rc.mu.
 type stream struct {
 	rc *resourceCache
-	w  watch.Interface
+	fr *frameReader
 	// initial is true while a watch-list stream delivers its initial events: those are
 	// the list, not changes, and have no lag to measure.
 	initial bool
@@ -283,8 +285,8 @@ func (rc *resourceCache) listed(rv string) {
 	// next watch, of the idle proof interval, proves an idle resource in time. Kept open
 	// for longer, the first proof came after two intervals, past staleAfter.
 	st.deadline = now.Add(initialStreamGrace)
-	if st.w != nil {
-		st.timer = time.AfterFunc(initialStreamGrace, st.w.Stop)
+	if st.fr != nil {
+		st.timer = time.AfterFunc(initialStreamGrace, st.fr.finish)
 	}
 	rc.mu.Unlock()
 	st.release()
@@ -350,12 +352,13 @@ type streamFramer struct {
 func (f streamFramer) NewFrameReader(body io.ReadCloser) io.ReadCloser {
 	r := f.Framer.NewFrameReader(body)
 	f.rc.mu.Lock()
+	defer f.rc.mu.Unlock()
 	st := f.rc.stream
-	f.rc.mu.Unlock()
 	if st == nil {
 		return r
 	}
-	return &frameReader{ReadCloser: r, st: st}
+	st.fr = &frameReader{ReadCloser: r, st: st}
+	return st.fr
 }
 
 // frameReader reports the stream's end: a read error (closed by the server, broken) or
@@ -363,14 +366,27 @@ func (f streamFramer) NewFrameReader(body io.ReadCloser) io.ReadCloser {
 type frameReader struct {
 	io.ReadCloser
 	st *stream
+	// finishing: fleetcache ends the stream (finish); the reader then reports a clean
+	// end, as when the server ends it, and the reflector resumes from its last revision.
+	// Stopping the watch instead can hand the reflector a decoding error, and a relist.
+	finishing atomic.Bool
 }
 
 func (r *frameReader) Read(p []byte) (int, error) {
 	n, err := r.ReadCloser.Read(p)
 	if err != nil && err != io.ErrShortBuffer {
+		if r.finishing.Load() {
+			err = io.EOF
+		}
 		r.st.end()
 	}
 	return n, err
+}
+
+// finish ends the stream cleanly.
+func (r *frameReader) finish() {
+	r.finishing.Store(true)
+	_ = r.ReadCloser.Close()
 }
 
 func (r *frameReader) Close() error {

@@ -55,6 +55,10 @@ type Options struct {
 	RediscoveryInterval time.Duration
 	// ListLimiter caps concurrent initial lists across the fleet. Nil: no cap.
 	ListLimiter *ListLimiter
+	// Budget stretches ProbeInterval, IdleProofInterval and StaleAfter while the fleet
+	// would make more freshness requests than it allows (see RequestBudget). Nil: the
+	// intervals always apply.
+	Budget *RequestBudget
 	// Handler receives every object change and informer stop (the aggregator). Nil: none.
 	Handler EventHandler
 	Logger  *zap.Logger

@@ -117,7 +117,7 @@ func (rc *resourceCache) derive() Condition {
 		return Condition{Phase: PhaseDegraded, Reason: f.errReason, Message: f.errMessage}
 	}
 	now := rc.cluster.opts.Clock.Now()
-	if !rc.proof.current(now, rc.cluster.opts.StaleAfter) {
+	if !rc.proof.current(now, rc.cluster.staleAfter()) {
 		return Condition{Phase: PhaseDegraded, Reason: ReasonStale, Message: rc.staleMessage(now)}
 	}
 	return Condition{Phase: PhaseSynced}
@@ -128,7 +128,7 @@ func (rc *resourceCache) derive() Condition {
 // are derived on events and probes; the claim must hold when it is read). rc.mu is held.
 func (rc *resourceCache) condNow() Condition {
 	now := rc.cluster.opts.Clock.Now()
-	if rc.cond.Phase == PhaseSynced && !rc.proof.current(now, rc.cluster.opts.StaleAfter) {
+	if rc.cond.Phase == PhaseSynced && !rc.proof.current(now, rc.cluster.staleAfter()) {
 		return Condition{Phase: PhaseDegraded, Reason: ReasonStale, Message: rc.staleMessage(now), LastTransitionTime: now}
 	}
 	return rc.cond
@@ -151,7 +151,7 @@ func (rc *resourceCache) staleMessage(now time.Time) string {
 			rc.display, now.Sub(p.disruptedAt).Round(time.Millisecond), bound.Round(time.Millisecond))
 	}
 	return fmt.Sprintf("%s: the cache is only proven to hold what the apiserver had %s ago (limit %s); its watch may be stalled",
-		rc.display, bound.Round(time.Millisecond), rc.cluster.opts.StaleAfter)
+		rc.display, bound.Round(time.Millisecond), rc.cluster.staleAfter())
 }
 
 func (rc *resourceCache) recordError(verb string, err error) {

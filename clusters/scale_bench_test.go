@@ -123,13 +123,25 @@ func measureFleet(b *testing.B, n int) fleetCost {
 		}
 		return total
 	}
+	dir := os.Getenv("FLEETCACHE_SCALE_PROFILES")
+	var cpuProfile *os.File
+	if dir != "" {
+		// Where the idle CPU goes.
+		if out, err := os.Create(filepath.Join(dir, fmt.Sprintf("cpu-%d.pprof", n))); err == nil && pprof.StartCPUProfile(out) == nil {
+			cpuProfile = out
+		}
+	}
 	cpu0, req0, t0 := processCPU(), requests(), time.Now()
 	time.Sleep(20 * time.Second)
 	elapsed := time.Since(t0)
+	if cpuProfile != nil {
+		pprof.StopCPUProfile()
+		cpuProfile.Close()
+	}
 	m.idleCPU = (processCPU() - cpu0).Seconds() / elapsed.Seconds()
 	m.requestsPerSecond = float64(requests()-req0) / elapsed.Seconds()
 	m.heap, m.goroutines, m.rss = liveHeap(), float64(runtime.NumGoroutine()), rss()
-	if dir := os.Getenv("FLEETCACHE_SCALE_PROFILES"); dir != "" {
+	if dir != "" {
 		// Where the goroutines and the heap go, for BENCHMARKS.md.
 		for _, name := range []string{"goroutine", "heap"} {
 			if out, err := os.Create(filepath.Join(dir, fmt.Sprintf("%s-%d.pprof", name, n))); err == nil {
@@ -142,6 +154,17 @@ func measureFleet(b *testing.B, n int) fleetCost {
 	<-done
 	index = nil
 	m.heapAfterStop = liveHeap()
+	if dir != "" {
+		// What a stopped fleet still holds.
+		if out, err := os.Create(filepath.Join(dir, fmt.Sprintf("heap-after-stop-%d.pprof", n))); err == nil {
+			_ = pprof.Lookup("heap").WriteTo(out, 0)
+			out.Close()
+		}
+		if out, err := os.Create(filepath.Join(dir, fmt.Sprintf("goroutine-after-stop-%d.pprof", n))); err == nil {
+			_ = pprof.Lookup("goroutine").WriteTo(out, 1)
+			out.Close()
+		}
+	}
 	return m
 }
 

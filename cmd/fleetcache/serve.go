@@ -213,7 +213,9 @@ func serve(args []string) error {
 	}()
 
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), metrics.NewCollector(fleet))
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), metrics.NewCollector(fleet, metrics.Options{
+		ClusterSeriesOnly: !cfg.Metrics.PerResourceSeries(), Budget: clusterOpts.Budget,
+	}))
 
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {

@@ -169,6 +169,11 @@ func (c *Cluster) stop() {
 		f.Shutdown() // its informers have stopped: this only waits for their goroutines
 	}
 	c.opts.Budget.set(c, 0)
+	if c.dialer != nil {
+		// A removed cluster's connection would stay open (and hold its TLS and HTTP/2
+		// buffers, ~100 KiB) until the transport's idle timeout.
+		c.dialer.CloseAll()
+	}
 	c.resourceChanged()
 	c.log.Info("cluster stopped")
 }

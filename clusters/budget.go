@@ -7,14 +7,16 @@ import (
 	"time"
 )
 
-// RequestBudget shares a fleet-wide rate of freshness requests among the clusters: the
-// probes (one per Options.ProbeInterval per cluster) and the idle proofs (a watch
-// renewal and a one-object list per resource per Options.IdleProofInterval). While the
-// fleet's clusters would make more than the budget at the configured intervals, every
-// cluster's ProbeInterval, IdleProofInterval and StaleAfter are stretched by the same
-// factor (Scale), so that idle CPU and the load on apiservers stay bounded as the fleet
-// grows. The price is freshness: staleness bounds, and how soon a frozen cluster is
-// reported, grow by the same factor. A nil budget never stretches anything.
+// RequestBudget shares a fleet-wide rate of idle requests among the clusters: the
+// probes (one per Options.ProbeInterval per cluster), the idle proofs (a watch renewal
+// and a one-object list per resource per Options.IdleProofInterval) and rediscovery
+// (two requests per Options.RediscoveryInterval). While the fleet's clusters would make
+// more than the budget at the configured intervals, every cluster's ProbeInterval,
+// IdleProofInterval, StaleAfter and RediscoveryInterval are stretched by the same factor
+// (Scale), so that idle CPU and the load on apiservers stay bounded as the fleet grows.
+// The price is freshness: staleness bounds, how soon a frozen cluster is reported and how
+// soon a new CRD is picked up grow by the same factor. A nil budget never stretches
+// anything.
 type RequestBudget struct {
 	perSecond float64
 
@@ -59,9 +61,14 @@ func (b *RequestBudget) set(c *Cluster, perSecond float64) {
 	b.scale.Store(math.Float64bits(max(1, total/b.perSecond)))
 }
 
+// discoveryRound is the requests one discovery round makes: /api and /apis, each
+// answered with aggregated discovery (every group and resource at once).
+const discoveryRound = 2
+
 // freshnessCost is the requests per second a cluster with n informers makes at scale 1.
 func (o *Options) freshnessCost(n int) float64 {
-	return float64(time.Second)/float64(o.ProbeInterval) + 2*float64(n)*float64(time.Second)/float64(o.IdleProofInterval)
+	perSecond := func(d time.Duration) float64 { return float64(time.Second) / float64(d) }
+	return perSecond(o.ProbeInterval) + 2*float64(n)*perSecond(o.IdleProofInterval) + discoveryRound*perSecond(o.RediscoveryInterval)
 }
 
 func scaled(d time.Duration, s float64) time.Duration { return time.Duration(float64(d) * s) }
@@ -74,6 +81,10 @@ func (c *Cluster) probeInterval() time.Duration {
 
 func (c *Cluster) idleProofInterval() time.Duration {
 	return scaled(c.opts.IdleProofInterval, c.opts.Budget.Scale())
+}
+
+func (c *Cluster) rediscoveryInterval() time.Duration {
+	return scaled(c.opts.RediscoveryInterval, c.opts.Budget.Scale())
 }
 
 func (c *Cluster) staleAfter() time.Duration {

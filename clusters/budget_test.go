@@ -10,13 +10,13 @@ import (
 // brings them back.
 func TestRequestBudgetStretchesIntervals(t *testing.T) {
 	b := NewRequestBudget(50)
-	opts := Options{Budget: b, ProbeInterval: 2 * time.Second, IdleProofInterval: 15 * time.Second}
+	opts := Options{Budget: b, ProbeInterval: 2 * time.Second, IdleProofInterval: 15 * time.Second, RediscoveryInterval: 30 * time.Second}
 	var cs []*Cluster
 	for range 30 {
 		cs = append(cs, New(Target{Name: "c"}, opts))
 	}
-	// Each cluster with 13 informers costs 1/2 + 2*13/15 = 2.2333 requests/s.
-	perCluster := 0.5 + 26.0/15
+	// Each cluster with 13 informers costs 1/2 + 2*13/15 + 2/30 = 2.3 requests/s.
+	perCluster := 0.5 + 26.0/15 + 2.0/30
 	for _, c := range cs[:20] {
 		b.set(c, c.opts.freshnessCost(13))
 	}
@@ -34,13 +34,17 @@ func TestRequestBudgetStretchesIntervals(t *testing.T) {
 		t.Fatalf("30 clusters: scale %v, want %v", s, want)
 	}
 	c := cs[0]
-	if got, wantD := c.probeInterval(), scaled(2*time.Second, want); got != wantD {
+	near := func(a, b time.Duration) bool { return (a - b).Abs() < time.Millisecond }
+	if got, wantD := c.probeInterval(), scaled(2*time.Second, want); !near(got, wantD) {
 		t.Errorf("probe interval %v, want %v", got, wantD)
 	}
-	if got, wantD := c.idleProofInterval(), scaled(15*time.Second, want); got != wantD {
+	if got, wantD := c.idleProofInterval(), scaled(15*time.Second, want); !near(got, wantD) {
 		t.Errorf("idle proof interval %v, want %v", got, wantD)
 	}
-	if got, wantD := c.staleAfter(), scaled(c.opts.StaleAfter, want); got != wantD || got <= c.idleProofInterval() {
+	if got, wantD := c.rediscoveryInterval(), scaled(30*time.Second, want); !near(got, wantD) {
+		t.Errorf("rediscovery interval %v, want %v", got, wantD)
+	}
+	if got, wantD := c.staleAfter(), scaled(c.opts.StaleAfter, want); !near(got, wantD) || got <= c.idleProofInterval() {
 		t.Errorf("stale after %v, want %v (above the idle proof interval)", got, wantD)
 	}
 	for _, c := range cs[10:] {

@@ -69,6 +69,20 @@ type Cluster struct {
 	// connResets counts the times the cluster's connections were closed because a probe
 	// on them timed out; probes counts the requests probes made.
 	connResets, probes atomic.Uint64
+	// discoveryRequests counts the requests discovery made (each round: /api and /apis,
+	// aggregated).
+	discoveryRequests atomic.Uint64
+}
+
+// countingTransport counts the requests made through it.
+type countingTransport struct {
+	http.RoundTripper
+	n *atomic.Uint64
+}
+
+func (t countingTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	t.n.Add(1)
+	return t.RoundTripper.RoundTrip(req)
 }
 
 // New returns a cluster that starts caching when Start is called.
@@ -130,6 +144,7 @@ func (c *Cluster) Start(ctx context.Context) error {
 	// Discovery may not hang: the same connection with a timeout.
 	timed := *conn
 	timed.Timeout = c.opts.RequestTimeout
+	timed.Transport = countingTransport{conn.Transport, &c.discoveryRequests}
 	disco, err := discovery.NewDiscoveryClientForConfigAndClient(cfg, &timed)
 	if err != nil {
 		c.setProbe(err)
@@ -359,7 +374,7 @@ func (c *Cluster) Status() ClusterStatus {
 		rcs = append(rcs, rc)
 	}
 	c.mu.Unlock()
-	s.ConnectionResets, s.Probes = c.connResets.Load(), c.probes.Load()
+	s.ConnectionResets, s.Probes, s.DiscoveryRequests = c.connResets.Load(), c.probes.Load(), c.discoveryRequests.Load()
 	proven := true
 	var worst float64
 	for _, rc := range rcs {

@@ -32,11 +32,11 @@ func (c *Cluster) kickDiscovery() {
 // their objects dropped. Failures back off exponentially up to the rediscovery interval.
 func (c *Cluster) discoveryLoop(ctx context.Context, cached discovery.CachedDiscoveryInterface) {
 	newBackoff := func() wait.Backoff {
-		return wait.Backoff{Duration: time.Second, Factor: 2, Jitter: 0.2, Steps: 100, Cap: c.opts.RediscoveryInterval}
+		return wait.Backoff{Duration: time.Second, Factor: 2, Jitter: 0.2, Steps: 100, Cap: c.rediscoveryInterval()}
 	}
 	backoff := newBackoff()
 	for {
-		wait := c.opts.RediscoveryInterval
+		wait := c.rediscoveryInterval()
 		if err := c.discover(ctx, cached); err != nil {
 			c.mu.Lock()
 			c.discoverErr = err

@@ -90,8 +90,8 @@ const (
 	// staleMargin is what StaleAfter adds to the idle proof interval and two probe
 	// intervals: the apiserver's bookmark timer (1s) and a slow round trip.
 	staleMargin = 5 * time.Second
-	// DefaultProbeBudget is the fleet-wide freshness requests per second (RequestBudget):
-	// about 45 clusters of 13 resources at the default intervals (2.2 requests/s each).
+	// DefaultProbeBudget is the fleet-wide idle requests per second (RequestBudget):
+	// about 43 clusters of 13 resources at the default intervals (2.3 requests/s each).
 	// Measured at 0.2-0.5 ms of daemon CPU per request (BenchmarkPerClusterOverhead), it
 	// keeps the daemon's idle CPU at a few percent of a core however many clusters.
 	DefaultProbeBudget = 100

@@ -33,7 +33,7 @@ type Collector struct {
 	descs []*prometheus.Desc
 
 	clusterInfo, clusterSynced, clusterPhase, lastProbe, clusterInitialSync, connResets, probes,
-	clusterObjects, clusterStaleness, intervalScale *prometheus.Desc
+	clusterObjects, clusterStaleness, intervalScale, discoveryRequests *prometheus.Desc
 
 	resourceSynced, resourcePhase, objects, watchConnected, lastEvent, lastBookmark, lastList,
 	initialSyncDuration, lists, listErrors, relists, watchStarts, watchErrors, events, listDuration,
@@ -58,6 +58,7 @@ func NewCollector(src StatusSource, opts ...Options) *Collector {
 	c.lastProbe = d("cluster_last_probe_timestamp_seconds", "Unix time of the last freshness probe (a consistent one-object list) the apiserver answered.", cl...)
 	c.probes = d("cluster_probes_total", "Requests the cluster's freshness and health probes made to its apiserver (with lists_total and watch_starts_total, the load fleetcache puts on it).", cl...)
 	c.connResets = d("cluster_connection_resets_total", "Times the cluster's connections were closed because a probe on them timed out: a connection that stopped delivering, whose watches then reconnected.", cl...)
+	c.discoveryRequests = d("cluster_discovery_requests_total", "Requests the cluster's discovery (the resources it serves, every rediscoveryInterval) made to its apiserver.", cl...)
 	c.clusterObjects = d("cluster_objects", "Objects held in the cluster's cache, all resources together.", cl...)
 	c.clusterStaleness = d("cluster_staleness_seconds", "Upper bound on how far the cluster's cache is behind its apiserver, now: the largest staleness_seconds of its resources. Absent until every resource has one.", cl...)
 	c.intervalScale = d("freshness_interval_scale", "Factor by which the fleet-wide probe budget (probeBudget) stretches every cluster's probeInterval, idleProofInterval and staleAfter: 1 while the fleet is within the budget.")
@@ -147,6 +148,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		}
 		counter(c.connResets, cs.ConnectionResets, cs.Name)
 		counter(c.probes, cs.Probes, cs.Name)
+		counter(c.discoveryRequests, cs.DiscoveryRequests, cs.Name)
 		if cs.LastProbeTime != nil {
 			gauge(c.lastProbe, unix(cs.LastProbeTime), cs.Name)
 		}

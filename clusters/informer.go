@@ -250,7 +250,7 @@ func (rc *resourceCache) observeEvent(ev *metav1.WatchEvent) {
 		rc.mu.Unlock()
 		return // ended here (Stop): what the closing stream says is noise
 	}
-	rc.cnt.events[ev.Type]++
+	rc.cnt.countEvent(ev.Type)
 	rc.facts.lastEv = now
 	switch watch.EventType(ev.Type) {
 	case watch.Bookmark:

@@ -82,7 +82,14 @@ func (r resolved) display() string {
 func (c *Cluster) discover(ctx context.Context, cached discovery.CachedDiscoveryInterface) error {
 	// ServerGroupsAndResources fails as a whole only when the apiserver cannot be reached;
 	// a partial failure (one aggregated API down) still returns what it could.
-	_, lists, err := cached.ServerGroupsAndResources()
+	// With the cluster's context: a cluster being stopped does not wait for its discovery.
+	var lists []*metav1.APIResourceList
+	var err error
+	if cc, ok := cached.(discovery.CachedDiscoveryInterfaceWithContext); ok {
+		_, lists, err = cc.ServerGroupsAndResourcesWithContext(ctx)
+	} else {
+		_, lists, err = cached.ServerGroupsAndResources()
+	}
 	if err != nil && len(lists) == 0 {
 		return fmt.Errorf("discovery: %w", err)
 	}

@@ -147,6 +147,7 @@ func (m fleetCost) String() string {
 }
 
 func measureFleet(b *testing.B, n int) fleetCost {
+	goroutinesBefore := runtime.NumGoroutine()
 	path := filepath.Join(b.TempDir(), "kubeconfig")
 	if err := fleet.WriteManyContexts(path, n); err != nil {
 		b.Fatal(err)
@@ -226,7 +227,7 @@ func measureFleet(b *testing.B, n int) fleetCost {
 	index = nil
 	// Clusters that outlast the fleet's stop timeout are abandoned, not gone: wait until
 	// their goroutines have ended before reading what stays.
-	for deadline := time.Now().Add(time.Minute); runtime.NumGoroutine() > 100 && time.Now().Before(deadline); {
+	for deadline := time.Now().Add(2 * time.Minute); runtime.NumGoroutine() > goroutinesBefore+2 && time.Now().Before(deadline); {
 		time.Sleep(100 * time.Millisecond)
 	}
 	m.heapAfterStop = liveHeap()

@@ -189,6 +189,9 @@ func (c *Cluster) stop() {
 		// buffers, ~100 KiB) until the transport's idle timeout.
 		c.dialer.CloseAll()
 	}
+	if c.conn != nil {
+		c.conn.CloseIdleConnections()
+	}
 	c.resourceChanged()
 	c.log.Info("cluster stopped")
 }

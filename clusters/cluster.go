@@ -14,10 +14,14 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/discovery"
 	"k8s.io/client-go/discovery/cached/memory"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/util/connrotation"
 )
 
@@ -39,6 +43,12 @@ type Cluster struct {
 	// probeNext picks the resource the next probe lists (round robin).
 	probeNext int
 
+	// factories are the context's shared informer factories, one per namespace scope
+	// (a factory's namespace is its own); see factoryFor.
+	factoriesMu  sync.Mutex
+	factories    map[string]informers.SharedInformerFactory
+	allFactories []informers.SharedInformerFactory
+
 	mu          sync.Mutex
 	resources   map[string]*resourceCache // by display name + "/" + namespace
 	columns     map[schema.GroupVersionResource][]PrinterColumn
@@ -59,6 +69,20 @@ type Cluster struct {
 	// connResets counts the times the cluster's connections were closed because a probe
 	// on them timed out; probes counts the requests probes made.
 	connResets, probes atomic.Uint64
+	// discoveryRequests counts the requests discovery made (each round: /api and /apis,
+	// aggregated).
+	discoveryRequests atomic.Uint64
+}
+
+// countingTransport counts the requests made through it.
+type countingTransport struct {
+	http.RoundTripper
+	n *atomic.Uint64
+}
+
+func (t countingTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	t.n.Add(1)
+	return t.RoundTripper.RoundTrip(req)
 }
 
 // New returns a cluster that starts caching when Start is called.
@@ -120,6 +144,7 @@ func (c *Cluster) Start(ctx context.Context) error {
 	// Discovery may not hang: the same connection with a timeout.
 	timed := *conn
 	timed.Timeout = c.opts.RequestTimeout
+	timed.Transport = countingTransport{conn.Transport, &c.discoveryRequests}
 	disco, err := discovery.NewDiscoveryClientForConfigAndClient(cfg, &timed)
 	if err != nil {
 		c.setProbe(err)
@@ -152,8 +177,47 @@ func (c *Cluster) stop() {
 		<-rc.done
 		rc.update(func(f *resourceFacts) { f.stopped = true })
 	}
+	c.factoriesMu.Lock()
+	factories := c.allFactories
+	c.factoriesMu.Unlock()
+	for _, f := range factories {
+		f.Shutdown() // its informers have stopped: this only waits for their goroutines
+	}
+	c.opts.Budget.set(c, 0)
+	if c.dialer != nil {
+		// A removed cluster's connection would stay open (and hold its TLS and HTTP/2
+		// buffers, ~100 KiB) until the transport's idle timeout.
+		c.dialer.CloseAll()
+	}
+	if c.conn != nil {
+		c.conn.CloseIdleConnections()
+	}
 	c.resourceChanged()
 	c.log.Info("cluster stopped")
+}
+
+// factoryFor returns the context's shared informer factory for namespace scope ns, with
+// inf registered as its informer for obj's type through the factory's construction hook
+// (InformerFor). The factory's client is unused: each informer brings its own observed
+// protobuf client. A factory holds one informer per type and cannot forget one, so a
+// resource that comes back after its informer stopped (its API disabled, then enabled)
+// gets a new factory.
+func (c *Cluster) factoryFor(ns string, obj runtime.Object, inf cache.SharedIndexInformer) informers.SharedInformerFactory {
+	newFunc := func(kubernetes.Interface, time.Duration) cache.SharedIndexInformer { return inf }
+	c.factoriesMu.Lock()
+	defer c.factoriesMu.Unlock()
+	f := c.factories[ns]
+	if f != nil && f.InformerFor(obj, newFunc) == inf {
+		return f
+	}
+	f = informers.NewSharedInformerFactoryWithOptions(nil, 0, informers.WithNamespace(ns))
+	f.InformerFor(obj, newFunc)
+	if c.factories == nil {
+		c.factories = map[string]informers.SharedInformerFactory{}
+	}
+	c.factories[ns] = f
+	c.allFactories = append(c.allFactories, f)
+	return f
 }
 
 // ParseResourceVersion reads an etcd-backed resourceVersion as a number, which is how
@@ -313,7 +377,7 @@ func (c *Cluster) Status() ClusterStatus {
 		rcs = append(rcs, rc)
 	}
 	c.mu.Unlock()
-	s.ConnectionResets, s.Probes = c.connResets.Load(), c.probes.Load()
+	s.ConnectionResets, s.Probes, s.DiscoveryRequests = c.connResets.Load(), c.probes.Load(), c.discoveryRequests.Load()
 	proven := true
 	var worst float64
 	for _, rc := range rcs {

@@ -32,11 +32,11 @@ func (c *Cluster) kickDiscovery() {
 // their objects dropped. Failures back off exponentially up to the rediscovery interval.
 func (c *Cluster) discoveryLoop(ctx context.Context, cached discovery.CachedDiscoveryInterface) {
 	newBackoff := func() wait.Backoff {
-		return wait.Backoff{Duration: time.Second, Factor: 2, Jitter: 0.2, Steps: 100, Cap: c.opts.RediscoveryInterval}
+		return wait.Backoff{Duration: time.Second, Factor: 2, Jitter: 0.2, Steps: 100, Cap: c.rediscoveryInterval()}
 	}
 	backoff := newBackoff()
 	for {
-		wait := c.opts.RediscoveryInterval
+		wait := c.rediscoveryInterval()
 		if err := c.discover(ctx, cached); err != nil {
 			c.mu.Lock()
 			c.discoverErr = err
@@ -82,7 +82,14 @@ func (r resolved) display() string {
 func (c *Cluster) discover(ctx context.Context, cached discovery.CachedDiscoveryInterface) error {
 	// ServerGroupsAndResources fails as a whole only when the apiserver cannot be reached;
 	// a partial failure (one aggregated API down) still returns what it could.
-	_, lists, err := cached.ServerGroupsAndResources()
+	// With the cluster's context: a cluster being stopped does not wait for its discovery.
+	var lists []*metav1.APIResourceList
+	var err error
+	if cc, ok := cached.(discovery.CachedDiscoveryInterfaceWithContext); ok {
+		_, lists, err = cc.ServerGroupsAndResourcesWithContext(ctx)
+	} else {
+		_, lists, err = cached.ServerGroupsAndResources()
+	}
 	if err != nil && len(lists) == 0 {
 		return fmt.Errorf("discovery: %w", err)
 	}
@@ -274,9 +281,7 @@ func (c *Cluster) reconcileResources(ctx context.Context, want map[string]resolv
 				old.cancel()
 			}
 			c.resources[key] = rc
-			rctx, cancel := context.WithCancel(ctx)
-			rc.cancel = cancel
-			start = append(start, starting{rc, rctx})
+			start = append(start, starting{rc, ctx})
 		}
 	}
 	// A resource that stopped being served (its CRD was deleted) goes, with its objects,
@@ -308,16 +313,18 @@ func (c *Cluster) reconcileResources(ctx context.Context, want map[string]resolv
 		}
 	}
 	for _, s := range start {
-		go s.rc.run(s.ctx)
+		s.rc.start(s.ctx)
 	}
+	c.updateBudget()
 	c.resourceChanged()
 }
 
 // placeholder is a resource that is configured but not served.
 func (c *Cluster) placeholder(name string) *resourceCache {
-	rc := &resourceCache{cluster: c, requested: name, display: name, codec: &codec{}, log: c.log.With(zap.String("resource", name)), done: make(chan struct{}), cancel: func() {},
+	done := make(chan struct{})
+	close(done)
+	rc := &resourceCache{cluster: c, requested: name, display: name, codec: &codec{}, log: c.log.With(zap.String("resource", name)), done: done, cancel: func() {},
 		cnt: newCounters(c.opts.Clock.Now()), proof: newProof()}
-	close(rc.done)
 	rc.facts.notServed = true
 	rc.cond = rc.derive()
 	rc.cond.LastTransitionTime = c.opts.Clock.Now()

@@ -2,8 +2,11 @@ package clusters
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -69,7 +72,8 @@ func (lw *observedLW) ListWithContext(ctx context.Context, opts metav1.ListOptio
 }
 
 func (lw *observedLW) WatchWithContext(ctx context.Context, opts metav1.ListOptions) (watch.Interface, error) {
-	o := lw.rc.cluster.opts
+	rc := lw.rc
+	o := rc.cluster.opts
 	// A watch-list stream (sendInitialEvents) is this informer's list: cap it like one
 	// until its initial-events-end bookmark.
 	initial := opts.SendInitialEvents != nil && *opts.SendInitialEvents
@@ -81,58 +85,68 @@ func (lw *observedLW) WatchWithContext(ctx context.Context, opts metav1.ListOpti
 		// current as of the request.
 		opts.ResourceVersion = ""
 	} else {
-		timeout := lw.rc.watchTimeout()
+		timeout := rc.watchTimeout()
 		opts.TimeoutSeconds = &timeout
 	}
-	release := sync.OnceFunc(func() {
+	wctx, cancel := context.WithCancel(ctx)
+	st := &stream{rc: rc, initial: initial, cancel: cancel, start: o.Clock.Now()}
+	st.release = sync.OnceFunc(func() {
 		if initial {
 			o.ListLimiter.release()
 		}
 	})
-	wctx, cancel := context.WithCancel(ctx)
+	// The stream's decoder finds it here (streamFramer): one watch at a time per
+	// resource, and probes do not stream.
+	rc.mu.Lock()
+	rc.stream = st
+	rc.mu.Unlock()
 	// Only establishing the stream is bounded; the stream itself lives until the server
 	// ends it (its timeoutSeconds) or the informer stops.
 	timer := time.AfterFunc(o.RequestTimeout, cancel)
-	start := o.Clock.Now()
 	w, err := lw.inner.WatchWithContext(wctx, opts)
 	timer.Stop()
-	lw.rc.mu.Lock()
+	rc.mu.Lock()
 	if initial {
-		lw.rc.cnt.lists++ // a watch-list stream is this informer's list
+		rc.cnt.lists++ // a watch-list stream is this informer's list
 	}
 	if err != nil {
-		lw.rc.cnt.watchErrors++
+		rc.cnt.watchErrors++
 		if initial {
-			lw.rc.cnt.listErrors++
+			rc.cnt.listErrors++
 		}
 	} else {
-		lw.rc.cnt.watchStarts++
+		rc.cnt.watchStarts++
 	}
-	lw.rc.mu.Unlock()
+	rc.mu.Unlock()
 	if err != nil {
 		cancel()
-		release()
-		lw.rc.update(func(f *resourceFacts) { f.watchConnected = false })
-		lw.rc.recordError("watch", err)
+		st.release()
+		rc.update(func(f *resourceFacts) { f.watchConnected = false })
+		rc.recordError("watch", err)
 		return nil, err
 	}
-	lw.rc.update(func(f *resourceFacts) {
+	rc.update(func(f *resourceFacts) {
 		f.watchConnected = true
 		if !initial {
-			lw.rc.clearError(f)
+			rc.clearError(f)
 		}
 	})
-	ow := &observedWatch{inner: w, out: make(chan watch.Event), stop: make(chan struct{}), rc: lw.rc, initial: initial, release: release, cancel: cancel, start: start}
+	rc.mu.Lock()
 	if !initial {
 		// The apiserver sends a bookmark two seconds before the watch's timeout; probing
 		// the resource just before makes that bookmark prove it current.
-		ow.deadline = start.Add(time.Duration(*opts.TimeoutSeconds) * time.Second)
-		ow.proofTimer = time.AfterFunc(time.Duration(*opts.TimeoutSeconds)*time.Second-preBookmarkLead, func() {
-			lw.rc.cluster.probeResource(wctx, lw.rc)
+		st.deadline = st.start.Add(time.Duration(*opts.TimeoutSeconds) * time.Second)
+		st.timer = time.AfterFunc(time.Duration(*opts.TimeoutSeconds)*time.Second-preBookmarkLead, func() {
+			rc.cluster.probeResource(wctx, rc)
 		})
 	}
-	go ow.run()
-	return ow, nil
+	ended := st.ended
+	rc.mu.Unlock()
+	if ended {
+		// The stream ended while it was being set up: its end found no timer to stop.
+		st.stopTimer()
+	}
+	return w, nil
 }
 
 // Watch lifetimes (see freshness.go): a watch ends after the idle proof interval, and a
@@ -146,168 +160,239 @@ const (
 	// about 2s after it starts.
 	shortWatch = 4 * time.Second
 	// initialStreamGrace is how long a watch-list stream stays open after its initial
-	// events: long enough for the events sent right after them.
-	initialStreamGrace = time.Second
+	// events: long enough for the events sent right after them, and more than a second:
+	// client-go takes a watch that ends within a second without events for a failure,
+	// and lists again.
+	initialStreamGrace = 2 * time.Second
 )
 
 // watchTimeout is the timeout of the resource's next watch, in seconds.
 func (rc *resourceCache) watchTimeout() int64 {
 	o := rc.cluster.opts
 	rc.mu.Lock()
-	current := rc.proof.current(o.Clock.Now(), o.StaleAfter)
+	current := rc.proof.current(o.Clock.Now(), rc.cluster.staleAfter())
 	rc.mu.Unlock()
 	if !current {
 		return int64(shortWatch / time.Second)
 	}
 	// Jittered, so that a cluster's watches do not all renew at the same moment.
-	return int64(wait.Jitter(o.IdleProofInterval, 0.1) / time.Second)
+	return int64(wait.Jitter(rc.cluster.idleProofInterval(), 0.1) / time.Second)
 }
 
-// observedWatch forwards a watch stream and records its events and its end.
-type observedWatch struct {
-	inner watch.Interface
-	out   chan watch.Event
-	stop  chan struct{}
-	once  sync.Once
-	rc    *resourceCache
+// stream is one watch request of a resource, observed without a goroutine of its own:
+// client-go's decoding goroutine reports each event (eventSerializer) and the stream's
+// end (streamFramer), the informer's store reports what it stored (listed,
+// progressed). Its fields are guarded by rc.mu.
+type stream struct {
+	rc *resourceCache
+	fr *frameReader
 	// initial is true while a watch-list stream delivers its initial events: those are
 	// the list, not changes, and have no lag to measure.
 	initial bool
+	ended   bool
 	release func()
 	cancel  context.CancelFunc
 	start   time.Time
-	// deadline is when the server ends the stream; proofTimer probes before its bookmark.
-	deadline   time.Time
-	proofTimer *time.Timer
-	// endInitial: the initial-events-end bookmark was seen; the stream ends shortly
-	// after the reflector has taken it.
-	endInitial bool
+	// deadline is when the server ends the stream; timer probes before its bookmark (or
+	// ends a watch-list stream shortly after its initial events).
+	deadline time.Time
+	timer    *time.Timer
 }
 
-func (w *observedWatch) ResultChan() <-chan watch.Event { return w.out }
+func (st *stream) stopTimer() {
+	st.rc.mu.Lock()
+	t := st.timer
+	st.rc.mu.Unlock()
+	if t != nil {
+		t.Stop()
+	}
+}
 
-func (w *observedWatch) Stop() {
-	w.once.Do(func() {
-		close(w.stop)
-		w.inner.Stop()
+// end records the stream's end, once: the server closed it, it broke, or it was
+// stopped.
+func (st *stream) end() {
+	rc := st.rc
+	now := rc.cluster.opts.Clock.Now()
+	rc.mu.Lock()
+	if st.ended {
+		rc.mu.Unlock()
+		return
+	}
+	st.ended = true
+	initial := st.initial
+	if initial {
+		// The stream ended before its initial events were complete: a failed list.
+		rc.cnt.listErrors++
+	}
+	t := st.timer
+	rc.mu.Unlock()
+	st.release()
+	st.cancel()
+	if t != nil {
+		t.Stop()
+	}
+	rc.update(func(f *resourceFacts) {
+		// A stream that ends well before its timeout broke: whatever it proved, the cache
+		// must prove itself again. One that reached its timeout is renewed at once (a
+		// failed renewal reports itself), so the watch counts as connected.
+		if st.deadline.IsZero() || now.Before(st.deadline.Add(-time.Second)) {
+			f.watchConnected = false
+			rc.proof.disrupted(now)
+		}
 	})
 }
 
-func (w *observedWatch) run() {
-	defer func() {
-		close(w.out)
-		w.release()
-		w.cancel()
-		if w.proofTimer != nil {
-			w.proofTimer.Stop()
-		}
-		now := w.rc.cluster.opts.Clock.Now()
-		w.rc.update(func(f *resourceFacts) {
-			// A stream that ends well before its timeout broke: whatever it proved,
-			// the cache must prove itself again. One that reached its timeout is renewed
-			// at once (a failed renewal reports itself), so the watch counts as connected.
-			if w.deadline.IsZero() || now.Before(w.deadline.Add(-time.Second)) {
-				f.watchConnected = false
-				w.rc.proof.disrupted(now)
-			}
-		})
-		if w.initial {
-			// The stream ended before its initial events were complete: a failed list.
-			w.rc.mu.Lock()
-			w.rc.cnt.listErrors++
-			w.rc.mu.Unlock()
-		}
-	}()
-	clock := w.rc.cluster.opts.Clock
-	for {
-		select {
-		case ev, ok := <-w.inner.ResultChan():
-			if !ok {
-				return
-			}
-			select {
-			case <-w.stop: // ended here (Stop): what the closing stream says is noise
-				return
-			default:
-			}
-			w.observe(ev, clock.Now())
-			select {
-			case w.out <- ev:
-			case <-w.stop:
-				return
-			}
-			if w.endInitial {
-				// The reflector stores the initial events (which can take seconds) and
-				// then reads on from this stream. Ended before it reads an event there,
-				// the stream counts as a "very short watch", an error, and the reflector
-				// lists everything again. So the grace starts once it has taken one more
-				// bookmark (same revision, an ordinary one), which it reads only then.
-				w.endInitial = false
-				select {
-				case w.out <- watch.Event{Type: watch.Bookmark, Object: plainBookmark(ev.Object)}:
-				case <-w.stop:
-					return
-				}
-				w.deadline = clock.Now().Add(initialStreamGrace)
-				w.proofTimer = time.AfterFunc(initialStreamGrace, w.Stop)
-			}
-		case <-w.stop:
-			return
-		}
-	}
-}
-
-// plainBookmark is a copy of the initial-events-end bookmark object without its
-// annotation: the same revision, as an ordinary bookmark.
-func plainBookmark(obj runtime.Object) runtime.Object {
-	cp := obj.DeepCopyObject()
-	if m, err := meta.Accessor(cp); err == nil {
-		m.SetAnnotations(nil)
-	}
-	return cp
-}
-
-func (w *observedWatch) observe(ev watch.Event, now time.Time) {
-	rc := w.rc
-	if ev.Type == watch.Error {
-		rc.mu.Lock()
-		rc.cnt.watchErrors++
-		rc.cnt.events[string(ev.Type)]++
-		rc.mu.Unlock()
-		rc.recordError("watch", apierrors.FromObject(ev.Object))
-		return
-	}
-	m, err := meta.Accessor(ev.Object)
-	if err != nil {
-		return
-	}
-	rv := ParseResourceVersion(m.GetResourceVersion())
-	if ev.Type == watch.Bookmark && w.initial && m.GetAnnotations()[metav1.InitialEventsAnnotationKey] == "true" {
-		w.initial = false
-		w.release()
-		rc.listDone(w.start, now, rv)
-		rc.update(func(f *resourceFacts) {
-			f.lastList, f.lastEv = now, now
-			rc.clearError(f)
-		})
-		// The stream would go on as a watch with the reflector's long timeout and no
-		// proof before it ends: end it now (the reflector resumes from the bookmark), so
-		// that the next watch, of the idle proof interval, proves an idle resource in
-		// time. Kept open for longer, the first proof came after two intervals, past
-		// staleAfter.
-		w.endInitial = true // once the reflector has the bookmark (see run)
-	}
+// observeEvent counts one decoded watch event of the resource's current stream.
+func (rc *resourceCache) observeEvent(ev *metav1.WatchEvent) {
+	now := rc.cluster.opts.Clock.Now()
 	rc.mu.Lock()
-	rc.cnt.events[string(ev.Type)]++
-	if ev.Type == watch.Bookmark {
-		rc.cnt.lastBookmark = now
+	if st := rc.stream; st != nil && st.ended {
+		rc.mu.Unlock()
+		return // ended here (Stop): what the closing stream says is noise
 	}
-	if !w.initial {
-		// The initial events of a watch-list come in key order, not revision order.
-		rc.proof.advance(rv, now)
-	}
+	rc.cnt.countEvent(ev.Type)
 	rc.facts.lastEv = now
+	switch watch.EventType(ev.Type) {
+	case watch.Bookmark:
+		rc.cnt.lastBookmark = now
+	case watch.Error:
+		rc.cnt.watchErrors++
+	}
 	rc.mu.Unlock()
+	if watch.EventType(ev.Type) == watch.Error {
+		err := errors.New("the watch ended with an ERROR event")
+		if obj, derr := runtime.Decode(scheme.Codecs.UniversalDeserializer(), ev.Object.Raw); derr == nil {
+			err = apierrors.FromObject(obj)
+		}
+		rc.recordError("watch", err)
+	}
+}
+
+// listed: the store holds a complete list at rv. After a watch-list's initial events
+// this is the initial-events-end bookmark; the observed List already recorded a list.
+func (rc *resourceCache) listed(rv string) {
+	now := rc.cluster.opts.Clock.Now()
+	rc.mu.Lock()
+	st := rc.stream
+	if st == nil || !st.initial || st.ended {
+		rc.mu.Unlock()
+		return
+	}
+	st.initial = false
+	rc.cnt.lastBookmark = now
+	// The stream would go on as a watch with the reflector's long timeout and no proof
+	// before it ends: end it now (the reflector resumes from the bookmark), so that the
+	// next watch, of the idle proof interval, proves an idle resource in time. Kept open
+	// for longer, the first proof came after two intervals, past staleAfter.
+	st.deadline = now.Add(initialStreamGrace)
+	if st.fr != nil {
+		st.timer = time.AfterFunc(initialStreamGrace, st.fr.finish)
+	}
+	rc.mu.Unlock()
+	st.release()
+	rc.listDone(st.start, now, ParseResourceVersion(rv))
+	rc.update(func(f *resourceFacts) {
+		f.lastList, f.lastEv = now, now
+		rc.clearError(f)
+	})
+}
+
+// progressed: the store holds an event or bookmark at rv, past the list.
+func (rc *resourceCache) progressed(rv string) {
+	now := rc.cluster.opts.Clock.Now()
+	rc.mu.Lock()
+	rc.proof.advance(ParseResourceVersion(rv), now)
+	rc.mu.Unlock()
+}
+
+// observeStreams wraps a client's serializers so that every watch stream the client
+// opens reports its events and its end to rc, from client-go's own decoding goroutine
+// (no forwarding goroutine per watch). Lists and probes decode as before.
+func observeStreams(ns runtime.NegotiatedSerializer, rc *resourceCache) runtime.NegotiatedSerializer {
+	infos := append([]runtime.SerializerInfo(nil), ns.SupportedMediaTypes()...)
+	for i := range infos {
+		if ss := infos[i].StreamSerializer; ss != nil {
+			infos[i].StreamSerializer = &runtime.StreamSerializerInfo{
+				EncodesAsText: ss.EncodesAsText,
+				Serializer:    eventSerializer{ss.Serializer, rc},
+				Framer:        streamFramer{ss.Framer, rc},
+			}
+		}
+	}
+	return observedSerializer{ns, infos}
+}
+
+type observedSerializer struct {
+	runtime.NegotiatedSerializer
+	infos []runtime.SerializerInfo
+}
+
+func (s observedSerializer) SupportedMediaTypes() []runtime.SerializerInfo { return s.infos }
+
+// eventSerializer decodes a stream's frames (metav1.WatchEvent) and reports each.
+type eventSerializer struct {
+	runtime.Serializer
+	rc *resourceCache
+}
+
+func (s eventSerializer) Decode(data []byte, defaults *schema.GroupVersionKind, into runtime.Object) (runtime.Object, *schema.GroupVersionKind, error) {
+	obj, gvk, err := s.Serializer.Decode(data, defaults, into)
+	if ev, ok := obj.(*metav1.WatchEvent); ok && err == nil {
+		s.rc.observeEvent(ev)
+	}
+	return obj, gvk, err
+}
+
+// streamFramer binds each stream's body to the watch request that opened it.
+type streamFramer struct {
+	runtime.Framer
+	rc *resourceCache
+}
+
+func (f streamFramer) NewFrameReader(body io.ReadCloser) io.ReadCloser {
+	r := f.Framer.NewFrameReader(body)
+	f.rc.mu.Lock()
+	defer f.rc.mu.Unlock()
+	st := f.rc.stream
+	if st == nil {
+		return r
+	}
+	st.fr = &frameReader{ReadCloser: r, st: st}
+	return st.fr
+}
+
+// frameReader reports the stream's end: a read error (closed by the server, broken) or
+// Close (stopped by the reflector).
+type frameReader struct {
+	io.ReadCloser
+	st *stream
+	// finishing: fleetcache ends the stream (finish); the reader then reports a clean
+	// end, as when the server ends it, and the reflector resumes from its last revision.
+	// Stopping the watch instead can hand the reflector a decoding error, and a relist.
+	finishing atomic.Bool
+}
+
+func (r *frameReader) Read(p []byte) (int, error) {
+	n, err := r.ReadCloser.Read(p)
+	if err != nil && err != io.ErrShortBuffer {
+		if r.finishing.Load() {
+			err = io.EOF
+		}
+		r.st.end()
+	}
+	return n, err
+}
+
+// finish ends the stream cleanly.
+func (r *frameReader) finish() {
+	r.finishing.Store(true)
+	_ = r.ReadCloser.Close()
+}
+
+func (r *frameReader) Close() error {
+	err := r.ReadCloser.Close()
+	r.st.end()
+	return err
 }
 
 // IsWatchListSemanticsUnSupported passes the wrapped client's answer on to the reflector,
@@ -340,7 +425,6 @@ func (c *Cluster) newResourceCache(r resolved, ns string) (*resourceCache, error
 	rc := &resourceCache{
 		cluster: c, requested: r.requested, gvr: r.gvr, display: r.display(), namespace: ns,
 		log:   c.log.With(zap.String("resource", r.display())),
-		done:  make(chan struct{}),
 		cond:  Condition{Phase: PhasePending, LastTransitionTime: c.opts.Clock.Now()},
 		cnt:   newCounters(c.opts.Clock.Now()),
 		proof: newProof(),
@@ -375,12 +459,12 @@ func (c *Cluster) newResourceCache(r resolved, ns string) (*resourceCache, error
 		if r.gvk.Group == "" {
 			cfg.APIPath = "/api"
 		}
-		cfg.NegotiatedSerializer = scheme.Codecs.WithoutConversion()
+		cfg.NegotiatedSerializer = observeStreams(scheme.Codecs.WithoutConversion(), rc)
 		cfg.ContentType = runtime.ContentTypeProtobuf
 		cfg.AcceptContentTypes = runtime.ContentTypeProtobuf + "," + runtime.ContentTypeJSON
 		client, err := rest.RESTClientForConfigAndClient(cfg, c.conn)
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("make a client for %s: %w", r.display(), err)
 		}
 		lw = cache.NewFilteredListWatchFromClient(client, r.gvr.Resource, ns, tweak)
 		example = typed
@@ -390,11 +474,16 @@ func (c *Cluster) newResourceCache(r resolved, ns string) (*resourceCache, error
 			return obj.(protoObject)
 		}}
 	} else {
-		dyn, err := dynamic.NewForConfigAndClient(c.informerClient, c.conn)
+		// Custom resources: the dynamic client, on a REST client whose watch streams are
+		// observed (dynamic.NewForConfigAndClient, with the serializer wrapped).
+		cfg := dynamic.ConfigFor(c.informerClient)
+		cfg.GroupVersion, cfg.APIPath = nil, "/if-you-see-this-search-for-the-break"
+		cfg.NegotiatedSerializer = observeStreams(cfg.NegotiatedSerializer, rc)
+		client, err := rest.UnversionedRESTClientForConfigAndClient(cfg, c.conn)
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("make a client for %s: %w", r.display(), err)
 		}
-		ri := dyn.Resource(r.gvr).Namespace(ns)
+		ri := dynamic.New(client).Resource(r.gvr).Namespace(ns)
 		lw = &cache.ListWatch{
 			ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
 				tweak(&o)
@@ -409,16 +498,25 @@ func (c *Cluster) newResourceCache(r resolved, ns string) (*resourceCache, error
 		rc.codec = &codec{gvk: r.gvk, indexes: indexes}
 	}
 	rc.lister = lw
-	rc.informer = cache.NewSharedIndexInformerWithOptions(&observedLW{inner: lw, rc: rc}, example, cache.SharedIndexInformerOptions{
-		ResyncPeriod:      c.opts.ResyncPeriod,
-		ObjectDescription: c.target.Name + "/" + r.display(),
+	inf := newReflectorInformer(&observedLW{inner: lw, rc: rc}, example, c.target.Name+"/"+r.display(), informerHooks{
+		listed: rc.listed, progressed: rc.progressed, synced: rc.synced,
+		stopped: func() {
+			if h := c.opts.Handler; h != nil {
+				h.OnStop(rc.ref)
+			}
+		},
 	})
-	if err := rc.informer.SetTransform(rc.codec.compact); err != nil {
+	if err := inf.SetTransform(rc.codec.compact); err != nil {
 		return nil, err
 	}
-	// One handler: each costs the informer a listener with two goroutines and a buffer.
-	if _, err := rc.informer.AddEventHandler(handlerFuncs(rc.ref, &rc.objects, c.opts.Handler)); err != nil {
+	if _, err := inf.AddEventHandler(handlerFuncs(rc.ref, &rc.objects, c.opts.Handler)); err != nil {
 		return nil, err
+	}
+	rc.informer, rc.cancel, rc.done = inf, inf.Stop, inf.Done()
+	if typed := example; typed != nil {
+		// Through the context's shared informer factory (its own construction hook, with
+		// this informer); the factory starts it and waits for it on shutdown.
+		rc.factory = c.factoryFor(ns, typed, inf)
 	}
 	return rc, nil
 }

@@ -2,7 +2,9 @@ package clusters
 
 import (
 	"context"
+	"encoding/json"
 	"net/http"
+	"net/http/httptest"
 	"sync"
 	"testing"
 	"time"
@@ -14,78 +16,89 @@ import (
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/cache"
 )
 
-// scriptedLW plays a script: lists return the next list, watches the next watcher. It
-// does not speak watch-list, so the reflector lists then watches.
-type scriptedLW struct {
+// scriptedAPI serves configmaps as an apiserver would over JSON, playing a script of
+// watch-list streams: each streams the current list (ADDED events, then the
+// initial-events-end bookmark), then, for the first one, a 410 ERROR event. Watches
+// that resume from a revision stay open until the client goes.
+type scriptedAPI struct {
 	mu      sync.Mutex
 	lists   []*corev1.ConfigMapList
-	watches []func() watch.Interface
-	nList   int
-	nWatch  int
+	nStream int
 }
 
-func (s *scriptedLW) IsWatchListSemanticsUnSupported() bool { return true }
-
-func (s *scriptedLW) ListWithContext(ctx context.Context, _ metav1.ListOptions) (runtime.Object, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	l := s.lists[min(s.nList, len(s.lists)-1)]
-	s.nList++
-	return l.DeepCopy(), nil
-}
-
-func (s *scriptedLW) WatchWithContext(ctx context.Context, _ metav1.ListOptions) (watch.Interface, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	w := s.watches[min(s.nWatch, len(s.watches)-1)]()
-	s.nWatch++
-	return w, nil
+func (s *scriptedAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	if q.Get("watch") != "true" {
+		s.mu.Lock()
+		l := s.lists[min(max(s.nStream-1, 0), len(s.lists)-1)]
+		s.mu.Unlock()
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(l)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusOK)
+	enc := json.NewEncoder(w)
+	send := func(typ watch.EventType, obj any) {
+		raw, _ := json.Marshal(obj)
+		_ = enc.Encode(metav1.WatchEvent{Type: string(typ), Object: runtime.RawExtension{Raw: raw}})
+		w.(http.Flusher).Flush()
+	}
+	if q.Get("sendInitialEvents") == "true" {
+		s.mu.Lock()
+		n := s.nStream
+		s.nStream++
+		l := s.lists[min(n, len(s.lists)-1)]
+		s.mu.Unlock()
+		for _, cm := range l.Items {
+			send(watch.Added, cm)
+		}
+		send(watch.Bookmark, &corev1.ConfigMap{TypeMeta: metav1.TypeMeta{Kind: "ConfigMap", APIVersion: "v1"}, ObjectMeta: metav1.ObjectMeta{
+			ResourceVersion: l.ResourceVersion, Annotations: map[string]string{metav1.InitialEventsAnnotationKey: "true"}}})
+		if n == 0 {
+			send(watch.Error, &metav1.Status{TypeMeta: metav1.TypeMeta{Kind: "Status", APIVersion: "v1"}, Status: metav1.StatusFailure,
+				Code: http.StatusGone, Reason: metav1.StatusReasonExpired, Message: "too old resource version"})
+			return
+		}
+	}
+	<-r.Context().Done()
 }
 
 func cmList(rv string, names ...string) *corev1.ConfigMapList {
-	l := &corev1.ConfigMapList{ListMeta: metav1.ListMeta{ResourceVersion: rv}}
+	l := &corev1.ConfigMapList{TypeMeta: metav1.TypeMeta{Kind: "ConfigMapList", APIVersion: "v1"}, ListMeta: metav1.ListMeta{ResourceVersion: rv}}
 	for _, n := range names {
-		l.Items = append(l.Items, corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: n, Namespace: "default", ResourceVersion: rv}})
+		l.Items = append(l.Items, corev1.ConfigMap{TypeMeta: metav1.TypeMeta{Kind: "ConfigMap", APIVersion: "v1"}, ObjectMeta: metav1.ObjectMeta{Name: n, Namespace: "default", ResourceVersion: rv}})
 	}
 	return l
 }
 
 // TestGoneWatchIsCountedAsRelist: a watch ended by 410 Gone makes the reflector list
-// again; the counters record the ERROR event, the watch error and one relist, and the
-// cache holds the second list.
+// again; the counters, which see the stream through client-go's own decoder (no
+// forwarding goroutine), record the ERROR event, the watch error and one relist, and
+// the cache holds the second list.
 func TestGoneWatchIsCountedAsRelist(t *testing.T) {
-	gone := func() watch.Interface {
-		w := watch.NewFake()
-		go w.Error(&metav1.Status{Status: metav1.StatusFailure, Code: http.StatusGone, Reason: metav1.StatusReasonExpired, Message: "too old resource version"})
-		return w
-	}
-	quiet := func() watch.Interface { return watch.NewFake() }
-	lw := &scriptedLW{
-		lists:   []*corev1.ConfigMapList{cmList("10", "a"), cmList("20", "a", "b")},
-		watches: []func() watch.Interface{gone, quiet},
-	}
-	c := New(Target{Name: "fake", Config: &rest.Config{}}, Options{})
-	rc := &resourceCache{
-		cluster: c, display: "configmaps", requested: "configmaps", done: make(chan struct{}),
-		log: c.log, cnt: newCounters(time.Now()), proof: newProof(),
-		codec: &codec{gvk: corev1.SchemeGroupVersion.WithKind("ConfigMap"), newTyped: func() protoObject { return &corev1.ConfigMap{} }},
-		ref:   &InformerRef{Cluster: "fake", Resource: "configmaps", ID: 1},
-	}
-	rc.informer = cache.NewSharedIndexInformerWithOptions(&observedLW{inner: lw, rc: rc}, &corev1.ConfigMap{}, cache.SharedIndexInformerOptions{})
-	if err := rc.informer.SetTransform(rc.codec.compact); err != nil {
+	api := &scriptedAPI{lists: []*corev1.ConfigMapList{cmList("10", "a"), cmList("20", "a", "b")}}
+	srv := httptest.NewServer(api)
+	defer srv.Close()
+	c := New(Target{Name: "fake", Config: &rest.Config{Host: srv.URL}}, Options{})
+	c.informerClient, c.conn = &rest.Config{Host: srv.URL}, srv.Client()
+	rc, err := c.newResourceCache(resolved{
+		requested: "configmaps", spec: ResourceSpec{Name: "configmaps"}, namespaced: true,
+		gvr: corev1.SchemeGroupVersion.WithResource("configmaps"), gvk: corev1.SchemeGroupVersion.WithKind("ConfigMap"),
+	}, "")
+	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer func() { cancel(); <-rc.done }()
-	go rc.run(ctx)
+	rc.start(ctx)
 
 	var k Counters
-	err := wait.PollUntilContextTimeout(context.Background(), 20*time.Millisecond, 30*time.Second, true, func(context.Context) (bool, error) {
+	err = wait.PollUntilContextTimeout(context.Background(), 20*time.Millisecond, 30*time.Second, true, func(context.Context) (bool, error) {
 		k = rc.status().Counters
-		return k.Relists >= 1 && len(rc.informer.GetStore().ListKeys()) == 2, nil
+		return k.Relists >= 1 && rc.objects.Load() == 2, nil
 	})
 	if err != nil {
 		t.Fatalf("no relist observed: %+v", k)
@@ -95,6 +108,9 @@ func TestGoneWatchIsCountedAsRelist(t *testing.T) {
 	}
 	if k.Events["ERROR"] != 1 || k.WatchErrors != 1 || k.WatchStarts < 2 {
 		t.Errorf("ERROR events %d, watch errors %d, watch starts %d: want 1, 1, >=2", k.Events["ERROR"], k.WatchErrors, k.WatchStarts)
+	}
+	if got := rc.informer.GetStore().ListKeys(); len(got) != 2 {
+		t.Errorf("store holds %v, want default/a and default/b", got)
 	}
 	rc.mu.Lock()
 	cacheRV := rc.proof.cacheRV

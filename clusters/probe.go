@@ -39,7 +39,18 @@ var errStorageUnavailable = errors.New("the apiserver reports its etcd failing")
 var errConnectionStalled = errors.New("a request on the cluster's connection timed out while a new connection answered; its streams were moved to new connections")
 
 func (c *Cluster) probeLoop(ctx context.Context) {
-	wait.JitterUntilWithContext(ctx, c.probeOnce, c.opts.ProbeInterval, 0.1, true)
+	for {
+		c.probeOnce(ctx)
+		// Jittered, so that clusters started together do not probe together; re-read
+		// each time: the fleet's request budget may have stretched it.
+		t := time.NewTimer(wait.Jitter(c.probeInterval(), 0.1))
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+	}
 }
 
 // probeOnce runs one probe and re-derives every phase (a staleness bound grows with time).

@@ -9,6 +9,7 @@ import (
 
 	"go.uber.org/zap"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/informers"
 	"k8s.io/client-go/tools/cache"
 )
 
@@ -22,13 +23,17 @@ type resourceCache struct {
 	display   string // "deployments.apps"
 	namespace string
 	codec     *codec
-	informer  cache.SharedIndexInformer
-	ref       *InformerRef
-	lister    cache.ListerWatcherWithContext // unobserved: for resourceVersion probes
-	log       *zap.Logger
+	informer  *reflectorInformer
+	// factory is the context's shared informer factory that runs informer (built-in
+	// types); nil for custom resources, whose informer runs on its own goroutine.
+	factory informers.SharedInformerFactory
+	ref     *InformerRef
+	lister  cache.ListerWatcherWithContext // unobserved: for resourceVersion probes
+	log     *zap.Logger
 
-	cancel context.CancelFunc
-	done   chan struct{}
+	// cancel stops the informer; done is closed once it has stopped.
+	cancel func()
+	done   <-chan struct{}
 
 	// objects follows the informer's store through its event handler: status and
 	// metrics read it without listing the store's keys.
@@ -39,6 +44,8 @@ type resourceCache struct {
 	cond  Condition
 	cnt   counters
 	proof proof
+	// stream is the current (or last) watch request.
+	stream *stream
 }
 
 type resourceFacts struct {
@@ -110,7 +117,7 @@ func (rc *resourceCache) derive() Condition {
 		return Condition{Phase: PhaseDegraded, Reason: f.errReason, Message: f.errMessage}
 	}
 	now := rc.cluster.opts.Clock.Now()
-	if !rc.proof.current(now, rc.cluster.opts.StaleAfter) {
+	if !rc.proof.current(now, rc.cluster.staleAfter()) {
 		return Condition{Phase: PhaseDegraded, Reason: ReasonStale, Message: rc.staleMessage(now)}
 	}
 	return Condition{Phase: PhaseSynced}
@@ -121,7 +128,7 @@ func (rc *resourceCache) derive() Condition {
 // are derived on events and probes; the claim must hold when it is read). rc.mu is held.
 func (rc *resourceCache) condNow() Condition {
 	now := rc.cluster.opts.Clock.Now()
-	if rc.cond.Phase == PhaseSynced && !rc.proof.current(now, rc.cluster.opts.StaleAfter) {
+	if rc.cond.Phase == PhaseSynced && !rc.proof.current(now, rc.cluster.staleAfter()) {
 		return Condition{Phase: PhaseDegraded, Reason: ReasonStale, Message: rc.staleMessage(now), LastTransitionTime: now}
 	}
 	return rc.cond
@@ -144,7 +151,7 @@ func (rc *resourceCache) staleMessage(now time.Time) string {
 			rc.display, now.Sub(p.disruptedAt).Round(time.Millisecond), bound.Round(time.Millisecond))
 	}
 	return fmt.Sprintf("%s: the cache is only proven to hold what the apiserver had %s ago (limit %s); its watch may be stalled",
-		rc.display, bound.Round(time.Millisecond), rc.cluster.opts.StaleAfter)
+		rc.display, bound.Round(time.Millisecond), rc.cluster.staleAfter())
 }
 
 func (rc *resourceCache) recordError(verb string, err error) {
@@ -163,32 +170,26 @@ func (rc *resourceCache) clearError(f *resourceFacts) {
 	f.errPhase, f.errReason, f.errMessage = "", "", ""
 }
 
-// run starts the informer and marks the resource synced once its first list is stored.
-// When ctx ends it tells the handler that the informer's objects are gone.
-func (rc *resourceCache) run(ctx context.Context) {
-	defer close(rc.done)
-	if h := rc.cluster.opts.Handler; h != nil {
-		defer h.OnStop(rc.ref)
-	}
+// start runs the informer until ctx ends or cancel is called: through its factory
+// (built-in types) or on a goroutine of its own.
+func (rc *resourceCache) start(ctx context.Context) {
 	rc.update(func(f *resourceFacts) {})
-	// The wait for the first sync has a goroutine of its own, which ends then; the
-	// informer runs on this one until ctx ends (one goroutine fewer per resource for the
-	// cache's whole life).
-	syncWait := make(chan struct{})
-	go func() {
-		defer close(syncWait)
-		if cache.WaitForCacheSync(ctx.Done(), rc.informer.HasSynced) {
-			rc.update(func(f *resourceFacts) {
-				f.synced = true
-				if f.initialSync.IsZero() {
-					f.initialSync = rc.cluster.opts.Clock.Now()
-					rc.cnt.initialSyncDuration = f.initialSync.Sub(rc.cnt.started)
-				}
-			})
+	if rc.factory != nil {
+		rc.factory.StartWithContext(ctx)
+		return
+	}
+	go rc.informer.RunWithContext(ctx)
+}
+
+// synced: the first list is in the cache (called once, by the informer).
+func (rc *resourceCache) synced() {
+	rc.update(func(f *resourceFacts) {
+		f.synced = true
+		if f.initialSync.IsZero() {
+			f.initialSync = rc.cluster.opts.Clock.Now()
+			rc.cnt.initialSyncDuration = f.initialSync.Sub(rc.cnt.started)
 		}
-	}()
-	rc.informer.RunWithContext(ctx)
-	<-syncWait
+	})
 }
 
 // listDone counts a completed list (or the initial part of a watch-list stream). Lists

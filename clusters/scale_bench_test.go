@@ -3,19 +3,25 @@ package clusters_test
 import (
 	"context"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"runtime"
 	"runtime/pprof"
+	"sort"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
 	"github.com/fleetcache/fleetcache/aggregator"
 	"github.com/fleetcache/fleetcache/clusters"
+	"github.com/fleetcache/fleetcache/internal/metrics"
+	"github.com/fleetcache/fleetcache/internal/server"
 	"github.com/fleetcache/fleetcache/internal/testfleet"
 )
 
@@ -47,7 +53,7 @@ func BenchmarkPerClusterOverhead(b *testing.B) {
 		}
 	}
 	base := measureFleet(b, 3)
-	b.Logf("3 contexts: %s", base)
+	b.Logf("3 contexts: %s; answers %+v", base, base.answers)
 	for _, n := range sizes {
 		b.Run(fmt.Sprintf("contexts=%d", n), func(b *testing.B) {
 			for range b.N {
@@ -59,8 +65,16 @@ func BenchmarkPerClusterOverhead(b *testing.B) {
 				b.ReportMetric(m.synced.Seconds(), "all-synced-s")
 				b.ReportMetric(m.idleCPU*100, "idle-cpu-%")
 				b.ReportMetric(m.requestsPerSecond, "idle-requests/s")
+				b.ReportMetric(m.scale, "interval-scale")
+				ms := func(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+				b.ReportMetric(ms(m.answers.clusters), "clusters-ms")
+				b.ReportMetric(ms(m.answers.readyz), "readyz-verbose-ms")
+				b.ReportMetric(ms(m.answers.metrics), "metrics-ms")
+				b.ReportMetric(ms(m.answers.metricsClusterOnly), "metrics-cluster-only-ms")
+				b.ReportMetric(float64(m.answers.series)/float64(n), "series/cluster")
+				b.ReportMetric(float64(m.answers.seriesClusterOnly)/float64(n), "cluster-only-series/cluster")
 				b.ReportMetric((m.heapAfterStop-base.heap)/(1<<20), "heap-left-after-stop-MiB")
-				b.Logf("%d contexts: %s", n, m)
+				b.Logf("%d contexts: %s; answers %+v", n, m, m.answers)
 			}
 		})
 	}
@@ -72,21 +86,77 @@ type fleetCost struct {
 	idleCPU               float64 // of one core
 	requestsPerSecond     float64
 	heapAfterStop         float64
+	scale                 float64 // the probe budget's interval scale
+	answers               answerCost
+}
+
+// answerCost is how long the status endpoints take to answer, whole (median of 5).
+type answerCost struct {
+	clusters, readyz, metrics, metricsClusterOnly time.Duration
+	// series in one /metrics scrape (fleetcache_ ones), with and without per-resource ones
+	series, seriesClusterOnly int
+}
+
+// measureAnswers times /api/v1/clusters, /readyz?verbose and /metrics (with and without
+// the per-resource series) through the daemon's HTTP handler.
+func measureAnswers(b *testing.B, f *clusters.Fleet, index *aggregator.Index) answerCost {
+	handler := func(clusterOnly bool) http.Handler {
+		reg := prometheus.NewRegistry()
+		reg.MustRegister(metrics.NewCollector(f, metrics.Options{ClusterSeriesOnly: clusterOnly}))
+		return server.New(server.Options{Fleet: f, Index: index, Gatherer: reg})
+	}
+	full, lean := handler(false), handler(true)
+	timeIt := func(h http.Handler, path string) (time.Duration, string) {
+		var ds []time.Duration
+		var body string
+		for range 5 {
+			rec := httptest.NewRecorder()
+			start := time.Now()
+			h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, path, nil))
+			ds = append(ds, time.Since(start))
+			if rec.Code != http.StatusOK && !(path == "/readyz?verbose" && rec.Code == http.StatusServiceUnavailable) {
+				b.Fatalf("%s: %d %s", path, rec.Code, rec.Body.String())
+			}
+			body = rec.Body.String()
+		}
+		sort.Slice(ds, func(i, j int) bool { return ds[i] < ds[j] })
+		return ds[len(ds)/2], body
+	}
+	countSeries := func(body string) (n int) {
+		for _, l := range strings.Split(body, "\n") {
+			if strings.HasPrefix(l, "fleetcache_") {
+				n++
+			}
+		}
+		return n
+	}
+	var a answerCost
+	var body string
+	a.clusters, _ = timeIt(full, "/api/v1/clusters")
+	a.readyz, _ = timeIt(full, "/readyz?verbose")
+	a.metrics, body = timeIt(full, "/metrics")
+	a.series = countSeries(body)
+	a.metricsClusterOnly, body = timeIt(lean, "/metrics")
+	a.seriesClusterOnly = countSeries(body)
+	return a
 }
 
 func (m fleetCost) String() string {
-	return fmt.Sprintf("heap %.0f MiB, RSS %.0f MiB, %.0f goroutines, all synced in %s, idle CPU %.1f%%, %.0f requests/s; heap after stop %.0f MiB",
-		m.heap/(1<<20), m.rss/(1<<20), m.goroutines, m.synced.Round(100*time.Millisecond), m.idleCPU*100, m.requestsPerSecond, m.heapAfterStop/(1<<20))
+	return fmt.Sprintf("heap %.0f MiB, RSS %.0f MiB, %.0f goroutines, all synced in %s, idle CPU %.1f%%, %.0f requests/s (interval scale %.2f); heap after stop %.0f MiB",
+		m.heap/(1<<20), m.rss/(1<<20), m.goroutines, m.synced.Round(100*time.Millisecond), m.idleCPU*100, m.requestsPerSecond, m.scale, m.heapAfterStop/(1<<20))
 }
 
 func measureFleet(b *testing.B, n int) fleetCost {
+	goroutinesBefore := runtime.NumGoroutine()
 	path := filepath.Join(b.TempDir(), "kubeconfig")
 	if err := fleet.WriteManyContexts(path, n); err != nil {
 		b.Fatal(err)
 	}
 	index := aggregator.New(nil, aggregator.Options{})
+	budget := clusters.NewRequestBudget(clusters.DefaultProbeBudget)
 	f := clusters.NewFleet(clusters.KubeconfigSource{Paths: []string{path}}, clusters.FleetOptions{
-		Cluster: clusters.Options{Handler: index, ListLimiter: clusters.NewListLimiter(4)},
+		// The daemon's defaults: 4 concurrent initial lists, the default probe budget.
+		Cluster: clusters.Options{Handler: index, ListLimiter: clusters.NewListLimiter(4), Budget: budget},
 		Logger:  zap.NewNop(),
 	})
 	ctx, cancel := context.WithCancel(context.Background())
@@ -116,20 +186,33 @@ func measureFleet(b *testing.B, n int) fleetCost {
 	time.Sleep(5 * time.Second)
 	requests := func() (total uint64) {
 		for _, s := range f.Status() {
-			total += s.Probes
+			total += s.Probes + s.DiscoveryRequests
 			for _, r := range s.Resources {
 				total += r.Counters.Lists + r.Counters.WatchStarts
 			}
 		}
 		return total
 	}
+	dir := os.Getenv("FLEETCACHE_SCALE_PROFILES")
+	var cpuProfile *os.File
+	if dir != "" {
+		// Where the idle CPU goes.
+		if out, err := os.Create(filepath.Join(dir, fmt.Sprintf("cpu-%d.pprof", n))); err == nil && pprof.StartCPUProfile(out) == nil {
+			cpuProfile = out
+		}
+	}
 	cpu0, req0, t0 := processCPU(), requests(), time.Now()
-	time.Sleep(20 * time.Second)
+	time.Sleep(idleWindow(b, n))
 	elapsed := time.Since(t0)
+	if cpuProfile != nil {
+		pprof.StopCPUProfile()
+		cpuProfile.Close()
+	}
 	m.idleCPU = (processCPU() - cpu0).Seconds() / elapsed.Seconds()
 	m.requestsPerSecond = float64(requests()-req0) / elapsed.Seconds()
 	m.heap, m.goroutines, m.rss = liveHeap(), float64(runtime.NumGoroutine()), rss()
-	if dir := os.Getenv("FLEETCACHE_SCALE_PROFILES"); dir != "" {
+	m.scale = budget.Scale()
+	if dir != "" {
 		// Where the goroutines and the heap go, for BENCHMARKS.md.
 		for _, name := range []string{"goroutine", "heap"} {
 			if out, err := os.Create(filepath.Join(dir, fmt.Sprintf("%s-%d.pprof", name, n))); err == nil {
@@ -138,10 +221,27 @@ func measureFleet(b *testing.B, n int) fleetCost {
 			}
 		}
 	}
+	m.answers = measureAnswers(b, f, index)
 	cancel()
 	<-done
 	index = nil
+	// Clusters that outlast the fleet's stop timeout are abandoned, not gone: wait until
+	// their goroutines have ended before reading what stays.
+	for deadline := time.Now().Add(2 * time.Minute); runtime.NumGoroutine() > goroutinesBefore+2 && time.Now().Before(deadline); {
+		time.Sleep(100 * time.Millisecond)
+	}
 	m.heapAfterStop = liveHeap()
+	if dir != "" {
+		// What a stopped fleet still holds.
+		if out, err := os.Create(filepath.Join(dir, fmt.Sprintf("heap-after-stop-%d.pprof", n))); err == nil {
+			_ = pprof.Lookup("heap").WriteTo(out, 0)
+			out.Close()
+		}
+		if out, err := os.Create(filepath.Join(dir, fmt.Sprintf("goroutine-after-stop-%d.pprof", n))); err == nil {
+			_ = pprof.Lookup("goroutine").WriteTo(out, 1)
+			out.Close()
+		}
+	}
 	return m
 }
 
@@ -176,4 +276,19 @@ func processCPU() time.Duration {
 	stime, _ := strconv.ParseFloat(fields[12], 64)
 	const ticks = 100 // USER_HZ on Linux
 	return time.Duration((utime + stime) / ticks * float64(time.Second))
+}
+
+// idleWindow is how long idle CPU and requests are measured: FLEETCACHE_SCALE_IDLE
+// (default 20s; the 3-context baseline always 20s). Steady state needs a whole
+// idle-proof cycle (IdleProofInterval times the probe budget's scale: about 5.6 minutes
+// at 1,000 clusters).
+func idleWindow(b *testing.B, n int) time.Duration {
+	if s := os.Getenv("FLEETCACHE_SCALE_IDLE"); s != "" && n > 3 {
+		d, err := time.ParseDuration(s)
+		if err != nil {
+			b.Fatal(err)
+		}
+		return d
+	}
+	return 20 * time.Second
 }

@@ -112,8 +112,10 @@ type ClusterStatus struct {
 	// probe on them timed out (a connection that stopped delivering).
 	ConnectionResets uint64 `json:"connectionResets"`
 	// Probes counts the requests freshness and health probes made to the apiserver.
-	Probes    uint64           `json:"probes"`
-	Resources []ResourceStatus `json:"resources"`
+	Probes uint64 `json:"probes"`
+	// DiscoveryRequests counts the requests discovery made to the apiserver.
+	DiscoveryRequests uint64           `json:"discoveryRequests"`
+	Resources         []ResourceStatus `json:"resources"`
 }
 
 // Objects is the number of objects cached for the cluster.

@@ -228,7 +228,9 @@ func serve(args []string) error {
 	// go_gc_heap_live_bytes (the heap the last GC kept) on top of the defaults: the figure
 	// to size memory by, where heap in use also counts garbage not yet collected.
 	goMetrics := collectors.NewGoCollector(collectors.WithGoCollectorRuntimeMetrics(collectors.GoRuntimeMetricsRule{Matcher: regexp.MustCompile(`^/gc/heap/live:bytes$`)}))
-	reg.MustRegister(goMetrics, collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), metrics.NewCollector(fleet))
+	reg.MustRegister(goMetrics, collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), metrics.NewCollector(fleet, metrics.Options{
+		ClusterSeriesOnly: !cfg.Metrics.PerResourceSeries(), Budget: clusterOpts.Budget,
+	}))
 	var served server.Fleet = fleet
 	ready := server.ReadyPolicy{Mode: cfg.Readiness.Policy, Min: cfg.Readiness.MinClusters, AllowEmpty: cfg.Readiness.AllowEmpty}
 	var shardStatus interface{ Status() sharding.Status }

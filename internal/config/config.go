@@ -34,13 +34,19 @@ type Config struct {
 	ResyncPeriod metav1.Duration `json:"resyncPeriod,omitempty"`
 	Cluster      ClusterConfig   `json:"cluster,omitempty"`
 	// MaxConcurrentInitialLists caps lists running at once across the fleet. Default 4.
-	MaxConcurrentInitialLists int             `json:"maxConcurrentInitialLists,omitempty"`
-	Log                       LogConfig       `json:"log,omitempty"`
-	API                       APIConfig       `json:"api,omitempty"`
-	Readiness                 ReadinessConfig `json:"readiness,omitempty"`
-	InCluster                 InClusterConfig `json:"inCluster,omitempty"`
-	Auth                      AuthConfig      `json:"auth,omitempty"`
-	TLS                       TLSConfig       `json:"tls,omitempty"`
+	MaxConcurrentInitialLists int `json:"maxConcurrentInitialLists,omitempty"`
+	// ProbeBudget is how many freshness requests per second (probes and watch renewals)
+	// the whole fleet may make; past it every cluster's probe and idle-proof intervals
+	// stretch (clusters.RequestBudget). Default clusters.DefaultProbeBudget.
+	ProbeBudget float64 `json:"probeBudget,omitempty"`
+	// Metrics chooses the exported series.
+	Metrics   MetricsConfig   `json:"metrics,omitempty"`
+	Log       LogConfig       `json:"log,omitempty"`
+	API       APIConfig       `json:"api,omitempty"`
+	Readiness ReadinessConfig `json:"readiness,omitempty"`
+	InCluster InClusterConfig `json:"inCluster,omitempty"`
+	Auth      AuthConfig      `json:"auth,omitempty"`
+	TLS       TLSConfig       `json:"tls,omitempty"`
 	// ShutdownGracePeriod bounds how long in-flight requests and watch streams get to
 	// finish after SIGTERM. Default 20s (inside Kubernetes' default 30s).
 	ShutdownGracePeriod metav1.Duration `json:"shutdownGracePeriod,omitempty"`
@@ -132,6 +138,17 @@ type ClusterConfig struct {
 	RediscoveryInterval metav1.Duration `json:"rediscoveryInterval,omitempty"`
 }
 
+// MetricsConfig chooses the exported series.
+type MetricsConfig struct {
+	// PerResource exports the per-resource series (about 100 per cluster and resource).
+	// Default true; false keeps the cluster-level ones (about 14 per cluster) for fleets
+	// of hundreds of clusters.
+	PerResource *bool `json:"perResource,omitempty"`
+}
+
+// PerResourceSeries reports whether per-resource series are exported.
+func (m MetricsConfig) PerResourceSeries() bool { return m.PerResource == nil || *m.PerResource }
+
 // LogConfig selects the log format and level.
 type LogConfig struct {
 	Level  string `json:"level,omitempty"`  // debug, info (default), warn, error
@@ -192,6 +209,9 @@ func (c *Config) SetDefaults() {
 	}
 	if c.MaxConcurrentInitialLists == 0 {
 		c.MaxConcurrentInitialLists = DefaultMaxConcurrentInitialLists
+	}
+	if c.ProbeBudget == 0 {
+		c.ProbeBudget = clusters.DefaultProbeBudget
 	}
 	if c.Log.Level == "" {
 		c.Log.Level = "info"
@@ -325,6 +345,9 @@ func (c *Config) Validate() error {
 	if c.Cluster.Burst < 0 {
 		errs = append(errs, field.Invalid(path("cluster.burst"), c.Cluster.Burst, "must not be negative"))
 	}
+	if c.ProbeBudget < 0 {
+		errs = append(errs, field.Invalid(path("probeBudget"), c.ProbeBudget, "must not be negative"))
+	}
 	if c.MaxConcurrentInitialLists < 0 {
 		errs = append(errs, field.Invalid(path("maxConcurrentInitialLists"), c.MaxConcurrentInitialLists, "must not be negative"))
 	}
@@ -425,5 +448,6 @@ func (c *Config) ClusterOptions() clusters.Options {
 		StaleAfter:          c.Cluster.StaleAfter.Duration,
 		RediscoveryInterval: c.Cluster.RediscoveryInterval.Duration,
 		ListLimiter:         clusters.NewListLimiter(c.MaxConcurrentInitialLists),
+		Budget:              clusters.NewRequestBudget(c.ProbeBudget),
 	}
 }

@@ -5,6 +5,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/fleetcache/fleetcache/clusters"
 )
 
 func TestExampleConfigIsValid(t *testing.T) {
@@ -79,5 +81,29 @@ func TestUnknownFieldIsAnError(t *testing.T) {
 	}
 	if _, err := Load(path); err == nil || !strings.Contains(err.Error(), "resourcez") {
 		t.Errorf("misspelt field: got %v, want an error naming it", err)
+	}
+}
+
+// TestProbeBudgetAndMetrics: the budget defaults, is handed to the clusters, refuses a
+// negative rate with its path; per-resource series are on unless turned off.
+func TestProbeBudgetAndMetrics(t *testing.T) {
+	c, err := Parse([]byte("kubeconfig: [/dev/null]\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.SetDefaults()
+	if c.ProbeBudget != clusters.DefaultProbeBudget || !c.Metrics.PerResourceSeries() || c.ClusterOptions().Budget == nil {
+		t.Errorf("defaults: probeBudget %v, per-resource %v, budget %v", c.ProbeBudget, c.Metrics.PerResourceSeries(), c.ClusterOptions().Budget)
+	}
+	c, err = Parse([]byte("kubeconfig: [/dev/null]\nprobeBudget: -1\nmetrics: {perResource: false}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.SetDefaults()
+	if c.Metrics.PerResourceSeries() {
+		t.Error("metrics.perResource: false ignored")
+	}
+	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "probeBudget:") {
+		t.Errorf("negative probeBudget: %v", err)
 	}
 }

@@ -123,10 +123,10 @@ func TestCollectorPassesPromlint(t *testing.T) {
 
 // scrape gathers the collector through a pedantic registry (which also checks every
 // metric against its Desc) and returns the series as "name{k=v,...}" -> value.
-func scrape(t *testing.T, src StatusSource) map[string]float64 {
+func scrape(t *testing.T, src StatusSource, opts ...Options) map[string]float64 {
 	t.Helper()
 	reg := prometheus.NewPedanticRegistry()
-	reg.MustRegister(NewCollector(src))
+	reg.MustRegister(NewCollector(src, opts...))
 	mfs, err := reg.Gather()
 	if err != nil {
 		t.Fatal(err)
@@ -269,4 +269,36 @@ func TestCollectorForgetsRemovedClusters(t *testing.T) {
 			}
 		}
 	}
+}
+
+// TestClusterSeriesOnly: with per-resource series dropped, no series carries a resource
+// label, each cluster keeps its cluster-level series (objects and staleness summed over
+// its resources), and the budget's scale is exported.
+func TestClusterSeriesOnly(t *testing.T) {
+	budget := clusters.NewRequestBudget(100)
+	all := scrape(t, fleet())
+	got := scrape(t, fleet(), Options{ClusterSeriesOnly: true, Budget: budget})
+	perCluster := map[string]int{}
+	for k := range got {
+		if strings.Contains(k, "resource=") {
+			t.Errorf("per-resource series kept: %s", k)
+		}
+		if i := strings.Index(k, "cluster="); i >= 0 {
+			name := strings.FieldsFunc(k[i+len("cluster="):], func(r rune) bool { return r == ',' || r == '}' })[0]
+			perCluster[name]++
+		}
+	}
+	if got[`fleetcache_cluster_objects{cluster=alpha}`] != 7 {
+		t.Errorf("alpha objects %v, want 7 (3 pods + 4 configmaps)", got[`fleetcache_cluster_objects{cluster=alpha}`])
+	}
+	if v, ok := got[`fleetcache_freshness_interval_scale{}`]; !ok || v != 1 {
+		t.Errorf("interval scale %v (present %v), want 1", v, ok)
+	}
+	if n := perCluster["alpha"]; n == 0 || n > 20 {
+		t.Errorf("alpha has %d series, want at most 20 (cluster-level only)", n)
+	}
+	if len(all) <= 2*len(got) {
+		t.Errorf("dropping per-resource series left %d of %d", len(got), len(all))
+	}
+	t.Logf("series: %d with per-resource, %d cluster-level only (alpha: %d)", len(all), len(got), perCluster["alpha"])
 }

@@ -10,7 +10,6 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/wait"
@@ -117,60 +116,5 @@ func TestGoneWatchIsCountedAsRelist(t *testing.T) {
 	rc.mu.Unlock()
 	if cacheRV != 20 {
 		t.Errorf("cache resourceVersion %d, want 20 from the relist", cacheRV)
-	}
-}
-
-// watchListLW serves one watch-list stream: the given watcher.
-type watchListLW struct{ w watch.Interface }
-
-func (l *watchListLW) ListWithContext(context.Context, metav1.ListOptions) (runtime.Object, error) {
-	return cmList("1"), nil
-}
-func (l *watchListLW) WatchWithContext(context.Context, metav1.ListOptions) (watch.Interface, error) {
-	return l.w, nil
-}
-
-// TestInitialStreamOutlivesASlowReflector: a reflector takes the initial-events-end
-// bookmark, stores the initial events (seconds, for a big list on a busy machine), and
-// only then reads on from the stream. The stream must still deliver something then: had
-// it closed meanwhile, the reflector would call it a "very short watch" and list every
-// object again.
-func TestInitialStreamOutlivesASlowReflector(t *testing.T) {
-	inner := watch.NewFake()
-	c := New(Target{Name: "fake", Config: &rest.Config{}}, Options{})
-	rc := &resourceCache{
-		cluster: c, display: "configmaps", requested: "configmaps", done: make(chan struct{}),
-		log: c.log, cnt: newCounters(time.Now()), proof: newProof(),
-		ref: &InformerRef{Cluster: "fake", Resource: "configmaps", ID: 1},
-	}
-	lw := &observedLW{inner: &watchListLW{w: inner}, rc: rc}
-	yes := true
-	w, err := lw.WatchWithContext(context.Background(), metav1.ListOptions{SendInitialEvents: &yes})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer w.Stop()
-	go func() {
-		inner.Add(&corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "a", Namespace: "default", ResourceVersion: "5"}})
-		inner.Action(watch.Bookmark, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{ResourceVersion: "5",
-			Annotations: map[string]string{metav1.InitialEventsAnnotationKey: "true"}}})
-	}()
-	for ev := range w.ResultChan() {
-		if ev.Type == watch.Bookmark {
-			break
-		}
-	}
-	// The reflector stores what it was sent: longer than the stream's grace.
-	time.Sleep(3 * initialStreamGrace)
-	ev, ok := <-w.ResultChan()
-	if !ok {
-		t.Fatal("the stream closed while the reflector was storing its initial events")
-	}
-	m, _ := meta.Accessor(ev.Object)
-	if ev.Type != watch.Bookmark || m.GetResourceVersion() != "5" || m.GetAnnotations()[metav1.InitialEventsAnnotationKey] != "" {
-		t.Errorf("next event %s %v, want a plain bookmark at revision 5", ev.Type, m.GetAnnotations())
-	}
-	if _, ok := <-w.ResultChan(); ok {
-		t.Error("the stream goes on after the grace")
 	}
 }

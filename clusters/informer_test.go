@@ -3,6 +3,7 @@ package clusters
 import (
 	"context"
 	"encoding/json"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"sync"
@@ -116,5 +117,49 @@ func TestGoneWatchIsCountedAsRelist(t *testing.T) {
 	rc.mu.Unlock()
 	if cacheRV != 20 {
 		t.Errorf("cache resourceVersion %d, want 20 from the relist", cacheRV)
+	}
+}
+
+// TestWatchListGraceStartsWhenTheStoreHoldsTheList: a reflector takes the
+// initial-events-end bookmark, stores the initial events (seconds, for a big list on a
+// busy machine) and only then reads on. Had the stream ended meanwhile, the reflector
+// would take the closed stream for a "very short watch", an error, and list everything
+// again (at 1M pods, over and over). So the stream's grace starts when the store holds
+// the list (listed), not when the bookmark is decoded, and the stream then ends cleanly
+// (EOF), from which the reflector resumes.
+func TestWatchListGraceStartsWhenTheStoreHoldsTheList(t *testing.T) {
+	c := New(Target{Name: "fake", Config: &rest.Config{}}, Options{})
+	rc := &resourceCache{cluster: c, display: "configmaps", requested: "configmaps", done: make(chan struct{}),
+		log: c.log, cnt: newCounters(time.Now()), proof: newProof(),
+		codec: &codec{gvk: corev1.SchemeGroupVersion.WithKind("ConfigMap")}}
+	body, server := io.Pipe()
+	defer server.Close()
+	st := &stream{rc: rc, initial: true, release: func() {}, cancel: func() {}, start: time.Now()}
+	st.fr = &frameReader{ReadCloser: body, st: st}
+	rc.stream = st
+
+	rc.observeEvent(&metav1.WatchEvent{Type: string(watch.Bookmark)}) // the initial-events-end bookmark, decoded
+	rc.mu.Lock()
+	armed := st.timer != nil
+	rc.mu.Unlock()
+	if armed || st.fr.finishing.Load() {
+		t.Fatal("the stream's end is set before the store holds the initial events")
+	}
+
+	stored := time.Now()
+	rc.listed("5")
+	rc.mu.Lock()
+	deadline, armed := st.deadline, st.timer != nil
+	rc.mu.Unlock()
+	if !armed || deadline.Before(stored.Add(initialStreamGrace)) {
+		t.Fatalf("after the store holds the list: timer armed %v, deadline %s after it, want %s", armed, deadline.Sub(stored), initialStreamGrace)
+	}
+	if err := wait.PollUntilContextTimeout(context.Background(), 20*time.Millisecond, 5*initialStreamGrace, true, func(context.Context) (bool, error) {
+		return st.fr.finishing.Load(), nil
+	}); err != nil {
+		t.Fatal("the stream was not ended after its grace")
+	}
+	if _, err := st.fr.Read(make([]byte, 8)); err != io.EOF {
+		t.Errorf("reading the ended stream: %v, want a clean EOF", err)
 	}
 }

@@ -281,7 +281,15 @@ func copyRun(bw *bufio.Writer, body io.Reader, rows, firstOfPage bool, start fun
 		start(head)
 	}
 	for {
-		line, err := br.ReadBytes('\n')
+		// Lines are read in place (no copy per item); an item longer than the buffer is
+		// gathered whole.
+		line, err := br.ReadSlice('\n')
+		if err == bufio.ErrBufferFull {
+			long := append([]byte(nil), line...)
+			var rest []byte
+			rest, err = br.ReadBytes('\n')
+			line = append(long, rest...)
+		}
 		if err != nil {
 			return head, n, last, "", false
 		}
@@ -302,7 +310,7 @@ func copyRun(bw *bufio.Writer, body io.Reader, rows, firstOfPage bool, start fun
 			_ = bw.WriteByte(',')
 		}
 		_, _ = bw.Write(line)
-		last, n = line, n+1
+		last, n = append(last[:0], line...), n+1 // line is only good until the next read
 	}
 }
 

@@ -301,6 +301,9 @@ func TestShardedReplicasSplitTheFleet(t *testing.T) {
 			if got := sorted(out); fmt.Sprint(got) != fmt.Sprint(want) {
 				t.Errorf("kubectl through %s for %s (cached by %v): %v, want %v", rs[0].id, remote, first.Owners[remote], got, want)
 			}
+			if _, stderr, err := k.run("--server", rs[0].url+"/fleet", "api-resources"); err != nil || strings.Contains(stderr, "partial answer") {
+				t.Errorf("kubectl api-resources on /fleet through %s: %v, stderr %q, want discovery without warnings", rs[0].id, err, stderr)
+			}
 			if _, stderr, err := k.run("--server", rs[0].url+"/fleet", "get", "configmaps", "-A", "-l", testfleet.SeedLabel); err != nil || !strings.Contains(stderr, "partial answer: replica "+rs[0].id+" caches") {
 				t.Errorf("kubectl on /fleet through %s: %v, stderr %q, want a Warning naming the other replicas' clusters", rs[0].id, err, stderr)
 			}

@@ -45,6 +45,10 @@ func (rt *Router) cluster(w http.ResponseWriter, r *http.Request, local http.Han
 // fleetWarning answers /fleet from this replica's clusters, and says so: kubectl prints
 // the Warning, so nothing is missing silently.
 func (rt *Router) fleetWarning(w http.ResponseWriter, r *http.Request, local http.Handler) {
+	if !resourceRequest(strings.TrimPrefix(r.URL.Path, "/fleet")) {
+		local.ServeHTTP(w, r) // discovery, version, OpenAPI: the same on every replica
+		return
+	}
 	cands, orphans := rt.candidates(r)
 	self := rt.Source.Owner.Identity()
 	var elsewhere []string
@@ -64,4 +68,18 @@ func (rt *Router) fleetWarning(w http.ResponseWriter, r *http.Request, local htt
 			self, len(cands)+len(orphans)-len(elsewhere), len(cands)+len(orphans), strings.Join(shown, ", ")))
 	}
 	local.ServeHTTP(w, r)
+}
+
+// resourceRequest reports whether a Kubernetes API path (under /fleet) names a resource,
+// rather than a discovery document: /api/v1/pods, /apis/apps/v1/namespaces/x/deployments,
+// but not /api, /api/v1, /apis/apps/v1, /version or /openapi/v3.
+func resourceRequest(path string) bool {
+	parts := strings.Split(strings.Trim(path, "/"), "/")
+	switch {
+	case len(parts) > 0 && parts[0] == "api":
+		return len(parts) >= 3
+	case len(parts) > 0 && parts[0] == "apis":
+		return len(parts) >= 4
+	}
+	return false
 }

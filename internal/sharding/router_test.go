@@ -247,3 +247,15 @@ func (s staticSource) Targets() ([]clusters.Target, error) {
 }
 
 func fakeClient() *fake.Clientset { return fake.NewClientset() }
+
+func TestOnlyResourceRequestsOnFleetAreWarnedAbout(t *testing.T) {
+	for path, want := range map[string]bool{
+		"/api": false, "/api/v1": false, "/apis": false, "/apis/apps/v1": false, "/version": false, "/openapi/v3": false,
+		"/api/v1/pods": true, "/api/v1/namespaces/a/configmaps": true, "/apis/apps/v1/deployments": true,
+		"/apis/example.com/v1/namespaces/x/widgets/w": true,
+	} {
+		if got := resourceRequest(path); got != want {
+			t.Errorf("resourceRequest(%q) = %v, want %v", path, got, want)
+		}
+	}
+}

@@ -85,6 +85,7 @@ type Membership struct {
 	members     []Member            // live, sorted by identity
 	lastRenewed time.Time
 	synced      bool
+	joined      bool // as of the last evaluate: Joined's value the members were last reported with
 	changes     int
 	changedAt   time.Time
 }
@@ -164,6 +165,9 @@ func (m *Membership) Run(ctx context.Context) error {
 	}
 	factory.Start(ctx.Done())
 	defer factory.Shutdown()
+	// The peers' Leases first: joining before they are read would own everything for a
+	// moment.
+	cache.WaitForCacheSync(ctx.Done(), inf.HasSynced)
 
 	tick := time.NewTicker(m.opts.RenewInterval)
 	defer tick.Stop()
@@ -338,7 +342,10 @@ func (m *Membership) evaluate() {
 	}
 	sort.Slice(live, func(i, j int) bool { return live[i].Identity < live[j].Identity })
 	live = slices.CompactFunc(live, func(a, b Member) bool { return a.Identity == b.Identity })
-	changed := !slices.Equal(live, m.members)
+	// Joining or losing the Lease changes what this replica owns as much as a peer does.
+	joined := m.synced && selfLive
+	changed := !slices.Equal(live, m.members) || joined != m.joined
+	m.joined = joined
 	if changed {
 		m.members = live
 		m.changes++

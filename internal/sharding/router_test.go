@@ -106,7 +106,7 @@ func routerFleet(t *testing.T, cut int) (*Router, http.Handler, map[string]*http
 			want = append(want, c+"/"+k)
 		}
 	}
-	m, err := New(Options{Client: fakeClient(), Namespace: "ns", Identity: "a", Address: "http://a", Replicas: 1})
+	m, err := New(Options{Client: fake.NewClientset(), Namespace: "ns", Identity: "a", Address: "http://a", Replicas: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -246,8 +246,6 @@ func (s staticSource) Targets() ([]clusters.Target, error) {
 	return out, nil
 }
 
-func fakeClient() *fake.Clientset { return fake.NewClientset() }
-
 func TestOnlyResourceRequestsOnFleetAreWarnedAbout(t *testing.T) {
 	for path, want := range map[string]bool{
 		"/api": false, "/api/v1": false, "/apis": false, "/apis/apps/v1": false, "/version": false, "/openapi/v3": false,
@@ -257,5 +255,26 @@ func TestOnlyResourceRequestsOnFleetAreWarnedAbout(t *testing.T) {
 		if got := resourceRequest(path); got != want {
 			t.Errorf("resourceRequest(%q) = %v, want %v", path, got, want)
 		}
+	}
+}
+
+// TestJoiningIsAChange: a replica whose own Lease is written but whose peers' Leases are
+// not read yet owns nothing; when they are read it must be told (OnChange), even if the
+// members it sees stay the same, or it would go on owning nothing.
+func TestJoiningIsAChange(t *testing.T) {
+	calls := 0
+	m, err := New(Options{Client: fake.NewClientset(), Namespace: "ns", Identity: "a", Address: "http://a", OnChange: func() { calls++ }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.lastRenewed = time.Now()
+	m.evaluate()
+	if m.Joined() || m.Owns("c1") || calls != 1 {
+		t.Fatalf("before the peers' Leases are read: joined %v, owns %v, %d changes", m.Joined(), m.Owns("c1"), calls)
+	}
+	m.synced = true
+	m.evaluate()
+	if !m.Joined() || !m.Owns("c1") || calls != 2 || m.Stats().Changes != 2 {
+		t.Fatalf("after: joined %v, owns %v, %d OnChange calls, %d changes; want joined, owning, 2 and 2", m.Joined(), m.Owns("c1"), calls, m.Stats().Changes)
 	}
 }

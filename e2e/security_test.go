@@ -55,7 +55,14 @@ func securedDaemon(t *testing.T) (*process, string) {
 
 func authGet(t *testing.T, p *process, token, path string, q url.Values, v any) int {
 	t.Helper()
-	req, _ := http.NewRequest(http.MethodGet, p.url+path+"?"+q.Encode(), nil)
+	return getAs(t, p.url, token, path, q, v)
+}
+
+// getAs GETs base+path?q with a bearer token (none when empty), decodes the body into v
+// (when not nil) and returns the status code.
+func getAs(t testing.TB, base, token, path string, q url.Values, v any) int {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodGet, base+path+"?"+q.Encode(), nil)
 	if token != "" {
 		req.Header.Set("Authorization", "Bearer "+token)
 	}

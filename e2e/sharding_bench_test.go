@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"net/url"
 	"testing"
@@ -77,7 +78,7 @@ func BenchmarkShardedList(b *testing.B) {
 
 // readPages reads every page of a list as bytes, as curl would, and counts the items.
 func readPages(b *testing.B, r shardReplica, q url.Values, buf *bytes.Buffer) int {
-	q = url.Values(cloneValues(q))
+	q = maps.Clone(q)
 	n := 0
 	for {
 		resp, err := http.Get(r.url + "/api/v1/objects?" + q.Encode())
@@ -109,14 +110,6 @@ func readPages(b *testing.B, r shardReplica, q url.Values, buf *bytes.Buffer) in
 		}
 		q.Set("continue", cont)
 	}
-}
-
-func cloneValues(q url.Values) map[string][]string {
-	out := map[string][]string{}
-	for k, v := range q {
-		out[k] = append([]string(nil), v...)
-	}
-	return out
 }
 
 func countAll(b *testing.B, r shardReplica) int {

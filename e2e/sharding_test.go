@@ -680,19 +680,7 @@ func TestShardedAnswersKeepTheCallersScope(t *testing.T) {
 	sf.extra = "auth: {tokenFile: " + tokens + "}\n"
 	rs := []shardReplica{sf.start(t, "scope", 1), sf.start(t, "scope", 1)}
 	get := func(r shardReplica, token, path string, q url.Values, v any) int {
-		req, _ := http.NewRequest(http.MethodGet, r.url+path+"?"+q.Encode(), nil)
-		if token != "" {
-			req.Header.Set("Authorization", "Bearer "+token)
-		}
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		if v != nil {
-			_ = json.NewDecoder(resp.Body).Decode(v)
-		}
-		return resp.StatusCode
+		return getAs(t, r.url, token, path, q, v)
 	}
 	q := url.Values{"resource": {"configmaps"}, "labelSelector": {testfleet.SeedLabel}, "limit": {"5000"}}
 	testfleet.Eventually(t, 60*time.Second, "both replicas answer for all 12 contexts", func() (bool, string) {

@@ -13,7 +13,6 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/fleetcache/fleetcache/aggregator"
@@ -132,7 +131,7 @@ func (rt *Router) list(w http.ResponseWriter, r *http.Request, local http.Handle
 		if after != "" && rn.clusters[0] == afterCluster {
 			extra.Set("after", after)
 		}
-		body, status, err := rt.open(r, rn.rd, local, r.URL.Path+"?"+withParams(r, extra))
+		body, status, err := rt.open(r.Context(), r, rn.rd, local, r.URL.Path+"?"+withParams(r, extra))
 		return stream{run: rn, body: body, status: status, err: err}
 	}
 	var early chan stream
@@ -312,56 +311,6 @@ func copyRun(bw *bufio.Writer, body io.Reader, rows, firstOfPage bool, start fun
 		_, _ = bw.Write(line)
 		last, n = append(last[:0], line...), n+1 // line is only good until the next read
 	}
-}
-
-// open starts a reader's answer: this replica's through a pipe, a peer's over HTTP.
-func (rt *Router) open(r *http.Request, rd *reader, local http.Handler, pathQuery string) (io.ReadCloser, int, error) {
-	if rd.self {
-		req, err := http.NewRequestWithContext(r.Context(), http.MethodGet, pathQuery, nil)
-		if err != nil {
-			return nil, 0, err
-		}
-		req.Header = r.Header.Clone()
-		pr, pw := io.Pipe()
-		pwr := &pipeWriter{header: http.Header{}, pw: pw, status: make(chan int, 1)}
-		go func() {
-			local.ServeHTTP(pwr, req)
-			pwr.WriteHeader(http.StatusOK) // if it wrote nothing
-			pw.Close()
-		}()
-		return pr, <-pwr.status, nil
-	}
-	req, err := http.NewRequestWithContext(r.Context(), http.MethodGet, strings.TrimSuffix(rd.member.Address, "/")+pathQuery, nil)
-	if err != nil {
-		return nil, 0, err
-	}
-	if a := r.Header.Get("Authorization"); a != "" {
-		req.Header.Set("Authorization", a)
-	}
-	client := *rt.Client
-	client.Timeout = 0 // bounded by the request's context; a page may be long
-	resp, err := client.Do(req)
-	if err != nil {
-		return nil, 0, err
-	}
-	return resp.Body, resp.StatusCode, nil
-}
-
-// pipeWriter is a ResponseWriter into a pipe: this replica's part, streamed.
-type pipeWriter struct {
-	header http.Header
-	pw     *io.PipeWriter
-	status chan int
-	once   sync.Once
-}
-
-func (w *pipeWriter) Header() http.Header { return w.header }
-func (w *pipeWriter) WriteHeader(code int) {
-	w.once.Do(func() { w.status <- code })
-}
-func (w *pipeWriter) Write(b []byte) (int, error) {
-	w.WriteHeader(http.StatusOK)
-	return w.pw.Write(b)
 }
 
 // placement is where each cluster of a page's plan is read.

@@ -1,7 +1,6 @@
 package sharding
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -29,7 +28,8 @@ import (
 // this replica's own caches only (that is what the replicas ask each other).
 type Router struct {
 	Source *Source
-	// Client makes the replica-to-replica requests. Default: a client with Timeout.
+	// Client makes the replica-to-replica requests; each is bounded by its context. Default:
+	// a plain client.
 	Client *http.Client
 	// Timeout bounds one replica's part of an answer; its clusters are reported partial
 	// past it. Default 30s.
@@ -62,7 +62,7 @@ func (rt *Router) Wrap(next http.Handler) http.Handler {
 		rt.Timeout = 30 * time.Second
 	}
 	if rt.Client == nil {
-		rt.Client = &http.Client{Timeout: rt.Timeout}
+		rt.Client = &http.Client{} // each request is bounded by its context: answers (Timeout), streams (the caller)
 	}
 	if rt.Logger == nil {
 		rt.Logger = zap.NewNop()
@@ -258,22 +258,37 @@ func (rt *Router) fetch(r *http.Request, rd *reader, local http.Handler, pathQue
 	p := part{rd: rd}
 	ctx, cancel := context.WithTimeout(r.Context(), rt.Timeout)
 	defer cancel()
-	if rd.self {
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, pathQuery, nil)
-		if err != nil {
-			p.err = err
-			return p
-		}
-		req.Header = r.Header.Clone()
-		rec := &recorder{header: http.Header{}, status: http.StatusOK}
-		local.ServeHTTP(rec, req)
-		p.status, p.body = rec.status, rec.buf.Bytes()
-		return p
-	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimSuffix(rd.member.Address, "/")+pathQuery, nil)
+	body, status, err := rt.open(ctx, r, rd, local, pathQuery)
 	if err != nil {
 		p.err = err
 		return p
+	}
+	defer body.Close()
+	p.status = status
+	p.body, p.err = io.ReadAll(body)
+	return p
+}
+
+// open starts a reader's answer: this replica's through a pipe, a peer's over HTTP.
+func (rt *Router) open(ctx context.Context, r *http.Request, rd *reader, local http.Handler, pathQuery string) (io.ReadCloser, int, error) {
+	if rd.self {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, pathQuery, nil)
+		if err != nil {
+			return nil, 0, err
+		}
+		req.Header = r.Header.Clone()
+		pr, pw := io.Pipe()
+		pwr := &pipeWriter{header: http.Header{}, pw: pw, status: make(chan int, 1)}
+		go func() {
+			local.ServeHTTP(pwr, req)
+			pwr.WriteHeader(http.StatusOK) // if it wrote nothing
+			pw.Close()
+		}()
+		return pr, <-pwr.status, nil
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimSuffix(rd.member.Address, "/")+pathQuery, nil)
+	if err != nil {
+		return nil, 0, err
 	}
 	// The caller's credentials, not this replica's: the peer checks them itself.
 	if a := r.Header.Get("Authorization"); a != "" {
@@ -281,25 +296,27 @@ func (rt *Router) fetch(r *http.Request, rd *reader, local http.Handler, pathQue
 	}
 	resp, err := rt.Client.Do(req)
 	if err != nil {
-		p.err = err
-		return p
+		return nil, 0, err
 	}
-	defer resp.Body.Close()
-	p.status = resp.StatusCode
-	p.body, p.err = io.ReadAll(resp.Body)
-	return p
+	return resp.Body, resp.StatusCode, nil
 }
 
-// recorder is a ResponseWriter into memory, for this replica's own part.
-type recorder struct {
+// pipeWriter is a ResponseWriter into a pipe: this replica's part, streamed.
+type pipeWriter struct {
 	header http.Header
-	status int
-	buf    bytes.Buffer
+	pw     *io.PipeWriter
+	status chan int
+	once   sync.Once
 }
 
-func (w *recorder) Header() http.Header         { return w.header }
-func (w *recorder) WriteHeader(code int)        { w.status = code }
-func (w *recorder) Write(b []byte) (int, error) { return w.buf.Write(b) }
+func (w *pipeWriter) Header() http.Header { return w.header }
+func (w *pipeWriter) WriteHeader(code int) {
+	w.once.Do(func() { w.status <- code })
+}
+func (w *pipeWriter) Write(b []byte) (int, error) {
+	w.WriteHeader(http.StatusOK)
+	return w.pw.Write(b)
+}
 
 // clientError returns the first part that failed because of the request itself (4xx):
 // every replica would say the same, so the caller gets that answer.

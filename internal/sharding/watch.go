@@ -33,7 +33,6 @@ type objectMeta struct {
 
 // upstream is one replica's watch of some clusters, for one client's stream.
 type upstream struct {
-	id       int
 	reader   Member
 	clusters []string
 	cancel   context.CancelFunc
@@ -81,15 +80,16 @@ func (rt *Router) watch(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Cache-Control", "no-cache")
 	w.WriteHeader(http.StatusOK)
 	flusher, _ := w.(http.Flusher)
+	var buf []byte // one line at a time, reused
 	write := func(l watchLine) bool {
-		raw, err := json.Marshal(l)
-		if err != nil {
-			return false
-		}
+		raw := appendLine(buf[:0], l)
+		buf = raw
+		var err error
 		if sse {
 			_, err = fmt.Fprintf(w, "event: %s\ndata: %s\n\n", strings.ToLower(l.Type), raw)
 		} else {
-			_, err = w.Write(append(raw, '\n'))
+			buf = append(raw, '\n')
+			_, err = w.Write(buf)
 		}
 		if flusher != nil {
 			flusher.Flush()
@@ -101,10 +101,8 @@ func (rt *Router) watch(w http.ResponseWriter, r *http.Request) {
 	known := map[string]map[string]string{} // cluster -> namespace/name -> resourceVersion sent
 	current := map[string]*upstream{}       // cluster -> the upstream whose events count
 	failed := map[string]bool{}
-	nextID := 0
 	open := func(reader Member, clusters []string) {
-		up := &upstream{id: nextID, reader: reader, clusters: clusters, seen: map[string]map[string]bool{}}
-		nextID++
+		up := &upstream{reader: reader, clusters: clusters, seen: map[string]map[string]bool{}}
 		uctx, ucancel := context.WithCancel(ctx)
 		up.cancel = ucancel
 		go rt.follow(uctx, r, up, lines)
@@ -317,9 +315,7 @@ func (rt *Router) follow(ctx context.Context, r *http.Request, up *upstream, lin
 	if a := r.Header.Get("Authorization"); a != "" {
 		req.Header.Set("Authorization", a)
 	}
-	client := *rt.Client
-	client.Timeout = 0 // a stream
-	resp, err := client.Do(req)
+	resp, err := rt.Client.Do(req)
 	if err != nil {
 		send(upstreamLine{up: up, err: err})
 		return
@@ -346,4 +342,30 @@ func (rt *Router) follow(ctx context.Context, r *http.Request, up *upstream, lin
 		err = fmt.Errorf("stream ended")
 	}
 	send(upstreamLine{up: up, err: err})
+}
+
+// appendLine appends l as a line of /api/v1/watch. The replica's object is spliced in as
+// it came: re-encoding it would scan and copy every event's object once more.
+func appendLine(dst []byte, l watchLine) []byte {
+	str := func(s string) { raw, _ := json.Marshal(s); dst = append(dst, raw...) }
+	dst = append(dst, `{"type":`...)
+	str(l.Type)
+	if l.Cluster != "" {
+		dst = append(dst, `,"cluster":`...)
+		str(l.Cluster)
+	}
+	if l.ResourceVersion != "" {
+		dst = append(dst, `,"resourceVersion":`...)
+		str(l.ResourceVersion)
+	}
+	for _, f := range []struct {
+		name string
+		raw  json.RawMessage
+	}{{`,"object":`, l.Object}, {`,"error":`, l.Error}} {
+		if len(f.raw) > 0 {
+			dst = append(dst, f.name...)
+			dst = append(dst, f.raw...)
+		}
+	}
+	return append(dst, '}')
 }

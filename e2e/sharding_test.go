@@ -18,8 +18,11 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/cache"
 
 	"github.com/fleetcache/fleetcache/aggregator"
 	"github.com/fleetcache/fleetcache/clusters"
@@ -304,9 +307,7 @@ func TestShardedReplicasSplitTheFleet(t *testing.T) {
 			if _, stderr, err := k.run("--server", rs[0].url+"/fleet", "api-resources"); err != nil || strings.Contains(stderr, "partial answer") {
 				t.Errorf("kubectl api-resources on /fleet through %s: %v, stderr %q, want discovery without warnings", rs[0].id, err, stderr)
 			}
-			if _, stderr, err := k.run("--server", rs[0].url+"/fleet", "get", "configmaps", "-A", "-l", testfleet.SeedLabel); err != nil || !strings.Contains(stderr, "partial answer: replica "+rs[0].id+" caches") {
-				t.Errorf("kubectl on /fleet through %s: %v, stderr %q, want a Warning naming the other replicas' clusters", rs[0].id, err, stderr)
-			}
+			fr := checkFleetThroughReplica(t, k, rs[0], truth)
 
 			// kill -9 one replica: its clusters come back on the survivors within the
 			// lease duration (plus a renewal round and a sync).
@@ -354,6 +355,25 @@ func TestShardedReplicasSplitTheFleet(t *testing.T) {
 				if replicas == 2 && page.Partial {
 					t.Errorf("%s: partial with two copies of every cluster: %v", r.id, keys(notSynced))
 				}
+				// kubectl on /fleet says the same in a Warning.
+				_, stderr, err := k.run("--server", r.url+"/fleet", "get", "configmaps", "-A", "-l", testfleet.SeedLabel)
+				if err != nil {
+					t.Errorf("kubectl on /fleet through %s after the kill: %v, %s", r.id, err, stderr)
+				}
+				if time.Since(killed) < shardLease-time.Second {
+					dead := keys(deadOwns)
+					switch {
+					case len(dead) == 0 && strings.Contains(stderr, "partial answer"):
+						t.Errorf("kubectl on /fleet through %s after the kill: %q, want no warning (no cluster lost its copies)", r.id, stderr)
+					case len(dead) > 0:
+						for _, c := range dead {
+							if !strings.Contains(stderr, "partial answer: no replica answered for ") || !strings.Contains(stderr, c) {
+								t.Errorf("kubectl on /fleet through %s after the kill: %q, want a Warning naming %v", r.id, stderr, dead)
+								break
+							}
+						}
+					}
+				}
 			}
 			if replicas == 2 {
 				// Every context still has a copy on a survivor at once.
@@ -366,6 +386,9 @@ func TestShardedReplicasSplitTheFleet(t *testing.T) {
 				return len(wrong) == 0, strings.Join(wrong, " ")
 			})
 			t.Logf("replicas=%d: the killed replica's clusters were Synced on the survivors %s after the kill", replicas, time.Since(killed).Round(100*time.Millisecond))
+			// The reflector on /fleet through a survivor follows the move (its watch ends
+			// with 410 when the owners change; it lists again) and sees what changes next.
+			fr.createAndWait(t, "fleet-after")
 			if rw != nil {
 				// The routed watch saw every change of every context exactly once, those
 				// of the moved contexts as the difference when they were taken over.
@@ -720,4 +743,156 @@ func TestShardedAnswersKeepTheCallersScope(t *testing.T) {
 			t.Errorf("%s: the team's sharding block %+v, want 5 clusters", r.id, v.Sharding)
 		}
 	}
+}
+
+// checkFleetThroughReplica reads the Kubernetes API on /fleet through one replica with
+// kubectl and a client-go reflector: every cluster's objects, whichever replica caches
+// them, equal kubectl's ground truth, and changes in clusters other replicas cache arrive.
+func checkFleetThroughReplica(t *testing.T, k *fleetKubectl, r shardReplica, truth []string) *fleetReflector {
+	t.Helper()
+	server := r.url + "/fleet"
+	out, stderr, err := k.run("--server", server, "get", "configmaps", "-A", "-l", testfleet.SeedLabel, "-o",
+		`jsonpath={range .items[*]}{.metadata.annotations.fleetcache\.io/cluster}/{.metadata.namespace}/{.metadata.name}{"\n"}{end}`)
+	if err != nil || strings.Contains(stderr, "partial answer") {
+		t.Fatalf("kubectl get -o jsonpath on /fleet through %s: %v, stderr %q", r.id, err, stderr)
+	}
+	if got := sorted(out); fmt.Sprint(got) != fmt.Sprint(truth) {
+		t.Errorf("kubectl on /fleet through %s: %d configmaps, kubectl per context says %d\n got  %v\n want %v", r.id, len(got), len(truth), got, truth)
+	}
+	// The Table kubectl prints by default: one row per object, in cluster order.
+	out, stderr, err = k.run("--server", server, "get", "configmaps", "-A", "-l", testfleet.SeedLabel, "--no-headers")
+	if err != nil || strings.Contains(stderr, "partial answer") {
+		t.Fatalf("kubectl get on /fleet through %s: %v, stderr %q", r.id, err, stderr)
+	}
+	var rows []string
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+		f := strings.Fields(line) // NAMESPACE CLUSTER NAME ...
+		if len(f) >= 3 {
+			rows = append(rows, f[1]+"/"+f[0]+"/"+f[2])
+		}
+	}
+	if fmt.Sprint(rows) != fmt.Sprint(truth) {
+		t.Errorf("kubectl table on /fleet through %s: %d rows in this order, want kubectl's %d in cluster order\n got  %v\n want %v", r.id, len(rows), len(truth), rows, truth)
+	}
+	// A get by name: the first cluster (in name order) that has it, as a single daemon answers.
+	first := strings.SplitN(truth[0], "/", 3)
+	out, _, err = k.run("--server", server, "get", "configmap", "-n", first[1], first[2], "-o", `jsonpath={.metadata.annotations.fleetcache\.io/cluster}`)
+	if err != nil || out != first[0] {
+		t.Errorf("kubectl get configmap %s/%s on /fleet through %s: %q, %v; want it from %s", first[1], first[2], r.id, out, err, first[0])
+	}
+
+	// A client-go reflector (list, then watch from the list's resourceVersion), keyed by
+	// cluster too: through this replica it holds every cluster's objects.
+	cfg := &rest.Config{Host: server}
+	cs := kubernetes.NewForConfigOrDie(cfg)
+	store := cache.NewStore(func(obj any) (string, error) {
+		m, err := meta.Accessor(obj)
+		if err != nil {
+			return "", err
+		}
+		return m.GetAnnotations()["fleetcache.io/cluster"] + "/" + m.GetNamespace() + "/" + m.GetName(), nil
+	})
+	lw := cache.NewFilteredListWatchFromClient(cs.CoreV1().RESTClient(), "configmaps", metav1.NamespaceAll, func(o *metav1.ListOptions) {
+		o.LabelSelector = "shard-fleet=yes"
+	})
+	// List, then watch from the list's resourceVersion: client-go's watch-list (the
+	// default) collects the initial events in a store keyed by namespace/name, where the
+	// same name in several clusters would collide (README: client-go).
+	refl := cache.NewReflector(listThenWatch{lw}, &corev1.ConfigMap{}, store, 0)
+	stop := make(chan struct{})
+	t.Cleanup(func() { close(stop) })
+	go refl.Run(stop)
+	testfleet.Eventually(t, 30*time.Second, "the reflector through "+r.id+" listed", func() (bool, string) {
+		return refl.LastSyncResourceVersion() != "", "no list yet"
+	})
+	if rv := refl.LastSyncResourceVersion(); !strings.HasPrefix(rv, "sharded.") {
+		t.Errorf("list through %s: resourceVersion %q, want the router's", r.id, rv)
+	}
+	fr := &fleetReflector{store: store, via: r.id, url: r.url}
+	fr.createAndWait(t, "fleet")
+
+	// The watch-list protocol through the router: every object as an ADDED event, then
+	// one bookmark closing the initial events, with the router's resourceVersion.
+	resp, err := http.Get(server + "/api/v1/configmaps?watch=true&sendInitialEvents=true&resourceVersionMatch=NotOlderThan&allowWatchBookmarks=true&labelSelector=shard-fleet%3Dyes")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	dec := json.NewDecoder(resp.Body)
+	var added []string
+	for {
+		var ev struct {
+			Type   string
+			Object struct {
+				Metadata struct {
+					Name, Namespace, ResourceVersion string
+					Annotations                      map[string]string
+				}
+			}
+		}
+		if err := dec.Decode(&ev); err != nil {
+			t.Fatalf("watch-list through %s: %v after %d events", r.id, err, len(added))
+		}
+		m := ev.Object.Metadata
+		if ev.Type == "ADDED" {
+			added = append(added, m.Annotations["fleetcache.io/cluster"]+"/"+m.Namespace+"/"+m.Name)
+			continue
+		}
+		if ev.Type != "BOOKMARK" || m.Annotations[metav1.InitialEventsAnnotationKey] != "true" || !strings.HasPrefix(m.ResourceVersion, "sharded.") {
+			t.Fatalf("watch-list through %s: %s event %+v before the end of the initial events", r.id, ev.Type, m)
+		}
+		break
+	}
+	sort.Strings(added)
+	if fmt.Sprint(added) != fmt.Sprint(fr.want) {
+		t.Errorf("watch-list through %s: initial events %v, want %v", r.id, added, fr.want)
+	}
+	return fr
+}
+
+// listThenWatch makes a reflector list and then watch, instead of client-go's default
+// watch-list.
+type listThenWatch struct{ cache.ListerWatcher }
+
+func (listThenWatch) IsWatchListSemanticsUnSupported() bool { return true }
+
+// fleetReflector is a reflector's store of configmaps labelled shard-fleet=yes.
+type fleetReflector struct {
+	store cache.Store
+	via   string
+	url   string
+	want  []string
+}
+
+// createAndWait creates one configmap in every apiserver (each lands in the contexts over
+// it, cached by several replicas) and waits until the store holds it from every context.
+func (fr *fleetReflector) createAndWait(t *testing.T, prefix string) {
+	t.Helper()
+	for i := range fleet.Clusters {
+		name := fmt.Sprintf("%s-%d", prefix, i)
+		cs := kubernetes.NewForConfigOrDie(fleet.Clusters[i].AdminConfig())
+		cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{"shard-fleet": "yes"}}}
+		if _, err := cs.CoreV1().ConfigMaps("default").Create(context.Background(), cm, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() {
+			_ = cs.CoreV1().ConfigMaps("default").Delete(context.Background(), name, metav1.DeleteOptions{})
+		})
+		for c := i + 1; c <= shardContexts; c += len(fleet.Clusters) {
+			fr.want = append(fr.want, fmt.Sprintf("ctx-%04d/default/%s", c, name))
+		}
+	}
+	sort.Strings(fr.want)
+	testfleet.Eventually(t, 30*time.Second, "the reflector through "+fr.via+" holds the "+prefix+" objects of every cluster", func() (bool, string) {
+		got := fr.store.ListKeys()
+		sort.Strings(got)
+		resp, err := http.Get(fr.url + "/fleet/api/v1/configmaps?labelSelector=shard-fleet%3Dyes")
+		dbg := ""
+		if err == nil {
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			dbg = fmt.Sprintf("HTTP %d %v %d bytes: %.3000s", resp.StatusCode, resp.Header, len(b), b)
+		}
+		return fmt.Sprint(got) == fmt.Sprint(fr.want), fmt.Sprintf("%d of %d: %v; DEBUG %s", len(got), len(fr.want), got, dbg)
+	})
 }

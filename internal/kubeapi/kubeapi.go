@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"sort"
 	"strings"
 	"time"
 
@@ -193,6 +194,9 @@ func (h *Handler) object(w http.ResponseWriter, r *http.Request, cluster, group,
 		Resource: info.Name, Cluster: cluster, Namespace: ns,
 		LabelSelector: v.Get("labelSelector"), FieldSelector: v.Get("fieldSelector"),
 		Continue: v.Get("continue"),
+		// A sharding router narrows a fleet-wide read to the clusters a replica caches
+		// and positions a list after the last item it sent (internal/sharding).
+		Only: only(r), After: v.Get("after"),
 	}
 	if watching {
 		rd.Name = name // a watch of one object, as kubectl get NAME -w asks for it
@@ -236,7 +240,11 @@ func (h *Handler) get(w http.ResponseWriter, r *http.Request, cluster string, in
 		// On the fleet path a name may exist in several clusters: the first, in cluster
 		// order, is returned; its annotation says which.
 		err = aggregator.ErrNotFound
-		for _, c := range h.Fleet.Names() {
+		names := h.Fleet.Names()
+		if o := only(r); o != nil {
+			names = o
+		}
+		for _, c := range names {
 			if item, err = h.Pipeline.Get(r, c, info.Name, ns, name); err == nil {
 				break
 			}
@@ -280,6 +288,18 @@ func tagged(it aggregator.Item) (runtime.Object, error) {
 	ann[ClusterAnnotation] = it.Cluster
 	m.SetAnnotations(ann)
 	return obj, nil
+}
+
+// only reads the only parameter: the clusters a sharding router asks this replica for.
+func only(r *http.Request) []string {
+	var out []string
+	for _, c := range strings.Split(r.URL.Query().Get("only"), ",") {
+		if c != "" {
+			out = append(out, c)
+		}
+	}
+	sort.Strings(out)
+	return out
 }
 
 func wantsTable(r *http.Request) bool {
@@ -343,7 +363,7 @@ func (h *Handler) list(w http.ResponseWriter, r *http.Request, q aggregator.Quer
 		writeTypedList(w, s, info, metav1.ListMeta{ResourceVersion: rv, Continue: wrapContinue(rv, b.Continue())}, objs)
 		return
 	}
-	writeObjectList(w, info, res, rv)
+	writeObjectList(w, r, info, res, rv)
 }
 
 // protoSize is an object's protobuf size (generated types know it), for the response cap.

@@ -5,7 +5,6 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"net/url"
-	"sort"
 	"strings"
 )
 
@@ -40,34 +39,6 @@ func (rt *Router) cluster(w http.ResponseWriter, r *http.Request, local http.Han
 		},
 	}
 	proxy.ServeHTTP(w, r)
-}
-
-// fleetWarning answers /fleet from this replica's clusters, and says so: kubectl prints
-// the Warning, so nothing is missing silently.
-func (rt *Router) fleetWarning(w http.ResponseWriter, r *http.Request, local http.Handler) {
-	if !resourceRequest(strings.TrimPrefix(r.URL.Path, "/fleet")) {
-		local.ServeHTTP(w, r) // discovery, version, OpenAPI: the same on every replica
-		return
-	}
-	cands, orphans := rt.candidates(r)
-	self := rt.Source.Owner.Identity()
-	var elsewhere []string
-	for c, owners := range cands {
-		if owners[0].Identity != self {
-			elsewhere = append(elsewhere, c)
-		}
-	}
-	elsewhere = append(elsewhere, orphans...)
-	if len(elsewhere) > 0 {
-		sort.Strings(elsewhere)
-		shown := elsewhere
-		if len(shown) > 10 {
-			shown = append(shown[:10:10], fmt.Sprintf("and %d more", len(elsewhere)-10))
-		}
-		w.Header().Add("Warning", fmt.Sprintf(`299 - "fleetcache: partial answer: replica %s caches %d of the %d clusters; %s are cached by other replicas: ask them through /clusters/<name> or /api/v1"`,
-			self, len(cands)+len(orphans)-len(elsewhere), len(cands)+len(orphans), strings.Join(shown, ", ")))
-	}
-	local.ServeHTTP(w, r)
 }
 
 // resourceRequest reports whether a Kubernetes API path (under /fleet) names a resource,

@@ -80,7 +80,7 @@ func (rt *Router) Wrap(next http.Handler) http.Handler {
 		case strings.HasPrefix(r.URL.Path, "/clusters/"):
 			rt.cluster(w, r, next)
 		case strings.HasPrefix(r.URL.Path, "/fleet/") || r.URL.Path == "/fleet":
-			rt.fleetWarning(w, r, next)
+			rt.fleet(w, r, next)
 		case r.URL.Path == "/api/v1/objects":
 			rt.list(w, r, next)
 		case r.URL.Path == "/api/v1/count":
@@ -271,12 +271,25 @@ func (rt *Router) fetch(r *http.Request, rd *reader, local http.Handler, pathQue
 
 // open starts a reader's answer: this replica's through a pipe, a peer's over HTTP.
 func (rt *Router) open(ctx context.Context, r *http.Request, rd *reader, local http.Handler, pathQuery string) (io.ReadCloser, int, error) {
+	resp, err := rt.openResponse(ctx, r, rd, local, pathQuery, nil)
+	if err != nil {
+		return nil, 0, err
+	}
+	return resp.Body, resp.StatusCode, nil
+}
+
+// openResponse is open with the answer's headers; header, when set, replaces the
+// caller's Accept (what the router merges must be in a form it can merge).
+func (rt *Router) openResponse(ctx context.Context, r *http.Request, rd *reader, local http.Handler, pathQuery string, header http.Header) (*http.Response, error) {
 	if rd.self {
 		req, err := http.NewRequestWithContext(ctx, http.MethodGet, pathQuery, nil)
 		if err != nil {
-			return nil, 0, err
+			return nil, err
 		}
 		req.Header = r.Header.Clone()
+		for k, v := range header {
+			req.Header[k] = v
+		}
 		pr, pw := io.Pipe()
 		pwr := &pipeWriter{header: http.Header{}, pw: pw, status: make(chan int, 1)}
 		go func() {
@@ -284,21 +297,24 @@ func (rt *Router) open(ctx context.Context, r *http.Request, rd *reader, local h
 			pwr.WriteHeader(http.StatusOK) // if it wrote nothing
 			pw.Close()
 		}()
-		return pr, <-pwr.status, nil
+		status := <-pwr.status
+		return &http.Response{StatusCode: status, Header: pwr.header.Clone(), Body: pr}, nil
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimSuffix(rd.member.Address, "/")+pathQuery, nil)
 	if err != nil {
-		return nil, 0, err
+		return nil, err
 	}
 	// The caller's credentials, not this replica's: the peer checks them itself.
 	if a := r.Header.Get("Authorization"); a != "" {
 		req.Header.Set("Authorization", a)
 	}
-	resp, err := rt.Client.Do(req)
-	if err != nil {
-		return nil, 0, err
+	if a := r.Header.Get("Accept"); a != "" {
+		req.Header.Set("Accept", a)
 	}
-	return resp.Body, resp.StatusCode, nil
+	for k, v := range header {
+		req.Header[k] = v
+	}
+	return rt.Client.Do(req)
 }
 
 // pipeWriter is a ResponseWriter into a pipe: this replica's part, streamed.

@@ -144,6 +144,27 @@ func ParseCursor(s string) (Cursor, error) {
 	return Cursor(c.Positions), nil
 }
 
+// DecodeCursor reads a cursor Encode made in any fleetcache process, with that process's
+// epoch: a sharding router keeps the positions each replica issued and hands them back to
+// that replica (EncodeFor), which alone can resume from them.
+func DecodeCursor(s string) (epoch string, c Cursor, err error) {
+	raw, err := base64.RawURLEncoding.DecodeString(s)
+	if err != nil {
+		return "", nil, fmt.Errorf("%w: cursor is not base64url: %v", ErrInvalidToken, err)
+	}
+	var cj cursorJSON
+	if err := json.Unmarshal(raw, &cj); err != nil || cj.Positions == nil {
+		return "", nil, fmt.Errorf("%w: not a cursor fleetcache issues", ErrInvalidToken)
+	}
+	return cj.Epoch, Cursor(cj.Positions), nil
+}
+
+// EncodeFor encodes the cursor as the process with epoch (from DecodeCursor) issues it.
+func (c Cursor) EncodeFor(epoch string) string {
+	raw, _ := json.Marshal(cursorJSON{Epoch: epoch, Positions: c})
+	return base64.RawURLEncoding.EncodeToString(raw)
+}
+
 // SignToken signs payload with this process's token key, for other opaque tokens the
 // process hands out (a sharding router's continue tokens).
 func SignToken(payload []byte) string { return sign(payload) }

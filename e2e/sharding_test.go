@@ -309,6 +309,36 @@ func TestShardedReplicasSplitTheFleet(t *testing.T) {
 			}
 			fr := checkFleetThroughReplica(t, k, rs[0], truth)
 
+			// A routed watch resumes from its cursor, through another replica: exactly the
+			// changes made after it, from every context.
+			rq := url.Values{"resource": {"configmaps"}, "labelSelector": {"shard-watch=yes"}}
+			rw1 := startRoutedWatch(t, rs[0], rq)
+			shardCM(t, 0, "resume-1", "create", "v1")
+			rw1.waitFor(t, "resume-1 added", func(evs map[string][]string) bool { return countSeq(evs, "resume-1", "ADDED") == shardContexts/3 })
+			rw1.mu.Lock()
+			resumeFrom := rw1.cursor
+			rw1.mu.Unlock()
+			rw1.stop()
+			if !strings.HasPrefix(resumeFrom, "sharded.") {
+				t.Fatalf("routed watch through %s: cursor %q, want the router's", rs[0].id, resumeFrom)
+			}
+			shardCM(t, 0, "resume-1", "update", "v2")
+			shardCM(t, 1, "resume-2", "create", "v1")
+			rq.Set("cursor", resumeFrom)
+			rw2 := startRoutedWatch(t, rs[2], rq)
+			rw2.waitFor(t, "the changes after the cursor", func(evs map[string][]string) bool {
+				return countSeq(evs, "resume-1", "MODIFIED") == shardContexts/3 && countSeq(evs, "resume-2", "ADDED") == shardContexts/3
+			})
+			shardCM(t, 0, "resume-1", "delete", "")
+			rw2.waitFor(t, "resume-1 deleted", func(evs map[string][]string) bool {
+				return countSeq(evs, "resume-1", "MODIFIED DELETED") == shardContexts/3
+			})
+			if evs := rw2.snapshot(); len(evs) != 2*shardContexts/3 {
+				t.Errorf("resumed watch through %s: events for %d objects, want %d: %v", rs[2].id, len(evs), 2*shardContexts/3, evs)
+			}
+			rw2.stop()
+			shardCM(t, 1, "resume-2", "delete", "")
+
 			// kill -9 one replica: its clusters come back on the survivors within the
 			// lease duration (plus a renewal round and a sync).
 			var rw *routedWatch
@@ -386,6 +416,19 @@ func TestShardedReplicasSplitTheFleet(t *testing.T) {
 				return len(wrong) == 0, strings.Join(wrong, " ")
 			})
 			t.Logf("replicas=%d: the killed replica's clusters were Synced on the survivors %s after the kill", replicas, time.Since(killed).Round(100*time.Millisecond))
+			if replicas == 1 {
+				// The cursor from before the kill follows the dead replica for some
+				// clusters: nobody can resume those, and the router says so.
+				resp, err := http.Get(rs[0].url + "/api/v1/watch?" + url.Values{"resource": {"configmaps"}, "cursor": {resumeFrom}}.Encode())
+				if err != nil {
+					t.Fatal(err)
+				}
+				body, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != http.StatusGone || !strings.Contains(string(body), rs[1].id) {
+					t.Errorf("resuming a cursor that follows the dead replica: HTTP %d %s, want 410 naming %s", resp.StatusCode, body, rs[1].id)
+				}
+			}
 			// The reflector on /fleet through a survivor follows the move (its watch ends
 			// with 410 when the owners change; it lists again) and sees what changes next.
 			fr.createAndWait(t, "fleet-after")
@@ -564,9 +607,12 @@ func keys(m map[string]bool) []string {
 type routedWatch struct {
 	mu     sync.Mutex
 	events map[string][]string
+	cursor string // the last one sent
+	stop   context.CancelFunc
 }
 
 func startRoutedWatch(t *testing.T, r shardReplica, q url.Values) *routedWatch {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, r.url+"/api/v1/watch?"+q.Encode(), nil)
@@ -577,7 +623,7 @@ func startRoutedWatch(t *testing.T, r shardReplica, q url.Values) *routedWatch {
 	if resp.StatusCode != http.StatusOK {
 		t.Fatalf("watch through %s: HTTP %d", r.id, resp.StatusCode)
 	}
-	rw := &routedWatch{events: map[string][]string{}}
+	rw := &routedWatch{events: map[string][]string{}, stop: cancel}
 	go func() {
 		defer resp.Body.Close()
 		sc := bufio.NewScanner(resp.Body)
@@ -586,11 +632,20 @@ func startRoutedWatch(t *testing.T, r shardReplica, q url.Values) *routedWatch {
 			var l struct {
 				Type    string `json:"type"`
 				Cluster string `json:"cluster"`
+				Cursor  string `json:"cursor"`
 				Object  struct {
 					Metadata struct{ Name string } `json:"metadata"`
 				} `json:"object"`
 			}
-			if json.Unmarshal(sc.Bytes(), &l) != nil || l.Type == "BOOKMARK" {
+			if json.Unmarshal(sc.Bytes(), &l) != nil {
+				continue
+			}
+			rw.mu.Lock()
+			if l.Cursor != "" {
+				rw.cursor = l.Cursor
+			}
+			rw.mu.Unlock()
+			if l.Type == "BOOKMARK" {
 				continue
 			}
 			rw.mu.Lock()

@@ -6,10 +6,13 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
 	"go.uber.org/zap"
+
+	"github.com/fleetcache/fleetcache/aggregator"
 )
 
 // watchLine is one line of /api/v1/watch, as the replicas write it.
@@ -38,6 +41,9 @@ type upstream struct {
 	cancel   context.CancelFunc
 	synced   bool // its initial events ended
 	seen     map[string]map[string]bool
+	// from resumes the replica's stream after this cursor of its own, instead of
+	// starting with its clusters' current state.
+	from string
 }
 
 type upstreamLine struct {
@@ -55,17 +61,29 @@ const watchMembershipPoll = time.Second
 // state and sends the client only the difference to what it had sent: objects added or
 // changed meanwhile, and DELETED for those gone. Changes made while a cluster had no
 // owner arrive as that difference, as after an informer's relist; nothing is sent twice.
-// Cursors are per replica process: a routed stream sends none, and resuming one with a
-// cursor gets 410 (list again).
+//
+// Every line carries the router's cursor: for each cluster, the replica that answers for
+// it, that replica's epoch and the cluster's position there. A stream resumed from it
+// (through any replica) continues on each of those replicas where it left off, as long as
+// each cluster is still answered for by the same replica; otherwise it is 410 (list
+// again), since the new one cannot know what the client had. Clusters selected since
+// start with their current state, as ADDED events.
 func (rt *Router) watch(w http.ResponseWriter, r *http.Request) {
-	if r.URL.Query().Get("cursor") != "" {
-		writeError(w, http.StatusGone, "Expired", "a watch through a sharded replica cannot resume from a cursor (cursors belong to the replica that issued them); list again and watch from now")
-		return
-	}
 	cands, _ := rt.candidates(r)
 	if len(cands) == 0 {
 		writeError(w, http.StatusNotFound, "NotFound", "no cluster selected")
 		return
+	}
+	var resume routedCursor
+	if s := r.URL.Query().Get("cursor"); s != "" {
+		var err error
+		if resume, err = parseRoutedCursor(s); err == nil {
+			err = resume.check(rt, cands)
+		}
+		if err != nil {
+			writeError(w, http.StatusGone, "Expired", "cursor: "+err.Error())
+			return
+		}
 	}
 	ctx, cancel := context.WithCancel(r.Context())
 	defer cancel()
@@ -101,8 +119,12 @@ func (rt *Router) watch(w http.ResponseWriter, r *http.Request) {
 	known := map[string]map[string]string{} // cluster -> namespace/name -> resourceVersion sent
 	current := map[string]*upstream{}       // cluster -> the upstream whose events count
 	failed := map[string]bool{}
-	open := func(reader Member, clusters []string) {
-		up := &upstream{reader: reader, clusters: clusters, seen: map[string]map[string]bool{}}
+	positions := map[string]clusterPosition{} // cluster -> where the client is in it (the cursor)
+	// Clusters resumed from a cursor: what the client has of them is unknown here, so
+	// if they move, the stream ends with 410 instead of sending a difference.
+	unknown := map[string]bool{}
+	open := func(reader Member, clusters []string, from string) {
+		up := &upstream{reader: reader, clusters: clusters, seen: map[string]map[string]bool{}, from: from}
 		uctx, ucancel := context.WithCancel(ctx)
 		up.cancel = ucancel
 		go rt.follow(uctx, r, up, lines)
@@ -112,34 +134,52 @@ func (rt *Router) watch(w http.ResponseWriter, r *http.Request) {
 		readers, _ := rt.readers(cands, clusters, failed)
 		for _, rd := range readers {
 			// Every replica, this one too, is asked over HTTP: a watch is a stream.
-			open(rd.member, rd.clusters)
+			open(rd.member, rd.clusters, "")
 			for _, c := range rd.clusters {
 				pending[c] = true
 			}
 		}
 	}
-	all := make([]string, 0, len(cands))
+	first := map[string]bool{} // clusters whose first upstream has not ended its initial events
+	var all []string
 	for c := range cands {
+		if from, ok := resume.find(c); ok {
+			positions[c] = from
+			unknown[c] = true
+			continue
+		}
 		all = append(all, c)
+		if resume == nil {
+			first[c] = true // the stream starts now: their current state is not sent
+		}
+	}
+	for _, rp := range resume.byReader(cands) {
+		open(rp.member, rp.clusters, rp.cursor)
+		for _, c := range rp.clusters {
+			pending[c] = true
+			first[c] = true // resumed: nothing to send until its changes come
+		}
 	}
 	place(all)
-	if !write(watchLine{Type: "BOOKMARK"}) {
+	cursor := func() string {
+		if len(first) > 0 {
+			return "" // a cluster's starting position is not known yet
+		}
+		return encodeRoutedCursor(positions)
+	}
+	if !write(watchLine{Type: "BOOKMARK", Cursor: cursor()}) {
 		return
 	}
 	heartbeat := time.NewTicker(30 * time.Second)
 	defer heartbeat.Stop()
 	poll := time.NewTicker(watchMembershipPoll)
 	defer poll.Stop()
-	first := map[string]bool{} // clusters whose first upstream has not ended its initial events
-	for _, c := range all {
-		first[c] = true
-	}
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-heartbeat.C:
-			if !write(watchLine{Type: "BOOKMARK"}) {
+			if !write(watchLine{Type: "BOOKMARK", Cursor: cursor()}) {
 				return
 			}
 		case <-poll.C:
@@ -150,7 +190,9 @@ func (rt *Router) watch(w http.ResponseWriter, r *http.Request) {
 				if pending[c] {
 					continue
 				}
-				if owners := cands[c]; len(owners) > 0 && owners[0].Identity != up.reader.Identity && !failed[owners[0].Identity] {
+				// A cluster stays on its replica while that one still owns it (with
+				// sharding.replicas: 2, either copy serves it).
+				if owners := cands[c]; len(owners) > 0 && !isOwner(owners, up.reader.Identity) && !failed[owners[0].Identity] {
 					move = append(move, c)
 				}
 			}
@@ -160,6 +202,10 @@ func (rt *Router) watch(w http.ResponseWriter, r *http.Request) {
 				}
 			}
 			if len(move) > 0 {
+				if gone := unknownOf(move, unknown); gone != "" {
+					write(expired(gone))
+					return
+				}
 				failed = map[string]bool{} // a new membership: give every replica a chance
 				place(move)
 			}
@@ -182,6 +228,10 @@ func (rt *Router) watch(w http.ResponseWriter, r *http.Request) {
 						lost = append(lost, c)
 					}
 				}
+				if gone := unknownOf(lost, unknown); gone != "" {
+					write(expired(gone))
+					return
+				}
 				cands, _ = rt.candidates(r)
 				place(lost)
 				continue
@@ -194,7 +244,13 @@ func (rt *Router) watch(w http.ResponseWriter, r *http.Request) {
 				// Initial events ended: this upstream takes its clusters over, and what
 				// the client had of them but the replica no longer has is gone.
 				up.synced = true
+				epoch, start, err := aggregator.DecodeCursor(l.Cursor)
+				if err != nil {
+					rt.Logger.Info("routed watch: a replica's bookmark has no readable cursor", zap.String("replica", up.reader.Identity), zap.Error(err))
+				}
+				wasFirst := len(first) > 0
 				for _, c := range up.clusters {
+					positions[c] = clusterPosition{Reader: up.reader.Identity, Epoch: epoch, RV: start[c]}
 					if old := current[c]; old != nil && old != up {
 						old.drop(c)
 					}
@@ -214,6 +270,12 @@ func (rt *Router) watch(w http.ResponseWriter, r *http.Request) {
 					}
 				}
 				up.seen = nil
+				if wasFirst && len(first) == 0 {
+					// Every cluster's position is known: the client can resume from here.
+					if !write(watchLine{Type: "BOOKMARK", Cursor: cursor()}) {
+						return
+					}
+				}
 				continue
 			}
 			if l.Type == "ERROR" {
@@ -259,6 +321,12 @@ func (rt *Router) watch(w http.ResponseWriter, r *http.Request) {
 			} else {
 				known[c][key] = l.ResourceVersion
 			}
+			if rv, err := strconv.ParseUint(l.ResourceVersion, 10, 64); err == nil {
+				p := positions[c]
+				p.RV = rv
+				positions[c] = p
+			}
+			l.Cursor = cursor()
 			if !write(l) {
 				return
 			}
@@ -306,7 +374,12 @@ func (rt *Router) follow(ctx context.Context, r *http.Request, up *upstream, lin
 	q := r.URL.Query()
 	q.Set("local", "true")
 	q.Set("only", strings.Join(up.clusters, ","))
-	q.Set("initialEvents", "true")
+	q.Del("cursor")
+	if up.from != "" {
+		q.Set("cursor", up.from)
+	} else {
+		q.Set("initialEvents", "true")
+	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimSuffix(up.reader.Address, "/")+"/api/v1/watch?"+q.Encode(), nil)
 	if err != nil {
 		send(upstreamLine{up: up, err: err})
@@ -357,6 +430,10 @@ func appendLine(dst []byte, l watchLine) []byte {
 	if l.ResourceVersion != "" {
 		dst = append(dst, `,"resourceVersion":`...)
 		str(l.ResourceVersion)
+	}
+	if l.Cursor != "" {
+		dst = append(dst, `,"cursor":`...)
+		str(l.Cursor)
 	}
 	for _, f := range []struct {
 		name string

@@ -48,18 +48,46 @@ func BenchmarkShardedList(b *testing.B) {
 		rr += metricValue(b, r, "process_resident_memory_bytes") / 3
 	}
 	var buf bytes.Buffer
-	for _, limit := range []int{500, 5000} {
+	type read func(b *testing.B, r shardReplica) int
+	pages := func(limit int) read {
 		q := url.Values{"resource": {"pods"}, "limit": {fmt.Sprint(limit)}}
+		return func(b *testing.B, r shardReplica) int { return readPages(b, r, q, &buf) }
+	}
+	// The Kubernetes API on /fleet, as curl reads it (a whole list) and as kubectl prints it.
+	fleetList := func(accept, marker string) read {
+		return func(b *testing.B, r shardReplica) int { return readFleetList(b, r, accept, marker, &buf) }
+	}
+	kubectls := map[string]*fleetKubectl{}
+	for _, r := range []shardReplica{single, rs[0]} {
+		kubectls[r.id] = newFleetKubectl(b, &daemon{url: r.url, bin: sf.bin})
+	}
+	kubectl := func(b *testing.B, r shardReplica) int {
+		out, stderr, err := kubectls[r.id].run("--server", r.url+"/fleet", "get", "pods", "-A", "--no-headers")
+		if err != nil || stderr != "" {
+			b.Fatalf("kubectl through %s: %v %s", r.id, err, stderr)
+		}
+		return bytes.Count([]byte(out), []byte("\n"))
+	}
+	for _, bc := range []struct {
+		name string
+		read read
+	}{
+		{"limit=500", pages(500)},
+		{"limit=5000", pages(5000)},
+		{"fleet-json", fleetList("application/json", `"fleetcache.io/cluster":`)},
+		{"fleet-table", fleetList("application/json;as=Table;v=v1;g=meta.k8s.io", `{"cells":`)},
+		{"fleet-kubectl", kubectl},
+	} {
 		var tSingle, tRouted time.Duration
-		b.Run(fmt.Sprintf("limit=%d", limit), func(b *testing.B) {
+		b.Run(bc.name, func(b *testing.B) {
 			for range b.N {
 				start := time.Now()
-				if n := readPages(b, single, q, &buf); n != want {
+				if n := bc.read(b, single); n != want {
 					b.Fatalf("single daemon: %d items, want %d", n, want)
 				}
 				tSingle += time.Since(start)
 				start = time.Now()
-				if n := readPages(b, rs[0], q, &buf); n != want {
+				if n := bc.read(b, rs[0]); n != want {
 					b.Fatalf("through %s: %d items, want %d", rs[0].id, n, want)
 				}
 				tRouted += time.Since(start)
@@ -109,6 +137,40 @@ func readPages(b *testing.B, r shardReplica, q url.Values, buf *bytes.Buffer) in
 			b.Fatal(err)
 		}
 		q.Set("continue", cont)
+	}
+}
+
+// readFleetList reads a list from /fleet as bytes, following continue tokens (a list is
+// cut at the response cap), and counts its items by marker.
+func readFleetList(b *testing.B, r shardReplica, accept, marker string, buf *bytes.Buffer) int {
+	n, cont := 0, ""
+	for {
+		req, _ := http.NewRequest(http.MethodGet, r.url+"/fleet/api/v1/pods?"+url.Values{"continue": {cont}}.Encode(), nil)
+		req.Header.Set("Accept", accept)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			b.Fatal(err)
+		}
+		buf.Reset()
+		_, err = io.Copy(buf, resp.Body)
+		resp.Body.Close()
+		if err != nil || resp.StatusCode != http.StatusOK {
+			b.Fatalf("%s: HTTP %d %v %s", r.id, resp.StatusCode, err, buf.Bytes()[:min(buf.Len(), 300)])
+		}
+		body := buf.Bytes()
+		n += bytes.Count(body, []byte(marker))
+		// The list's metadata is its last member.
+		i := bytes.LastIndex(body, []byte(`"metadata":{`))
+		var meta struct {
+			Continue string `json:"continue"`
+		}
+		if i < 0 || json.Unmarshal(bytes.TrimSuffix(bytes.TrimSpace(body[i+len(`"metadata":`):]), []byte("}")), &meta) != nil {
+			b.Fatalf("%s: no list metadata at the end of %.300s", r.id, body[max(0, len(body)-300):])
+		}
+		if meta.Continue == "" {
+			return n
+		}
+		cont = meta.Continue
 	}
 }
 

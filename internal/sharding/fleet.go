@@ -440,7 +440,7 @@ func (rt *Router) fleetList(w http.ResponseWriter, r *http.Request, local http.H
 		return
 	}
 	_, _ = bw.Write(head)
-	n, last, cut := 0, "", false
+	n, last, cut, size := 0, "", false, 0
 	for {
 		// The part whose next item comes first: the parts answer for disjoint clusters,
 		// each in order.
@@ -457,13 +457,15 @@ func (rt *Router) fleetList(w http.ResponseWriter, r *http.Request, local http.H
 			_ = bw.WriteByte(',')
 		}
 		_, _ = bw.Write(next.item)
-		n++
+		n, size = n+1, size+len(next.item)
 		last = next.position()
 		if err := next.advance(); err != nil {
 			return // cut short: the client sees a cut answer, as from a failing list
 		}
-		if next.done && next.cont != "" {
-			cut = true // the reader cut its part at the response cap: so does the merge
+		// A reader cut its part at the response cap, or the merge reached it: the list
+		// continues after the last item sent.
+		if next.done && next.cont != "" || size >= rt.MaxResponseBytes && !allDone(parts) {
+			cut = true
 			break
 		}
 	}
@@ -478,6 +480,15 @@ func (rt *Router) fleetList(w http.ResponseWriter, r *http.Request, local http.H
 	}
 	tail := wire.AppendListMeta([]byte("],"), v.encode(), cont)
 	_, _ = bw.Write(append(tail, "}\n"...))
+}
+
+func allDone(parts []*linePart) bool {
+	for _, p := range parts {
+		if !p.done {
+			return false
+		}
+	}
+	return true
 }
 
 // linePart reads one reader's list in framing=lines.

@@ -38,6 +38,9 @@ type Router struct {
 	Scope func(*http.Request) aggregator.Scope
 	// DefaultLimit is a list page's size when the request gives none, as the local API's.
 	DefaultLimit int
+	// MaxResponseBytes cuts a merged Kubernetes list (/fleet) with a continue token, as
+	// the local API cuts its own (request.Options). Default 32 MiB.
+	MaxResponseBytes int
 	Logger       *zap.Logger
 
 	endOnce sync.Once
@@ -69,6 +72,9 @@ func (rt *Router) Wrap(next http.Handler) http.Handler {
 	}
 	if rt.DefaultLimit == 0 {
 		rt.DefaultLimit = 500
+	}
+	if rt.MaxResponseBytes == 0 {
+		rt.MaxResponseBytes = 32 << 20
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		q := r.URL.Query()

@@ -41,7 +41,7 @@ type Router struct {
 	// MaxResponseBytes cuts a merged Kubernetes list (/fleet) with a continue token, as
 	// the local API cuts its own (request.Options). Default 32 MiB.
 	MaxResponseBytes int
-	Logger       *zap.Logger
+	Logger           *zap.Logger
 
 	endOnce sync.Once
 	end     context.Context

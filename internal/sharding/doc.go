@@ -21,4 +21,12 @@
 // may briefly disagree on membership (each sees a Lease change when its watch delivers
 // it); during that window a cluster may be cached by one replica too many or too few, and
 // answers say so per cluster.
+//
+// Parts:
+//   - membership.go, rendezvous.go, source.go: Leases, ownership, the clusters this
+//     replica caches.
+//   - router.go, list.go, watch.go, cursor.go: /api/v1 through any replica (pages, counts,
+//     gets, watches and their cursors).
+//   - fleet.go, fleetwatch.go, kubeapi.go: the Kubernetes read API (/fleet merged across
+//     replicas, /clusters/<name> passed to a replica that caches it).
 package sharding

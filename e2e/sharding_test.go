@@ -792,6 +792,24 @@ func TestShardedAnswersKeepTheCallersScope(t *testing.T) {
 		if c.Total != len(p.Items) || len(c.Clusters) != 5 {
 			t.Errorf("%s: the team counts %d in %d clusters, lists %d in 5", r.id, c.Total, len(c.Clusters), len(p.Items))
 		}
+		// The Kubernetes API on /fleet, merged from both replicas, is scoped the same.
+		var kl struct {
+			Items []struct {
+				Metadata struct {
+					Annotations map[string]string `json:"annotations"`
+				} `json:"metadata"`
+			} `json:"items"`
+		}
+		if code := get(r, team, "/fleet/api/v1/configmaps", url.Values{"labelSelector": {testfleet.SeedLabel}}, &kl); code != http.StatusOK {
+			t.Fatalf("%s: team /fleet list: HTTP %d", r.id, code)
+		}
+		kseen := map[string]bool{}
+		for _, it := range kl.Items {
+			kseen[it.Metadata.Annotations["fleetcache.io/cluster"]] = true
+		}
+		if fmt.Sprint(keys(kseen)) != "[ctx-0001 ctx-0002 ctx-0003 ctx-0004 ctx-0005]" || len(kl.Items) != len(p.Items) {
+			t.Errorf("%s: the team's /fleet list: %d items from %v, want the %d from ctx-0001..ctx-0005", r.id, len(kl.Items), keys(kseen), len(p.Items))
+		}
 		var v clustersView
 		get(r, team, "/api/v1/clusters", nil, &v)
 		if v.Sharding == nil || len(v.Sharding.Owners) != 5 {

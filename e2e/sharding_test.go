@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"sort"
@@ -883,6 +884,47 @@ func checkFleetThroughReplica(t *testing.T, k *fleetKubectl, r shardReplica, tru
 	}
 	fr := &fleetReflector{store: store, via: r.id, url: r.url}
 	fr.createAndWait(t, "fleet")
+
+	// kubectl get -w (a Table list, then a Table watch from its resourceVersion) through
+	// the replica shows a change in every context of an apiserver, whichever replica
+	// caches it.
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, filepath.Join(os.Getenv("FLEETCACHE_BIN"), "kubectl"), "--kubeconfig", k.kubeconfig, "--cache-dir", k.cacheDir,
+		"--server", server, "get", "configmaps", "-A", "-l", "shard-fleet=yes", "-w", "--output-watch-events")
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { cancel(); _ = cmd.Wait() }()
+	sc := bufio.NewScanner(stdout)
+	watched := func(name string, n int) map[string]bool {
+		seen := map[string]bool{}
+		for len(seen) < n && sc.Scan() {
+			f := strings.Fields(sc.Text()) // EVENT NAMESPACE CLUSTER NAME ...
+			if len(f) >= 4 && f[0] == "ADDED" && f[3] == name {
+				seen[f[2]] = true
+			}
+		}
+		return seen
+	}
+	if seen := watched("fleet-0", shardContexts/3); len(seen) != shardContexts/3 {
+		t.Fatalf("kubectl get -w through %s listed fleet-0 in %v", r.id, keys(seen))
+	}
+	bc := kubernetes.NewForConfigOrDie(fleet.Clusters[1].AdminConfig())
+	cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "fleet-w", Labels: map[string]string{"shard-fleet": "yes"}}}
+	if _, err := bc.CoreV1().ConfigMaps("default").Create(context.Background(), cm, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if seen := watched("fleet-w", shardContexts/3); len(seen) != shardContexts/3 {
+		t.Errorf("kubectl get -w through %s showed fleet-w in %v, want the %d contexts of %s", r.id, keys(seen), shardContexts/3, fleet.Clusters[1].Name)
+	}
+	if err := bc.CoreV1().ConfigMaps("default").Delete(context.Background(), cm.Name, metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
 
 	// The watch-list protocol through the router: every object as an ADDED event, then
 	// one bookmark closing the initial events, with the router's resourceVersion.

@@ -126,6 +126,12 @@ func (rt *Router) fleetWatch(w http.ResponseWriter, r *http.Request, local http.
 		return true
 	}
 	clientBookmarks := q.Get("allowWatchBookmarks") == "true"
+	type heldEvent struct {
+		part int
+		ev   kubeEvent
+		rv   string
+	}
+	var held []heldEvent
 	write := func(typ string, obj json.RawMessage, old string) bool {
 		if old != "" {
 			obj = replaceVersion(obj, old, current())
@@ -169,7 +175,13 @@ func (rt *Router) fleetWatch(w http.ResponseWriter, r *http.Request, local http.
 			}
 			_ = json.Unmarshal(ev.Object, &meta)
 			rv := meta.Metadata.ResourceVersion
-			if rv != "" {
+			switch {
+			case initial && ended[re.part] && !endedAll():
+				// A change after this reader's initial events, while others' are still
+				// coming: it follows the bookmark that closes them all, as on one daemon.
+				held = append(held, heldEvent{part: re.part, ev: ev, rv: rv})
+				continue
+			case rv != "":
 				positions[re.part] = rv
 			}
 			if ev.Type != "BOOKMARK" {
@@ -180,9 +192,24 @@ func (rt *Router) fleetWatch(w http.ResponseWriter, r *http.Request, local http.
 			}
 			if meta.Metadata.Annotations[metav1.InitialEventsAnnotationKey] == "true" {
 				ended[re.part] = true
-				if endedAll() && !write(ev.Type, ev.Object, rv) {
+				if !endedAll() {
+					continue
+				}
+				if !write(ev.Type, ev.Object, rv) {
 					return
 				}
+				for _, h := range held {
+					if h.rv != "" {
+						positions[h.part] = h.rv
+					}
+					if h.ev.Type == "BOOKMARK" && !clientBookmarks {
+						continue
+					}
+					if !write(h.ev.Type, h.ev.Object, h.rv) {
+						return
+					}
+				}
+				held = nil
 				continue
 			}
 			if clientBookmarks && (!initial || endedAll()) && !write(ev.Type, ev.Object, rv) {

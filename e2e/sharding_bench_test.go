@@ -109,20 +109,11 @@ func readPages(b *testing.B, r shardReplica, q url.Values, buf *bytes.Buffer) in
 	q = maps.Clone(q)
 	n := 0
 	for {
-		resp, err := http.Get(r.url + "/api/v1/objects?" + q.Encode())
-		if err != nil {
-			b.Fatal(err)
-		}
-		buf.Reset()
-		_, err = io.Copy(buf, resp.Body)
-		resp.Body.Close()
-		if err != nil || resp.StatusCode != http.StatusOK {
-			b.Fatalf("%s: HTTP %d %v %s", r.id, resp.StatusCode, err, buf.Bytes()[:min(buf.Len(), 300)])
-		}
+		req, _ := http.NewRequest(http.MethodGet, r.url+"/api/v1/objects?"+q.Encode(), nil)
 		// Count items by their opening bytes and take the token from the tail, as a
 		// script would with jq's streaming mode: the client's own decoding is not what is
 		// compared here.
-		body := buf.Bytes()
+		body := readAll(b, r, req, buf)
 		items := bytes.Index(body, []byte(`"items":[`))
 		if items < 0 {
 			b.Fatalf("%s: no items in %s", r.id, body[:min(len(body), 300)])
@@ -140,6 +131,21 @@ func readPages(b *testing.B, r shardReplica, q url.Values, buf *bytes.Buffer) in
 	}
 }
 
+// readAll reads an answer into buf, as curl would.
+func readAll(b *testing.B, r shardReplica, req *http.Request, buf *bytes.Buffer) []byte {
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		b.Fatal(err)
+	}
+	buf.Reset()
+	_, err = io.Copy(buf, resp.Body)
+	resp.Body.Close()
+	if err != nil || resp.StatusCode != http.StatusOK {
+		b.Fatalf("%s: HTTP %d %v %s", r.id, resp.StatusCode, err, buf.Bytes()[:min(buf.Len(), 300)])
+	}
+	return buf.Bytes()
+}
+
 // readFleetList reads a list from /fleet as bytes, following continue tokens (a list is
 // cut at the response cap), and counts its items by marker.
 func readFleetList(b *testing.B, r shardReplica, accept, marker string, buf *bytes.Buffer) int {
@@ -147,17 +153,7 @@ func readFleetList(b *testing.B, r shardReplica, accept, marker string, buf *byt
 	for {
 		req, _ := http.NewRequest(http.MethodGet, r.url+"/fleet/api/v1/pods?"+url.Values{"continue": {cont}}.Encode(), nil)
 		req.Header.Set("Accept", accept)
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			b.Fatal(err)
-		}
-		buf.Reset()
-		_, err = io.Copy(buf, resp.Body)
-		resp.Body.Close()
-		if err != nil || resp.StatusCode != http.StatusOK {
-			b.Fatalf("%s: HTTP %d %v %s", r.id, resp.StatusCode, err, buf.Bytes()[:min(buf.Len(), 300)])
-		}
-		body := buf.Bytes()
+		body := readAll(b, r, req, buf)
 		n += bytes.Count(body, []byte(marker))
 		// The list's metadata is its last member.
 		i := bytes.LastIndex(body, []byte(`"metadata":{`))

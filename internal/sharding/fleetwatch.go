@@ -152,10 +152,7 @@ func (rt *Router) fleetWatch(w http.ResponseWriter, r *http.Request, local http.
 			return
 		case <-poll.C:
 			if rt.ownerSnapshot(r) != owners {
-				st := metav1.Status{TypeMeta: metav1.TypeMeta{Kind: "Status", APIVersion: "v1"}, Status: metav1.StatusFailure, Code: http.StatusGone,
-					Reason: metav1.StatusReasonExpired, Message: "the fleet's replicas changed and clusters of this watch moved between them; list again"}
-				raw, _ := json.Marshal(st)
-				write("ERROR", raw, "")
+				write("ERROR", expiredStatus("the fleet's replicas changed and clusters of this watch moved between them; list again"), "")
 				return
 			}
 		case re := <-events:
@@ -251,12 +248,16 @@ func replaceVersion(obj json.RawMessage, old, now string) json.RawMessage {
 // watchGone answers a watch that cannot start where it asks with 410 Expired, as
 // kube-apiserver does: a stream whose only event is the ERROR.
 func watchGone(w http.ResponseWriter, msg string) {
-	st := metav1.Status{TypeMeta: metav1.TypeMeta{Kind: "Status", APIVersion: "v1"}, Status: metav1.StatusFailure, Code: http.StatusGone,
-		Reason: metav1.StatusReasonExpired, Message: msg}
-	raw, _ := json.Marshal(st)
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(http.StatusOK)
-	_, _ = w.Write(append(append([]byte(`{"type":"ERROR","object":`), raw...), "}\n"...))
+	_, _ = w.Write(append(append([]byte(`{"type":"ERROR","object":`), expiredStatus(msg)...), "}\n"...))
+}
+
+// expiredStatus is the Status of a 410 Expired watch event.
+func expiredStatus(msg string) json.RawMessage {
+	raw, _ := json.Marshal(metav1.Status{TypeMeta: metav1.TypeMeta{Kind: "Status", APIVersion: "v1"}, Status: metav1.StatusFailure,
+		Code: http.StatusGone, Reason: metav1.StatusReasonExpired, Message: msg})
+	return raw
 }
 
 func shorten(s string) string {

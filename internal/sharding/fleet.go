@@ -402,6 +402,10 @@ func (rt *Router) fleetList(w http.ResponseWriter, r *http.Request, local http.H
 		return readerQuery(r, rd, params, "continue", "limit", "resourceVersion", "resourceVersionMatch")
 	})
 	defer closeAll(fs)
+	if len(fs) == 0 && len(missing) == 0 {
+		local.ServeHTTP(w, r) // no cluster selected: the local (empty) answer
+		return
+	}
 	if f := clientErrorOf(fs); f != nil {
 		forward(w, f)
 		return
@@ -601,6 +605,10 @@ func cutString(b []byte) (string, []byte, error) {
 func (rt *Router) fleetGet(w http.ResponseWriter, r *http.Request, local http.Handler) {
 	fs, missing := rt.openAll(r.Context(), r, local, func(rd *reader) string { return readerQuery(r, rd, nil) })
 	defer closeAll(fs)
+	if len(fs) == 0 && len(missing) == 0 {
+		local.ServeHTTP(w, r)
+		return
+	}
 	partialWarning(w, missing)
 	var best *fleetResponse
 	var bestBody []byte

@@ -64,6 +64,10 @@ func (rt *Router) fleetWatch(w http.ResponseWriter, r *http.Request, local http.
 		return
 	}
 	if len(fs) == 0 {
+		if len(missing) == 0 {
+			local.ServeHTTP(w, r) // no cluster selected: the local (empty) stream
+			return
+		}
 		writeStatus(w, http.StatusServiceUnavailable, "ServiceUnavailable", "no replica answered for any selected cluster")
 		return
 	}
@@ -72,7 +76,9 @@ func (rt *Router) fleetWatch(w http.ResponseWriter, r *http.Request, local http.
 		for i, f := range fs {
 			readers[i] = f.rd
 		}
-		if !from.matches(readers) || len(missing) > 0 {
+		// The same replicas answer for the same clusters (those nobody answers for were
+		// missing when the resourceVersion was issued too).
+		if !from.matches(readers) {
 			watchGone(w, fmt.Sprintf("resourceVersion %s: clusters moved between replicas since it was issued; list again", shorten(resume)))
 			return
 		}

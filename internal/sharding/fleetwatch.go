@@ -84,6 +84,11 @@ func (rt *Router) fleetWatch(w http.ResponseWriter, r *http.Request, local http.
 		}
 	}
 	partialWarning(w, missing)
+	for _, f := range fs {
+		for _, v := range f.resp.Header.Values("Warning") {
+			w.Header().Add("Warning", v) // a replica's own partial clusters
+		}
+	}
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-cache")
 	w.WriteHeader(http.StatusOK)

@@ -167,7 +167,10 @@ func (d *daemon) cli(t testing.TB, args ...string) string {
 // kubectl runs the real kubectl against one cluster through its reader context.
 func kubectl(t testing.TB, cluster string, args ...string) (string, error) {
 	t.Helper()
-	cmd := exec.Command(filepath.Join(os.Getenv("FLEETCACHE_BIN"), "kubectl"), append([]string{"--kubeconfig", fleet.Kubeconfig, "--context", cluster + "-reader"}, args...)...)
+	// A discovery cache of this fleet's own: ~/.kube/cache is keyed by host:port, and a
+	// port of an earlier run's apiserver that served other resources misleads kubectl.
+	cache := filepath.Join(filepath.Dir(fleet.Kubeconfig), "kubectl-cache")
+	cmd := exec.Command(filepath.Join(os.Getenv("FLEETCACHE_BIN"), "kubectl"), append([]string{"--kubeconfig", fleet.Kubeconfig, "--cache-dir", cache, "--context", cluster + "-reader"}, args...)...)
 	out, err := cmd.CombinedOutput()
 	return string(out), err
 }

@@ -65,7 +65,13 @@ func (rt *Router) Wrap(next http.Handler) http.Handler {
 		rt.Timeout = 30 * time.Second
 	}
 	if rt.Client == nil {
-		rt.Client = &http.Client{} // each request is bounded by its context: answers (Timeout), streams (the caller)
+		// Each request is bounded by its context: answers (Timeout), streams (the caller).
+		// A page asks every replica twice at once (counts, and its first run), and many
+		// callers share the replicas: keep enough idle connections to each (the default
+		// transport keeps 2 per host, closing and dialling again under any concurrency).
+		tr := http.DefaultTransport.(*http.Transport).Clone()
+		tr.MaxIdleConnsPerHost = 64
+		rt.Client = &http.Client{Transport: tr}
 	}
 	if rt.Logger == nil {
 		rt.Logger = zap.NewNop()

@@ -328,12 +328,32 @@ func closeAll(fs []fleetResponse) {
 }
 
 // clientErrorOf returns the first answer about the request itself (4xx): every replica
-// would say the same.
-func clientErrorOf(fs []fleetResponse) *fleetResponse {
-	for i, f := range fs {
-		if f.resp.StatusCode >= 400 {
-			return &fs[i]
+// would say the same. A replica that does not know the resource at all (404: none of its
+// clusters serves a custom resource, so it never learnt its version) has nothing to add
+// to a list or watch: such answers are dropped from fs, unless every replica says so.
+func clientErrorOf(fs *[]fleetResponse) *fleetResponse {
+	var kept []fleetResponse
+	var notFound *fleetResponse
+	for i, f := range *fs {
+		switch {
+		case f.resp.StatusCode == http.StatusNotFound:
+			notFound = &(*fs)[i]
+		case f.resp.StatusCode >= 400:
+			return &(*fs)[i]
+		default:
+			kept = append(kept, f)
 		}
+	}
+	if notFound != nil && len(kept) == 0 {
+		return notFound
+	}
+	if notFound != nil {
+		for _, f := range *fs {
+			if f.resp.StatusCode == http.StatusNotFound {
+				f.resp.Body.Close()
+			}
+		}
+		*fs = kept
 	}
 	return nil
 }
@@ -406,7 +426,7 @@ func (rt *Router) fleetList(w http.ResponseWriter, r *http.Request, local http.H
 		local.ServeHTTP(w, r) // no cluster selected: the local (empty) answer
 		return
 	}
-	if f := clientErrorOf(fs); f != nil {
+	if f := clientErrorOf(&fs); f != nil {
 		forward(w, f)
 		return
 	}

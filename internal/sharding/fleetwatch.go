@@ -59,7 +59,7 @@ func (rt *Router) fleetWatch(w http.ResponseWriter, r *http.Request, local http.
 		return readerQuery(r, rd, p)
 	})
 	defer closeAll(fs)
-	if f := clientErrorOf(fs); f != nil {
+	if f := clientErrorOf(&fs); f != nil {
 		forward(w, f)
 		return
 	}

@@ -337,8 +337,11 @@ func TestShardedReplicasSplitTheFleet(t *testing.T) {
 			if evs := rw2.snapshot(); len(evs) != 2*shardContexts/3 {
 				t.Errorf("resumed watch through %s: events for %d objects, want %d: %v", rs[2].id, len(evs), 2*shardContexts/3, evs)
 			}
-			rw2.stop()
 			shardCM(t, 1, "resume-2", "delete", "")
+			rw2.waitFor(t, "resume-2 deleted", func(evs map[string][]string) bool {
+				return countSeq(evs, "resume-2", "ADDED DELETED") == shardContexts/3
+			})
+			rw2.stop()
 
 			// kill -9 one replica: its clusters come back on the survivors within the
 			// lease duration (plus a renewal round and a sync).
@@ -885,6 +888,42 @@ func checkFleetThroughReplica(t *testing.T, k *fleetKubectl, r shardReplica, tru
 	fr := &fleetReflector{store: store, via: r.id, url: r.url}
 	fr.createAndWait(t, "fleet")
 
+	// The watch-list protocol through the router: every object as an ADDED event, then
+	// one bookmark closing the initial events, with the router's resourceVersion.
+	resp, err := http.Get(server + "/api/v1/configmaps?watch=true&sendInitialEvents=true&resourceVersionMatch=NotOlderThan&allowWatchBookmarks=true&labelSelector=shard-fleet%3Dyes")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	dec := json.NewDecoder(resp.Body)
+	var added []string
+	for {
+		var ev struct {
+			Type   string
+			Object struct {
+				Metadata struct {
+					Name, Namespace, ResourceVersion string
+					Annotations                      map[string]string
+				}
+			}
+		}
+		if err := dec.Decode(&ev); err != nil {
+			t.Fatalf("watch-list through %s: %v after %d events", r.id, err, len(added))
+		}
+		m := ev.Object.Metadata
+		if ev.Type == "ADDED" {
+			added = append(added, m.Annotations["fleetcache.io/cluster"]+"/"+m.Namespace+"/"+m.Name)
+			continue
+		}
+		if ev.Type != "BOOKMARK" || m.Annotations[metav1.InitialEventsAnnotationKey] != "true" || !strings.HasPrefix(m.ResourceVersion, "sharded.") {
+			t.Fatalf("watch-list through %s: %s event %+v before the end of the initial events", r.id, ev.Type, m)
+		}
+		break
+	}
+	sort.Strings(added)
+	if fmt.Sprint(added) != fmt.Sprint(fr.want) {
+		t.Errorf("watch-list through %s: initial events %v, want %v", r.id, added, fr.want)
+	}
 	// kubectl get -w (a Table list, then a Table watch from its resourceVersion) through
 	// the replica shows a change in every context of an apiserver, whichever replica
 	// caches it.
@@ -926,42 +965,6 @@ func checkFleetThroughReplica(t *testing.T, k *fleetKubectl, r shardReplica, tru
 		t.Fatal(err)
 	}
 
-	// The watch-list protocol through the router: every object as an ADDED event, then
-	// one bookmark closing the initial events, with the router's resourceVersion.
-	resp, err := http.Get(server + "/api/v1/configmaps?watch=true&sendInitialEvents=true&resourceVersionMatch=NotOlderThan&allowWatchBookmarks=true&labelSelector=shard-fleet%3Dyes")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	dec := json.NewDecoder(resp.Body)
-	var added []string
-	for {
-		var ev struct {
-			Type   string
-			Object struct {
-				Metadata struct {
-					Name, Namespace, ResourceVersion string
-					Annotations                      map[string]string
-				}
-			}
-		}
-		if err := dec.Decode(&ev); err != nil {
-			t.Fatalf("watch-list through %s: %v after %d events", r.id, err, len(added))
-		}
-		m := ev.Object.Metadata
-		if ev.Type == "ADDED" {
-			added = append(added, m.Annotations["fleetcache.io/cluster"]+"/"+m.Namespace+"/"+m.Name)
-			continue
-		}
-		if ev.Type != "BOOKMARK" || m.Annotations[metav1.InitialEventsAnnotationKey] != "true" || !strings.HasPrefix(m.ResourceVersion, "sharded.") {
-			t.Fatalf("watch-list through %s: %s event %+v before the end of the initial events", r.id, ev.Type, m)
-		}
-		break
-	}
-	sort.Strings(added)
-	if fmt.Sprint(added) != fmt.Sprint(fr.want) {
-		t.Errorf("watch-list through %s: initial events %v, want %v", r.id, added, fr.want)
-	}
 	return fr
 }
 

@@ -55,6 +55,10 @@ type upstreamLine struct {
 // watchMembershipPoll is how often a routed watch checks whether its clusters moved.
 const watchMembershipPoll = time.Second
 
+// watchStartTimeout bounds how long a routed watch waits for every replica's stream
+// before it answers.
+const watchStartTimeout = 10 * time.Second
+
 // watch fans the owners' watches of the selected clusters into one stream. A stream
 // through a router starts now, like a local one. When a cluster moves (its owner died,
 // or a replica joined), the router watches it on its new owner from that owner's current
@@ -96,10 +100,13 @@ func (rt *Router) watch(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/x-ndjson")
 	}
 	w.Header().Set("Cache-Control", "no-cache")
-	w.WriteHeader(http.StatusOK)
+	// The status line waits until every replica's stream has caught up (or startTimeout):
+	// once a client has it, every later change reaches it, as with a local stream.
 	flusher, _ := w.(http.Flusher)
 	var buf []byte // one line at a time, reused
+	started := false
 	write := func(l watchLine) bool {
+		started = true
 		raw := appendLine(buf[:0], l)
 		buf = raw
 		var err error
@@ -167,9 +174,11 @@ func (rt *Router) watch(w http.ResponseWriter, r *http.Request) {
 		}
 		return encodeRoutedCursor(positions)
 	}
-	if !write(watchLine{Type: "BOOKMARK", Cursor: cursor()}) {
+	if len(first) == 0 && !write(watchLine{Type: "BOOKMARK", Cursor: cursor()}) {
 		return
 	}
+	startBy := time.NewTimer(watchStartTimeout)
+	defer startBy.Stop()
 	heartbeat := time.NewTicker(30 * time.Second)
 	defer heartbeat.Stop()
 	poll := time.NewTicker(watchMembershipPoll)
@@ -178,6 +187,12 @@ func (rt *Router) watch(w http.ResponseWriter, r *http.Request) {
 		select {
 		case <-ctx.Done():
 			return
+		case <-startBy.C:
+			// A replica is slow to catch up: start without it (its clusters' changes come
+			// once it has).
+			if !started && !write(watchLine{Type: "BOOKMARK", Cursor: cursor()}) {
+				return
+			}
 		case <-heartbeat.C:
 			if !write(watchLine{Type: "BOOKMARK", Cursor: cursor()}) {
 				return

@@ -30,6 +30,11 @@ type Options struct {
 	WatchBuffer int
 	// ContinueTTL is how long a continue token stays valid. Default 15m.
 	ContinueTTL time.Duration
+	// RemovedRetention is how long a stopped informer's last events (the DELETED events
+	// of its objects, which hold the objects) stay in the history for watches to resume
+	// through, once its cluster's shard is empty; then the shard is dropped and the
+	// objects freed, and a cursor from before that is 410 for the cluster. Default 1m.
+	RemovedRetention time.Duration
 }
 
 // Index is the unified multi-cluster index. It implements clusters.EventHandler; its query
@@ -73,6 +78,9 @@ func New(status FreshnessSource, opts Options) *Index {
 	if opts.ContinueTTL == 0 {
 		opts.ContinueTTL = DefaultContinueTTL
 	}
+	if opts.RemovedRetention == 0 {
+		opts.RemovedRetention = time.Minute
+	}
 	ix := &Index{opts: opts, resources: map[string]*resourceIndex{}, names: map[string]string{}, stopped: map[uint64]bool{}}
 	if status != nil {
 		ix.OnFleet(status)
@@ -92,6 +100,9 @@ type resourceIndex struct {
 
 	mu     sync.RWMutex
 	shards map[string]*shard // by cluster
+	// dropped holds, for each cluster whose shard was dropped (sweep), the last position
+	// the shard issued: its history is gone, so a cursor at or before it cannot resume.
+	dropped map[string]uint64
 
 	// wmu guards watchers. Lock order: shard.mu, then wmu.
 	wmu      sync.RWMutex
@@ -243,7 +254,7 @@ func (ix *Index) resource(ref *clusters.InformerRef) *resourceIndex {
 	defer ix.mu.Unlock()
 	if r = ix.resources[ref.Resource]; r == nil {
 		r = &resourceIndex{name: ref.Resource, kind: ref.Kind, apiVersion: ref.APIVersion, namespaced: ref.Namespaced,
-			shards: map[string]*shard{}, watchers: map[*watcher]struct{}{}}
+			shards: map[string]*shard{}, dropped: map[string]uint64{}, watchers: map[*watcher]struct{}{}}
 		ix.resources[ref.Resource] = r
 	}
 	ix.names[ref.Resource] = ref.Resource
@@ -271,9 +282,30 @@ func (r *resourceIndex) shard(cluster string, historySize int) *shard {
 	defer r.mu.Unlock()
 	if s = r.shards[cluster]; s == nil {
 		s = newShard(cluster, historySize)
+		// Positions go on from the dropped shard's: a cursor of the new shard is never
+		// taken for one from before the drop.
+		s.lastRV = r.dropped[cluster]
 		r.shards[cluster] = s
 	}
 	return s
+}
+
+// sweep drops s, a shard emptied by its informer's stop, if nothing has refilled it: its
+// history (the DELETED events, holding the objects) goes with it.
+func (r *resourceIndex) sweep(s *shard) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.shards[s.cluster] != s {
+		return
+	}
+	s.mu.RLock()
+	empty, last := s.tree.Len() == 0, s.lastRV
+	s.mu.RUnlock()
+	if !empty {
+		return // a new run of the informer (the cluster restarted) filled it again
+	}
+	delete(r.shards, s.cluster)
+	r.dropped[s.cluster] = last
 }
 
 func (ix *Index) isStopped(id uint64) bool {
@@ -355,7 +387,13 @@ func (ix *Index) OnStop(ref *clusters.InformerRef) {
 		s.remove(e.key)
 		r.emit(s, watch.Deleted, e.obj, nil)
 	}
+	empty := s.tree.Len() == 0
 	s.mu.Unlock()
+	if empty {
+		// A removed cluster (or a resource it no longer serves): its history, which holds
+		// every object it had, is kept a while for watches to resume, then freed.
+		time.AfterFunc(ix.opts.RemovedRetention, func() { r.sweep(s) })
+	}
 }
 
 // Resources lists the resources in the index, sorted.

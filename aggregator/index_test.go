@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
 	"sort"
 	"testing"
 	"time"
+	"weak"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -402,5 +404,67 @@ func TestScopeLimitsListCountAndWatch(t *testing.T) {
 	f.add("b", f.pod("web", "b9", "n", "Running", nil))
 	if got := fmt.Sprint(describe(collect(t, w, 2))); got != "[BOOKMARK ADDED b/b9]" {
 		t.Errorf("watch: %s", got)
+	}
+}
+
+// A removed cluster's objects stay reachable only through its history's DELETED events,
+// for RemovedRetention; then the shard goes, the objects are freed, and a cursor from
+// before is 410 for that cluster, while a new run of the cluster continues after it.
+func TestStoppedClusterIsFreedAfterRetention(t *testing.T) {
+	f := newFixture(t, Options{RemovedRetention: 50 * time.Millisecond})
+	obj := f.pod("web", "a1", "n1", "Running", nil)
+	f.add("a", obj)
+	f.add("b", f.pod("web", "b1", "n1", "Running", nil))
+	before, err := f.ix.Cursor(Query{Resource: "pods"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	freed := weak.Make(obj)
+	obj = nil
+	f.ix.OnStop(f.refFor("a"))
+
+	// Within the retention a watch resumes through the stop and sees the DELETED event.
+	w, err := f.ix.Watch(context.Background(), Query{Resource: "pods"}, before)
+	if err != nil {
+		t.Fatalf("resume right after the stop: %v", err)
+	}
+	evs := collect(t, w, 2)
+	w.Stop()
+	if it, ok := evs[1].Object.(*WatchItem); evs[1].Type != watch.Deleted || !ok || it.Cluster != "a" || it.Object.Name != "a1" {
+		t.Fatalf("events after the stop: %+v", evs)
+	}
+	evs = nil
+
+	deadline := time.Now().Add(10 * time.Second)
+	for freed.Value() != nil {
+		if time.Now().After(deadline) {
+			t.Fatal("the stopped cluster's object is still reachable after its retention")
+		}
+		runtime.GC()
+		time.Sleep(20 * time.Millisecond)
+	}
+	if _, err := f.ix.Watch(context.Background(), Query{Resource: "pods"}, before); !errors.Is(err, ErrExpired) {
+		t.Errorf("resume from before the drop: %v, want ErrExpired", err)
+	}
+	if w, err := f.ix.Watch(context.Background(), Query{Resource: "pods", Clusters: "b"}, before); err != nil {
+		t.Errorf("resume of another cluster: %v", err)
+	} else {
+		w.Stop()
+	}
+	// The cluster comes back: its positions go on after the dropped shard's, so the new
+	// run's cursors resume.
+	f.ref["a"] = podRef("a", 42)
+	f.add("a", f.pod("web", "a2", "n1", "Running", nil))
+	now, err := f.ix.Cursor(Query{Resource: "pods", Clusters: "a"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if now["a"] <= before["a"] {
+		t.Errorf("new run's position %d is not after the dropped shard's %d", now["a"], before["a"])
+	}
+	if w, err := f.ix.Watch(context.Background(), Query{Resource: "pods", Clusters: "a"}, now); err != nil {
+		t.Errorf("resume within the new run: %v", err)
+	} else {
+		w.Stop()
 	}
 }

@@ -223,6 +223,16 @@ func (ix *Index) WatchWith(ctx context.Context, q Query, opts WatchOptions) (wat
 		r.wmu.Unlock()
 	}
 
+	r.mu.RLock()
+	for name, rv := range from {
+		if last, ok := r.dropped[name]; ok && rv <= last && w.clusters(name) {
+			r.mu.RUnlock()
+			unregister()
+			cancel()
+			return nil, fmt.Errorf("%w: cluster %s stopped serving %s and its history was dropped; list again and watch from now", ErrExpired, name, r.name)
+		}
+	}
+	r.mu.RUnlock()
 	cursor := Cursor{}
 	var replay []Event
 	var initial []Item

@@ -94,8 +94,9 @@ func TestTwoHundredContexts(t *testing.T) {
 	}
 	f.Reload()
 	eventually(t, time.Minute, "back to 100 contexts", allSynced(100))
-	// The removed clusters leave the fleet at once and stop within seconds; some stay
-	// reachable for up to about two minutes more (BENCHMARKS.md, issue #15).
+	// The removed clusters leave the fleet at once and stop within seconds; the index
+	// keeps their last events (their objects' DELETED events) for a minute for watches to
+	// resume through (aggregator.Options.RemovedRetention), then frees them.
 	// Polled once a second: each check collects garbage twice.
 	var heapAfter float64
 	err := wait.PollUntilContextTimeout(context.Background(), time.Second, 3*time.Minute, true, func(context.Context) (bool, error) {

@@ -1,6 +1,7 @@
 package aggregator
 
 import (
+	"runtime/debug"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -306,6 +307,22 @@ func (r *resourceIndex) sweep(s *shard) {
 	}
 	delete(r.shards, s.cluster)
 	r.dropped[s.cluster] = last
+	releaseSoon()
+}
+
+// releasePending is set while a release is scheduled.
+var releasePending atomic.Bool
+
+// releaseSoon returns the memory of dropped shards to the OS a second from now (once for
+// all the shards a handover or a kubeconfig change drops together). Without it an idle
+// daemon keeps it until the runtime's periodic collection, minutes later.
+func releaseSoon() {
+	if releasePending.CompareAndSwap(false, true) {
+		time.AfterFunc(time.Second, func() {
+			releasePending.Store(false)
+			debug.FreeOSMemory()
+		})
+	}
 }
 
 func (ix *Index) isStopped(id uint64) bool {

@@ -43,7 +43,7 @@ func BenchmarkShardedList(b *testing.B) {
 	// nothing of the others' clusters). The replicas started one after the other, so the
 	// first ones cached clusters that then moved: a moved cluster's last events (which
 	// hold its objects) are kept a minute for watches to resume through
-	// (aggregator.Options.RemovedRetention). Measured once that has passed.
+	// (aggregator.Options.RemovedRetention), then freed. Measured once that has passed.
 	time.Sleep(70 * time.Second)
 	hs, rss := metricValue(b, single, "go_gc_heap_live_bytes"), metricValue(b, single, "process_resident_memory_bytes")
 	var hr, rr float64

@@ -71,6 +71,9 @@ func BenchmarkPerClusterOverhead(b *testing.B) {
 				b.ReportMetric(ms(m.answers.readyz), "readyz-verbose-ms")
 				b.ReportMetric(ms(m.answers.metrics), "metrics-ms")
 				b.ReportMetric(ms(m.answers.metricsClusterOnly), "metrics-cluster-only-ms")
+				b.ReportMetric(ms(m.answers.metricsGzip), "metrics-gzip-ms")
+				b.ReportMetric(ms(m.answers.metricsClusterOnlyGzip), "metrics-cluster-only-gzip-ms")
+				b.ReportMetric((m.stacks-base.stacks)/added/(1<<10), "stack-KiB/cluster")
 				b.ReportMetric(float64(m.answers.series)/float64(n), "series/cluster")
 				b.ReportMetric(float64(m.answers.seriesClusterOnly)/float64(n), "cluster-only-series/cluster")
 				b.ReportMetric((m.heapAfterStop-base.heap)/(1<<20), "heap-left-after-stop-MiB")
@@ -86,6 +89,8 @@ type fleetCost struct {
 	idleCPU               float64 // of one core
 	requestsPerSecond     float64
 	heapAfterStop         float64
+	stacks                float64 // goroutine stacks in use (MemStats.StackInuse)
+	mem                   string  // where the RSS goes, from MemStats
 	scale                 float64 // the probe budget's interval scale
 	answers               answerCost
 }
@@ -93,6 +98,8 @@ type fleetCost struct {
 // answerCost is how long the status endpoints take to answer, whole (median of 5).
 type answerCost struct {
 	clusters, readyz, metrics, metricsClusterOnly time.Duration
+	// the same scrapes as Prometheus makes them (its Accept header, gzip)
+	metricsGzip, metricsClusterOnlyGzip time.Duration
 	// series in one /metrics scrape (fleetcache_ ones), with and without per-resource ones
 	series, seriesClusterOnly int
 }
@@ -106,13 +113,17 @@ func measureAnswers(b *testing.B, f *clusters.Fleet, index *aggregator.Index) an
 		return server.New(server.Options{Fleet: f, Index: index, Gatherer: reg})
 	}
 	full, lean := handler(false), handler(true)
-	timeIt := func(h http.Handler, path string) (time.Duration, string) {
+	timeIt := func(h http.Handler, path string, header ...string) (time.Duration, string) {
 		var ds []time.Duration
 		var body string
 		for range 5 {
 			rec := httptest.NewRecorder()
+			req := httptest.NewRequest(http.MethodGet, path, nil)
+			for i := 0; i+1 < len(header); i += 2 {
+				req.Header.Set(header[i], header[i+1])
+			}
 			start := time.Now()
-			h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, path, nil))
+			h.ServeHTTP(rec, req)
 			ds = append(ds, time.Since(start))
 			if rec.Code != http.StatusOK && !(path == "/readyz?verbose" && rec.Code == http.StatusServiceUnavailable) {
 				b.Fatalf("%s: %d %s", path, rec.Code, rec.Body.String())
@@ -138,12 +149,17 @@ func measureAnswers(b *testing.B, f *clusters.Fleet, index *aggregator.Index) an
 	a.series = countSeries(body)
 	a.metricsClusterOnly, body = timeIt(lean, "/metrics")
 	a.seriesClusterOnly = countSeries(body)
+	// What Prometheus sends when it scrapes.
+	prom := []string{"Accept", "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1",
+		"Accept-Encoding", "gzip"}
+	a.metricsGzip, _ = timeIt(full, "/metrics", prom...)
+	a.metricsClusterOnlyGzip, _ = timeIt(lean, "/metrics", prom...)
 	return a
 }
 
 func (m fleetCost) String() string {
-	return fmt.Sprintf("heap %.0f MiB, RSS %.0f MiB, %.0f goroutines, all synced in %s, idle CPU %.1f%%, %.0f requests/s (interval scale %.2f); heap after stop %.0f MiB",
-		m.heap/(1<<20), m.rss/(1<<20), m.goroutines, m.synced.Round(100*time.Millisecond), m.idleCPU*100, m.requestsPerSecond, m.scale, m.heapAfterStop/(1<<20))
+	return fmt.Sprintf("heap %.0f MiB, RSS %.0f MiB (%s), %.0f goroutines, all synced in %s, idle CPU %.1f%%, %.0f requests/s (interval scale %.2f); heap after stop %.0f MiB",
+		m.heap/(1<<20), m.rss/(1<<20), m.mem, m.goroutines, m.synced.Round(100*time.Millisecond), m.idleCPU*100, m.requestsPerSecond, m.scale, m.heapAfterStop/(1<<20))
 }
 
 func measureFleet(b *testing.B, n int) fleetCost {
@@ -211,6 +227,12 @@ func measureFleet(b *testing.B, n int) fleetCost {
 	m.idleCPU = (processCPU() - cpu0).Seconds() / elapsed.Seconds()
 	m.requestsPerSecond = float64(requests()-req0) / elapsed.Seconds()
 	m.heap, m.goroutines, m.rss = liveHeap(), float64(runtime.NumGoroutine()), rss()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	m.stacks = float64(ms.StackInuse)
+	mib := func(v uint64) uint64 { return v >> 20 }
+	m.mem = fmt.Sprintf("heap in use %d MiB, heap free not returned %d MiB, next GC at %d MiB, stacks %d MiB, runtime (spans, GC, other) %d MiB, sys %d MiB",
+		mib(ms.HeapInuse), mib(ms.HeapIdle-ms.HeapReleased), mib(ms.NextGC), mib(ms.StackSys), mib(ms.MSpanSys+ms.MCacheSys+ms.BuckHashSys+ms.GCSys+ms.OtherSys), mib(ms.Sys))
 	m.scale = budget.Scale()
 	if dir != "" {
 		// Where the goroutines and the heap go, for BENCHMARKS.md.

@@ -6,6 +6,7 @@ package filewatch
 import (
 	"context"
 	"crypto/sha256"
+	"io"
 	"os"
 	"time"
 )
@@ -14,22 +15,34 @@ import (
 // disappears.
 type Stamp [sha256.Size]byte
 
-// StampOf reads paths and returns their stamp.
+// StampOf reads paths and returns their stamp. Files are streamed through the hash, not
+// read whole: a kubeconfig of 1,000 contexts is megabytes, checked every few seconds, and
+// reading it into memory each time was most of an idle daemon's garbage.
 func StampOf(paths ...string) Stamp {
 	h := sha256.New()
+	buf := make([]byte, 32<<10)
 	for _, p := range paths {
 		h.Write([]byte(p))
 		h.Write([]byte{0})
-		b, err := os.ReadFile(p)
-		if err != nil {
+		if err := hashFile(h, p, buf); err != nil {
 			h.Write([]byte(err.Error()))
 		}
-		h.Write(b)
 		h.Write([]byte{0})
 	}
 	var s Stamp
-	copy(s[:], h.Sum(nil))
+	h.Sum(s[:0])
 	return s
+}
+
+func hashFile(h io.Writer, path string, buf []byte) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	// Through a plain Reader: *os.File's WriterTo would allocate a buffer of its own.
+	_, err = io.CopyBuffer(h, struct{ io.Reader }{f}, buf)
+	return err
 }
 
 // Poll calls onChange each time the contents of paths() differ from what they were at

@@ -37,7 +37,11 @@ func (c *Cluster) discoveryLoop(ctx context.Context, cached discovery.CachedDisc
 	backoff := newBackoff()
 	for {
 		wait := c.rediscoveryInterval()
-		if err := c.discover(ctx, cached); err != nil {
+		err := c.discover(ctx, cached)
+		// Every round asks the apiserver again: the cached document (tens of KiB per
+		// cluster, more than the cluster's informers hold) is not kept in between.
+		cached.Invalidate()
+		if err != nil {
 			c.mu.Lock()
 			c.discoverErr = err
 			c.mu.Unlock()
@@ -56,7 +60,6 @@ func (c *Cluster) discoveryLoop(ctx context.Context, cached discovery.CachedDisc
 		case <-c.opts.Clock.After(wait):
 		case <-c.rediscover:
 		}
-		cached.Invalidate()
 	}
 }
 

@@ -65,6 +65,7 @@ func BenchmarkPerClusterOverhead(b *testing.B) {
 				b.ReportMetric(m.synced.Seconds(), "all-synced-s")
 				b.ReportMetric(m.idleCPU*100, "idle-cpu-%")
 				b.ReportMetric(m.requestsPerSecond, "idle-requests/s")
+				b.ReportMetric(m.idleAlloc/1e6, "idle-alloc-MB/s")
 				b.ReportMetric(m.scale, "interval-scale")
 				ms := func(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
 				b.ReportMetric(ms(m.answers.clusters), "clusters-ms")
@@ -90,6 +91,8 @@ type fleetCost struct {
 	requestsPerSecond     float64
 	heapAfterStop         float64
 	stacks                float64 // goroutine stacks in use (MemStats.StackInuse)
+	idleAlloc             float64 // bytes allocated per second while idle
+	idleGCs               uint32  // garbage collections while idle
 	mem                   string  // where the RSS goes, from MemStats
 	scale                 float64 // the probe budget's interval scale
 	answers               answerCost
@@ -158,8 +161,8 @@ func measureAnswers(b *testing.B, f *clusters.Fleet, index *aggregator.Index) an
 }
 
 func (m fleetCost) String() string {
-	return fmt.Sprintf("heap %.0f MiB, RSS %.0f MiB (%s), %.0f goroutines, all synced in %s, idle CPU %.1f%%, %.0f requests/s (interval scale %.2f); heap after stop %.0f MiB",
-		m.heap/(1<<20), m.rss/(1<<20), m.mem, m.goroutines, m.synced.Round(100*time.Millisecond), m.idleCPU*100, m.requestsPerSecond, m.scale, m.heapAfterStop/(1<<20))
+	return fmt.Sprintf("heap %.0f MiB, RSS %.0f MiB (%s), %.0f goroutines, all synced in %s, idle CPU %.1f%%, %.0f requests/s (interval scale %.2f), %.1f MB/s allocated and %d GCs while idle; heap after stop %.0f MiB",
+		m.heap/(1<<20), m.rss/(1<<20), m.mem, m.goroutines, m.synced.Round(100*time.Millisecond), m.idleCPU*100, m.requestsPerSecond, m.scale, m.idleAlloc/1e6, m.idleGCs, m.heapAfterStop/(1<<20))
 }
 
 func measureFleet(b *testing.B, n int) fleetCost {
@@ -216,7 +219,14 @@ func measureFleet(b *testing.B, n int) fleetCost {
 		if out, err := os.Create(filepath.Join(dir, fmt.Sprintf("cpu-%d.pprof", n))); err == nil && pprof.StartCPUProfile(out) == nil {
 			cpuProfile = out
 		}
+		// What the idle daemon allocates: the allocs profile at the end, less this one.
+		if out, err := os.Create(filepath.Join(dir, fmt.Sprintf("allocs-idle-start-%d.pprof", n))); err == nil {
+			_ = pprof.Lookup("allocs").WriteTo(out, 0)
+			out.Close()
+		}
 	}
+	var ms0 runtime.MemStats
+	runtime.ReadMemStats(&ms0)
 	cpu0, req0, t0 := processCPU(), requests(), time.Now()
 	time.Sleep(idleWindow(b, n))
 	elapsed := time.Since(t0)
@@ -225,6 +235,16 @@ func measureFleet(b *testing.B, n int) fleetCost {
 		cpuProfile.Close()
 	}
 	m.idleCPU = (processCPU() - cpu0).Seconds() / elapsed.Seconds()
+	var ms1 runtime.MemStats
+	runtime.ReadMemStats(&ms1)
+	m.idleAlloc = float64(ms1.TotalAlloc-ms0.TotalAlloc) / elapsed.Seconds()
+	m.idleGCs = ms1.NumGC - ms0.NumGC
+	if dir != "" {
+		if out, err := os.Create(filepath.Join(dir, fmt.Sprintf("allocs-idle-end-%d.pprof", n))); err == nil {
+			_ = pprof.Lookup("allocs").WriteTo(out, 0)
+			out.Close()
+		}
+	}
 	m.requestsPerSecond = float64(requests()-req0) / elapsed.Seconds()
 	m.heap, m.goroutines, m.rss = liveHeap(), float64(runtime.NumGoroutine()), rss()
 	var ms runtime.MemStats

@@ -57,10 +57,13 @@ type Cluster struct {
 	lastProbe   time.Time
 	probeErr    error
 	discoverErr error
-	initialSync time.Time
-	started     time.Time
-	stopped     bool
-	versionAt   time.Time
+	// lastResolution is the last complete discovery answer's resolution, reused while
+	// discovery answers the same.
+	lastResolution *resolution
+	initialSync    time.Time
+	started        time.Time
+	stopped        bool
+	versionAt      time.Time
 	// lastProgress is when the initial sync's progress was last logged.
 	lastProgress time.Time
 	rediscover   chan struct{}

@@ -3,6 +3,7 @@ package clusters
 import (
 	"context"
 	"fmt"
+	"hash/maphash"
 	"strings"
 	"time"
 
@@ -86,15 +87,29 @@ func (c *Cluster) discover(ctx context.Context, cached discovery.CachedDiscovery
 	// ServerGroupsAndResources fails as a whole only when the apiserver cannot be reached;
 	// a partial failure (one aggregated API down) still returns what it could.
 	// With the cluster's context: a cluster being stopped does not wait for its discovery.
+	var groups []*metav1.APIGroup
 	var lists []*metav1.APIResourceList
 	var err error
 	if cc, ok := cached.(discovery.CachedDiscoveryInterfaceWithContext); ok {
-		_, lists, err = cc.ServerGroupsAndResourcesWithContext(ctx)
+		groups, lists, err = cc.ServerGroupsAndResourcesWithContext(ctx)
 	} else {
-		_, lists, err = cached.ServerGroupsAndResources()
+		groups, lists, err = cached.ServerGroupsAndResources()
 	}
 	if err != nil && len(lists) == 0 {
 		return fmt.Errorf("discovery: %w", err)
+	}
+	// What the apiserver serves rarely changes: the same complete answer resolves the same
+	// way, without building a RESTMapper again (which was most of an idle fleet's garbage).
+	var fingerprint uint64
+	if err == nil {
+		fingerprint = discoveryFingerprint(groups, lists)
+		c.mu.Lock()
+		last := c.lastResolution
+		c.mu.Unlock()
+		if last != nil && last.fingerprint == fingerprint {
+			c.reconcileResources(ctx, last.want, last.notServed)
+			return nil
+		}
 	}
 	mapper := restmapper.NewShortcutExpander(restmapper.NewDeferredDiscoveryRESTMapper(cached), cached, func(string) {})
 
@@ -131,14 +146,80 @@ func (c *Cluster) discover(ctx context.Context, cached discovery.CachedDiscovery
 			names: discoveredNames(lists, gvr), api: apiResourceOf(lists, gvr)}
 		want[r.display()] = r
 	}
+	complete := err == nil
 	for name, r := range want {
 		if _, err := scheme.Scheme.New(r.gvk); err != nil {
 			r.columns = c.printerColumns(ctx, r.gvr)
 			want[name] = r
+			c.mu.Lock()
+			_, read := c.columns[r.gvr]
+			c.mu.Unlock()
+			complete = complete && read // not read: try again next round
 		}
 	}
+	c.mu.Lock()
+	c.lastResolution = nil
+	if complete {
+		c.lastResolution = &resolution{fingerprint: fingerprint, want: want, notServed: notServed}
+	}
+	c.mu.Unlock()
 	c.reconcileResources(ctx, want, notServed)
 	return nil
+}
+
+// resolution is what one discovery answer resolved the configured resources to; it is
+// read, never modified.
+type resolution struct {
+	fingerprint uint64
+	want        map[string]resolved
+	notServed   []string
+}
+
+// fingerprintSeed makes fingerprints comparable within the process.
+var fingerprintSeed = maphash.MakeSeed()
+
+// discoveryFingerprint hashes everything of a discovery answer that resolving resources
+// reads: groups and their preferred versions, and every resource's names, kind, scope
+// and verbs.
+func discoveryFingerprint(groups []*metav1.APIGroup, lists []*metav1.APIResourceList) uint64 {
+	var h maphash.Hash
+	h.SetSeed(fingerprintSeed)
+	str := func(s string) {
+		h.WriteString(s)
+		h.WriteByte(0)
+	}
+	strs := func(ss []string) {
+		for _, s := range ss {
+			str(s)
+		}
+		h.WriteByte(1)
+	}
+	for _, g := range groups {
+		str(g.Name)
+		str(g.PreferredVersion.GroupVersion)
+		for _, v := range g.Versions {
+			str(v.GroupVersion)
+		}
+		h.WriteByte(2)
+	}
+	for _, l := range lists {
+		str(l.GroupVersion)
+		for _, r := range l.APIResources {
+			str(r.Name)
+			str(r.SingularName)
+			str(r.Group)
+			str(r.Version)
+			str(r.Kind)
+			if r.Namespaced {
+				h.WriteByte(1)
+			}
+			strs(r.Verbs)
+			strs(r.ShortNames)
+			strs(r.Categories)
+		}
+		h.WriteByte(3)
+	}
+	return h.Sum64()
 }
 
 var crdResource = schema.GroupVersionResource{Group: "apiextensions.k8s.io", Version: "v1", Resource: "customresourcedefinitions"}

@@ -75,6 +75,9 @@ type Cluster struct {
 	// discoveryRequests counts the requests discovery made (each round: /api and /apis,
 	// aggregated).
 	discoveryRequests atomic.Uint64
+	// resolutions counts the discovery rounds that resolved the configured resources
+	// (the others found discovery unchanged).
+	resolutions atomic.Uint64
 }
 
 // countingTransport counts the requests made through it.

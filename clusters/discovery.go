@@ -2,6 +2,7 @@ package clusters
 
 import (
 	"context"
+	"encoding/binary"
 	"fmt"
 	"hash/maphash"
 	"strings"
@@ -146,6 +147,7 @@ func (c *Cluster) discover(ctx context.Context, cached discovery.CachedDiscovery
 			names: discoveredNames(lists, gvr), api: apiResourceOf(lists, gvr)}
 		want[r.display()] = r
 	}
+	c.resolutions.Add(1)
 	complete := err == nil
 	for name, r := range want {
 		if _, err := scheme.Scheme.New(r.gvk); err != nil {
@@ -179,8 +181,9 @@ type resolution struct {
 var fingerprintSeed = maphash.MakeSeed()
 
 // discoveryFingerprint hashes everything of a discovery answer that resolving resources
-// reads: groups and their preferred versions, and every resource's names, kind, scope
-// and verbs.
+// reads: groups and their versions in order of preference, and every resource's names,
+// kind, scope and verbs. Groups, lists and resources come in no fixed order (client-go
+// builds them from maps): their hashes are summed.
 func discoveryFingerprint(groups []*metav1.APIGroup, lists []*metav1.APIResourceList) uint64 {
 	var h maphash.Hash
 	h.SetSeed(fingerprintSeed)
@@ -194,17 +197,21 @@ func discoveryFingerprint(groups []*metav1.APIGroup, lists []*metav1.APIResource
 		}
 		h.WriteByte(1)
 	}
+	var sum uint64
 	for _, g := range groups {
+		h.Reset()
+		h.WriteByte('g')
 		str(g.Name)
 		str(g.PreferredVersion.GroupVersion)
 		for _, v := range g.Versions {
 			str(v.GroupVersion)
 		}
-		h.WriteByte(2)
+		sum += h.Sum64()
 	}
 	for _, l := range lists {
-		str(l.GroupVersion)
+		var resources uint64
 		for _, r := range l.APIResources {
+			h.Reset()
 			str(r.Name)
 			str(r.SingularName)
 			str(r.Group)
@@ -216,10 +223,15 @@ func discoveryFingerprint(groups []*metav1.APIGroup, lists []*metav1.APIResource
 			strs(r.Verbs)
 			strs(r.ShortNames)
 			strs(r.Categories)
+			resources += h.Sum64()
 		}
-		h.WriteByte(3)
+		h.Reset()
+		h.WriteByte('l')
+		str(l.GroupVersion)
+		h.Write(binary.LittleEndian.AppendUint64(nil, resources))
+		sum += h.Sum64()
 	}
-	return h.Sum64()
+	return sum
 }
 
 var crdResource = schema.GroupVersionResource{Group: "apiextensions.k8s.io", Version: "v1", Resource: "customresourcedefinitions"}

@@ -26,13 +26,31 @@ func TestDiscoveryFingerprint(t *testing.T) {
 	if again := discoveryFingerprint(answer()); again != base {
 		t.Fatal("the same answer fingerprints differently")
 	}
+	// client-go hands groups, lists and resources out in map order: order is not a change.
+	g, l := answer()
+	g = append(g, &metav1.APIGroup{Name: "batch", PreferredVersion: metav1.GroupVersionForDiscovery{GroupVersion: "batch/v1"}})
+	l[0].APIResources = append(l[0].APIResources, metav1.APIResource{Name: "replicasets", Kind: "ReplicaSet"})
+	l = append(l, &metav1.APIResourceList{GroupVersion: "batch/v1", APIResources: []metav1.APIResource{{Name: "jobs", Kind: "Job"}}})
+	reordered := discoveryFingerprint(
+		[]*metav1.APIGroup{g[1], g[0]},
+		[]*metav1.APIResourceList{l[1], {GroupVersion: "apps/v1", APIResources: []metav1.APIResource{l[0].APIResources[1], l[0].APIResources[0]}}})
+	if reordered != discoveryFingerprint(g, l) {
+		t.Error("the same answer in another order fingerprints differently")
+	}
 	changes := map[string]func(g []*metav1.APIGroup, l []*metav1.APIResourceList){
-		"short name":        func(g []*metav1.APIGroup, l []*metav1.APIResourceList) { l[0].APIResources[0].ShortNames = []string{"dp"} },
-		"scope":             func(g []*metav1.APIGroup, l []*metav1.APIResourceList) { l[0].APIResources[0].Namespaced = false },
-		"preferred version": func(g []*metav1.APIGroup, l []*metav1.APIResourceList) { g[0].PreferredVersion.GroupVersion = "apps/v2" },
-		"verbs":             func(g []*metav1.APIGroup, l []*metav1.APIResourceList) { l[0].APIResources[0].Verbs = []string{"list"} },
+		"short name": func(g []*metav1.APIGroup, l []*metav1.APIResourceList) {
+			l[0].APIResources[0].ShortNames = []string{"dp"}
+		},
+		"scope": func(g []*metav1.APIGroup, l []*metav1.APIResourceList) { l[0].APIResources[0].Namespaced = false },
+		"preferred version": func(g []*metav1.APIGroup, l []*metav1.APIResourceList) {
+			g[0].PreferredVersion.GroupVersion = "apps/v2"
+		},
+		"verbs": func(g []*metav1.APIGroup, l []*metav1.APIResourceList) { l[0].APIResources[0].Verbs = []string{"list"} },
 		"a new resource": func(g []*metav1.APIGroup, l []*metav1.APIResourceList) {
 			l[0].APIResources = append(l[0].APIResources, metav1.APIResource{Name: "replicasets", Kind: "ReplicaSet"})
+		},
+		"resource moved to another version": func(g []*metav1.APIGroup, l []*metav1.APIResourceList) {
+			l[0].GroupVersion = "apps/v2"
 		},
 		// Moving a name from one list to the next must not look the same.
 		"names regrouped": func(g []*metav1.APIGroup, l []*metav1.APIResourceList) {

@@ -604,3 +604,28 @@ func TestIdleResourcesStayProven(t *testing.T) {
 	}
 	t.Logf("largest staleness bound over 30s idle: %.1fs (idle proof interval 12s, staleAfter 19s)", worst)
 }
+
+// TestUnchangedDiscoveryIsNotResolvedAgain: rediscovery keeps asking the apiserver, but
+// an answer that did not change reuses the last resolution (no RESTMapper built again).
+func TestUnchangedDiscoveryIsNotResolvedAgain(t *testing.T) {
+	seeded(t)
+	path, filter := readerKubeconfig(t)
+	name := fleet.Clusters[0].Name
+	filter.Include = []string{name + "-reader"}
+	opts := fastOptions(testResources...)
+	opts.Cluster.RediscoveryInterval = 200 * time.Millisecond
+	f := startFleet(t, clusters.KubeconfigSource{Paths: []string{path}, Filter: filter}, opts)
+	eventually(t, 30*time.Second, "synced", phaseIs(f, name, clusters.PhaseSynced))
+	c := f.Cluster(name)
+	resolved, asked := c.Resolutions(), c.Status().DiscoveryRequests
+	eventually(t, 30*time.Second, "three more discovery rounds", func() (bool, string) {
+		n := c.Status().DiscoveryRequests
+		return n >= asked+6, fmt.Sprintf("%d discovery requests since", n-asked)
+	})
+	if n := c.Resolutions(); n != resolved {
+		t.Errorf("resolved %d more times although discovery did not change", n-resolved)
+	}
+	if resolved == 0 {
+		t.Error("never resolved")
+	}
+}

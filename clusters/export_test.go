@@ -1,0 +1,4 @@
+package clusters
+
+// Resolutions is how many discovery rounds resolved the configured resources, for tests.
+func (c *Cluster) Resolutions() uint64 { return c.resolutions.Load() }

@@ -88,6 +88,14 @@ func (c *Cluster) discover(ctx context.Context, cached discovery.CachedDiscovery
 	// ServerGroupsAndResources fails as a whole only when the apiserver cannot be reached;
 	// a partial failure (one aggregated API down) still returns what it could.
 	// With the cluster's context: a cluster being stopped does not wait for its discovery.
+	c.mu.Lock()
+	last := c.lastResolution
+	c.mu.Unlock()
+	if last != nil && c.validators.unchanged(ctx, c.discoveryConn) {
+		c.reconcileResources(ctx, last.want, last.notServed)
+		return nil
+	}
+	c.downloads.Add(1)
 	var groups []*metav1.APIGroup
 	var lists []*metav1.APIResourceList
 	var err error
@@ -104,9 +112,6 @@ func (c *Cluster) discover(ctx context.Context, cached discovery.CachedDiscovery
 	var fingerprint uint64
 	if err == nil {
 		fingerprint = discoveryFingerprint(groups, lists)
-		c.mu.Lock()
-		last := c.lastResolution
-		c.mu.Unlock()
 		if last != nil && last.fingerprint == fingerprint {
 			c.reconcileResources(ctx, last.want, last.notServed)
 			return nil

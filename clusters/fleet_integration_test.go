@@ -606,7 +606,8 @@ func TestIdleResourcesStayProven(t *testing.T) {
 }
 
 // TestUnchangedDiscoveryIsNotResolvedAgain: rediscovery keeps asking the apiserver, but
-// an answer that did not change reuses the last resolution (no RESTMapper built again).
+// documents that did not change are not downloaded again (their ETags answer 304), and
+// the last resolution is reused (no RESTMapper built again).
 func TestUnchangedDiscoveryIsNotResolvedAgain(t *testing.T) {
 	seeded(t)
 	path, filter := readerKubeconfig(t)
@@ -617,13 +618,16 @@ func TestUnchangedDiscoveryIsNotResolvedAgain(t *testing.T) {
 	f := startFleet(t, clusters.KubeconfigSource{Paths: []string{path}, Filter: filter}, opts)
 	eventually(t, 30*time.Second, "synced", phaseIs(f, name, clusters.PhaseSynced))
 	c := f.Cluster(name)
-	resolved, asked := c.Resolutions(), c.Status().DiscoveryRequests
+	resolved, downloaded, asked := c.Resolutions(), c.Downloads(), c.Status().DiscoveryRequests
 	eventually(t, 30*time.Second, "three more discovery rounds", func() (bool, string) {
 		n := c.Status().DiscoveryRequests
 		return n >= asked+6, fmt.Sprintf("%d discovery requests since", n-asked)
 	})
 	if n := c.Resolutions(); n != resolved {
 		t.Errorf("resolved %d more times although discovery did not change", n-resolved)
+	}
+	if n := c.Downloads(); n != downloaded {
+		t.Errorf("downloaded the discovery documents %d more times although they did not change", n-downloaded)
 	}
 	if resolved == 0 {
 		t.Error("never resolved")

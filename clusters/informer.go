@@ -137,7 +137,9 @@ func (lw *observedLW) WatchWithContext(ctx context.Context, opts metav1.ListOpti
 		// the resource just before makes that bookmark prove it current.
 		st.deadline = st.start.Add(time.Duration(*opts.TimeoutSeconds) * time.Second)
 		st.timer = time.AfterFunc(time.Duration(*opts.TimeoutSeconds)*time.Second-preBookmarkLead, func() {
-			rc.cluster.probeResource(wctx, rc)
+			if !rc.probedRecently(o.Clock.Now()) { // else the probe loop's probe did it
+				rc.cluster.probeResource(wctx, rc)
+			}
 		})
 	}
 	ended := st.ended

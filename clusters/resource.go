@@ -46,6 +46,8 @@ type resourceCache struct {
 	proof proof
 	// stream is the current (or last) watch request.
 	stream *stream
+	// lastProbe is when a probe listing this resource was last sent.
+	lastProbe time.Time
 }
 
 type resourceFacts struct {

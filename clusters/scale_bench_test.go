@@ -90,11 +90,12 @@ type fleetCost struct {
 	idleCPU               float64 // of one core
 	requestsPerSecond     float64
 	heapAfterStop         float64
-	stacks                float64 // goroutine stacks in use (MemStats.StackInuse)
-	idleAlloc             float64 // bytes allocated per second while idle
-	idleGCs               uint32  // garbage collections while idle
-	mem                   string  // where the RSS goes, from MemStats
-	scale                 float64 // the probe budget's interval scale
+	stacks                float64   // goroutine stacks in use (MemStats.StackInuse)
+	idleAlloc             float64   // bytes allocated per second while idle
+	idleGCs               uint32    // garbage collections while idle
+	idleLists             [3]uint64 // while idle: lists (relists), failed lists, failed watches
+	mem                   string    // where the RSS goes, from MemStats
+	scale                 float64   // the probe budget's interval scale
 	answers               answerCost
 }
 
@@ -117,6 +118,9 @@ func measureAnswers(b *testing.B, f *clusters.Fleet, index *aggregator.Index) an
 	}
 	full, lean := handler(false), handler(true)
 	timeIt := func(h http.Handler, path string, header ...string) (time.Duration, string) {
+		// Each endpoint on its own: not paying for the garbage of the one timed before
+		// (a per-resource scrape leaves hundreds of MB).
+		runtime.GC()
 		var ds []time.Duration
 		var body string
 		for range 5 {
@@ -161,8 +165,8 @@ func measureAnswers(b *testing.B, f *clusters.Fleet, index *aggregator.Index) an
 }
 
 func (m fleetCost) String() string {
-	return fmt.Sprintf("heap %.0f MiB, RSS %.0f MiB (%s), %.0f goroutines, all synced in %s, idle CPU %.1f%%, %.0f requests/s (interval scale %.2f), %.1f MB/s allocated and %d GCs while idle; heap after stop %.0f MiB",
-		m.heap/(1<<20), m.rss/(1<<20), m.mem, m.goroutines, m.synced.Round(100*time.Millisecond), m.idleCPU*100, m.requestsPerSecond, m.scale, m.idleAlloc/1e6, m.idleGCs, m.heapAfterStop/(1<<20))
+	return fmt.Sprintf("heap %.0f MiB, RSS %.0f MiB (%s), %.0f goroutines, all synced in %s, idle CPU %.1f%%, %.0f requests/s (interval scale %.2f), %.1f MB/s allocated and %d GCs while idle, %d lists (%d failed) and %d failed watches while idle; heap after stop %.0f MiB",
+		m.heap/(1<<20), m.rss/(1<<20), m.mem, m.goroutines, m.synced.Round(100*time.Millisecond), m.idleCPU*100, m.requestsPerSecond, m.scale, m.idleAlloc/1e6, m.idleGCs, m.idleLists[0], m.idleLists[1], m.idleLists[2], m.heapAfterStop/(1<<20))
 }
 
 func measureFleet(b *testing.B, n int) fleetCost {
@@ -176,7 +180,7 @@ func measureFleet(b *testing.B, n int) fleetCost {
 	f := clusters.NewFleet(clusters.KubeconfigSource{Paths: []string{path}}, clusters.FleetOptions{
 		// The daemon's defaults: 4 concurrent initial lists, the default probe budget.
 		Cluster: clusters.Options{Handler: index, ListLimiter: clusters.NewListLimiter(4), Budget: budget},
-		Logger:  zap.NewNop(),
+		Logger:  benchLogger(b, n),
 	})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
@@ -212,6 +216,18 @@ func measureFleet(b *testing.B, n int) fleetCost {
 		}
 		return total
 	}
+	// Lists (relists included) and failed list and watch calls, for what happens while idle.
+	lists := func() (n [3]uint64) {
+		for _, s := range f.Status() {
+			for _, r := range s.Resources {
+				n[0] += r.Counters.Lists
+				n[1] += r.Counters.ListErrors
+				n[2] += r.Counters.WatchErrors
+			}
+		}
+		return n
+	}
+	lists0 := lists()
 	dir := os.Getenv("FLEETCACHE_SCALE_PROFILES")
 	var cpuProfile *os.File
 	if dir != "" {
@@ -246,6 +262,8 @@ func measureFleet(b *testing.B, n int) fleetCost {
 		}
 	}
 	m.requestsPerSecond = float64(requests()-req0) / elapsed.Seconds()
+	lists1 := lists()
+	m.idleLists = [3]uint64{lists1[0] - lists0[0], lists1[1] - lists0[1], lists1[2] - lists0[2]}
 	m.heap, m.goroutines, m.rss = liveHeap(), float64(runtime.NumGoroutine()), rss()
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
@@ -333,4 +351,21 @@ func idleWindow(b *testing.B, n int) time.Duration {
 		return d
 	}
 	return 20 * time.Second
+}
+
+// benchLogger logs to FLEETCACHE_SCALE_LOG-<n> when that is set (phase changes, with their
+// reasons), else nowhere.
+func benchLogger(b *testing.B, n int) *zap.Logger {
+	path := os.Getenv("FLEETCACHE_SCALE_LOG")
+	if path == "" {
+		return zap.NewNop()
+	}
+	cfg := zap.NewProductionConfig()
+	cfg.OutputPaths = []string{fmt.Sprintf("%s-%d", path, n)}
+	cfg.Sampling = nil
+	log, err := cfg.Build()
+	if err != nil {
+		b.Fatal(err)
+	}
+	return log
 }

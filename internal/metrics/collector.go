@@ -178,10 +178,19 @@ func (c *Collector) collectCluster(ch chan<- prometheus.Metric, s clusters.Clust
 	}
 }
 
+// maxPhases bounds clusters.Phases for aggregate's fixed array (no map per resource).
+const maxPhases = 16
+
+func init() {
+	if len(clusters.Phases) > maxPhases {
+		panic("metrics: more phases than maxPhases")
+	}
+}
+
 // aggregate sums one resource's informers (several when namespaces are configured).
 type aggregate struct {
 	synced, objects, watches, rvLag     float64
-	phases                              [16]float64 // by index in clusters.Phases
+	phases                              [maxPhases]float64 // by index in clusters.Phases
 	lastEvent, lastBookmark, lastList   float64
 	initialSync, staleness              float64
 	lists, listErrors, relists          uint64

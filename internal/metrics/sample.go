@@ -15,7 +15,7 @@ import (
 // and resource (a collected metric's labels are immutable by the Metric contract) and
 // come from slabs: a series costs the registry's own allocations only.
 
-// labelPair is one label; name must be a constant (its address is shared).
+// labelPair is one label, built once per scrape and shared by the series that carry it.
 func labelPair(name, value string) *dto.LabelPair {
 	return &dto.LabelPair{Name: &name, Value: &value}
 }

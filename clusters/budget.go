@@ -12,7 +12,8 @@ import (
 // and a one-object list per resource per Options.IdleProofInterval) and rediscovery
 // (two requests per Options.RediscoveryInterval). While the fleet's clusters would make
 // more than the budget at the configured intervals, every cluster's ProbeInterval,
-// IdleProofInterval, StaleAfter and RediscoveryInterval are stretched by the same factor
+// IdleProofInterval, StaleAfter and RediscoveryInterval (and the minute between reads of
+// its apiserver's version) are stretched by the same factor
 // (Scale), so that idle CPU and the load on apiservers stay bounded as the fleet grows.
 // The price is freshness: staleness bounds, how soon a frozen cluster is reported and how
 // soon a new CRD is picked up grow by the same factor. A nil budget never stretches

@@ -57,10 +57,13 @@ type Cluster struct {
 	lastProbe   time.Time
 	probeErr    error
 	discoverErr error
-	initialSync time.Time
-	started     time.Time
-	stopped     bool
-	versionAt   time.Time
+	// lastResolution is the last complete discovery answer's resolution, reused while
+	// discovery answers the same.
+	lastResolution *resolution
+	initialSync    time.Time
+	started        time.Time
+	stopped        bool
+	versionAt      time.Time
 	// lastProgress is when the initial sync's progress was last logged.
 	lastProgress time.Time
 	rediscover   chan struct{}
@@ -72,17 +75,12 @@ type Cluster struct {
 	// discoveryRequests counts the requests discovery made (each round: /api and /apis,
 	// aggregated).
 	discoveryRequests atomic.Uint64
-}
-
-// countingTransport counts the requests made through it.
-type countingTransport struct {
-	http.RoundTripper
-	n *atomic.Uint64
-}
-
-func (t countingTransport) RoundTrip(req *http.Request) (*http.Response, error) {
-	t.n.Add(1)
-	return t.RoundTripper.RoundTrip(req)
+	// resolutions counts the discovery rounds that resolved the configured resources
+	// (the others found discovery unchanged); downloads those that read the documents.
+	resolutions, downloads atomic.Uint64
+	// validators revalidate the discovery documents over discoveryConn (revalidate.go).
+	validators    discoveryValidators
+	discoveryConn *http.Client
 }
 
 // New returns a cluster that starts caching when Start is called.
@@ -144,7 +142,8 @@ func (c *Cluster) Start(ctx context.Context) error {
 	// Discovery may not hang: the same connection with a timeout.
 	timed := *conn
 	timed.Timeout = c.opts.RequestTimeout
-	timed.Transport = countingTransport{conn.Transport, &c.discoveryRequests}
+	timed.Transport = discoveryTransport{conn.Transport, &c.discoveryRequests, &c.validators}
+	c.discoveryConn = &timed
 	disco, err := discovery.NewDiscoveryClientForConfigAndClient(cfg, &timed)
 	if err != nil {
 		c.setProbe(err)

@@ -2,7 +2,9 @@ package clusters
 
 import (
 	"context"
+	"encoding/binary"
 	"fmt"
+	"hash/maphash"
 	"strings"
 	"time"
 
@@ -37,7 +39,11 @@ func (c *Cluster) discoveryLoop(ctx context.Context, cached discovery.CachedDisc
 	backoff := newBackoff()
 	for {
 		wait := c.rediscoveryInterval()
-		if err := c.discover(ctx, cached); err != nil {
+		err := c.discover(ctx, cached)
+		// Every round asks the apiserver again: the cached document (tens of KiB per
+		// cluster, more than the cluster's informers hold) is not kept in between.
+		cached.Invalidate()
+		if err != nil {
 			c.mu.Lock()
 			c.discoverErr = err
 			c.mu.Unlock()
@@ -56,7 +62,6 @@ func (c *Cluster) discoveryLoop(ctx context.Context, cached discovery.CachedDisc
 		case <-c.opts.Clock.After(wait):
 		case <-c.rediscover:
 		}
-		cached.Invalidate()
 	}
 }
 
@@ -83,15 +88,34 @@ func (c *Cluster) discover(ctx context.Context, cached discovery.CachedDiscovery
 	// ServerGroupsAndResources fails as a whole only when the apiserver cannot be reached;
 	// a partial failure (one aggregated API down) still returns what it could.
 	// With the cluster's context: a cluster being stopped does not wait for its discovery.
+	c.mu.Lock()
+	last := c.lastResolution
+	c.mu.Unlock()
+	if last != nil && c.validators.unchanged(ctx, c.discoveryConn) {
+		c.reconcileResources(ctx, last.want, last.notServed)
+		return nil
+	}
+	c.downloads.Add(1)
+	var groups []*metav1.APIGroup
 	var lists []*metav1.APIResourceList
 	var err error
 	if cc, ok := cached.(discovery.CachedDiscoveryInterfaceWithContext); ok {
-		_, lists, err = cc.ServerGroupsAndResourcesWithContext(ctx)
+		groups, lists, err = cc.ServerGroupsAndResourcesWithContext(ctx)
 	} else {
-		_, lists, err = cached.ServerGroupsAndResources()
+		groups, lists, err = cached.ServerGroupsAndResources()
 	}
 	if err != nil && len(lists) == 0 {
 		return fmt.Errorf("discovery: %w", err)
+	}
+	// What the apiserver serves rarely changes: the same complete answer resolves the same
+	// way, without building a RESTMapper again (which was most of an idle fleet's garbage).
+	var fingerprint uint64
+	if err == nil {
+		fingerprint = discoveryFingerprint(groups, lists)
+		if last != nil && last.fingerprint == fingerprint {
+			c.reconcileResources(ctx, last.want, last.notServed)
+			return nil
+		}
 	}
 	mapper := restmapper.NewShortcutExpander(restmapper.NewDeferredDiscoveryRESTMapper(cached), cached, func(string) {})
 
@@ -128,14 +152,91 @@ func (c *Cluster) discover(ctx context.Context, cached discovery.CachedDiscovery
 			names: discoveredNames(lists, gvr), api: apiResourceOf(lists, gvr)}
 		want[r.display()] = r
 	}
+	c.resolutions.Add(1)
+	complete := err == nil
 	for name, r := range want {
 		if _, err := scheme.Scheme.New(r.gvk); err != nil {
 			r.columns = c.printerColumns(ctx, r.gvr)
 			want[name] = r
+			c.mu.Lock()
+			_, read := c.columns[r.gvr]
+			c.mu.Unlock()
+			complete = complete && read // not read: try again next round
 		}
 	}
+	c.mu.Lock()
+	c.lastResolution = nil
+	if complete {
+		c.lastResolution = &resolution{fingerprint: fingerprint, want: want, notServed: notServed}
+	}
+	c.mu.Unlock()
 	c.reconcileResources(ctx, want, notServed)
 	return nil
+}
+
+// resolution is what one discovery answer resolved the configured resources to; it is
+// read, never modified.
+type resolution struct {
+	fingerprint uint64
+	want        map[string]resolved
+	notServed   []string
+}
+
+// fingerprintSeed makes fingerprints comparable within the process.
+var fingerprintSeed = maphash.MakeSeed()
+
+// discoveryFingerprint hashes everything of a discovery answer that resolving resources
+// reads: groups and their versions in order of preference, and every resource's names,
+// kind, scope and verbs. Groups, lists and resources come in no fixed order (client-go
+// builds them from maps): their hashes are summed.
+func discoveryFingerprint(groups []*metav1.APIGroup, lists []*metav1.APIResourceList) uint64 {
+	var h maphash.Hash
+	h.SetSeed(fingerprintSeed)
+	str := func(s string) {
+		h.WriteString(s)
+		h.WriteByte(0)
+	}
+	strs := func(ss []string) {
+		for _, s := range ss {
+			str(s)
+		}
+		h.WriteByte(1)
+	}
+	var sum uint64
+	for _, g := range groups {
+		h.Reset()
+		h.WriteByte('g')
+		str(g.Name)
+		str(g.PreferredVersion.GroupVersion)
+		for _, v := range g.Versions {
+			str(v.GroupVersion)
+		}
+		sum += h.Sum64()
+	}
+	for _, l := range lists {
+		var resources uint64
+		for _, r := range l.APIResources {
+			h.Reset()
+			str(r.Name)
+			str(r.SingularName)
+			str(r.Group)
+			str(r.Version)
+			str(r.Kind)
+			if r.Namespaced {
+				h.WriteByte(1)
+			}
+			strs(r.Verbs)
+			strs(r.ShortNames)
+			strs(r.Categories)
+			resources += h.Sum64()
+		}
+		h.Reset()
+		h.WriteByte('l')
+		str(l.GroupVersion)
+		h.Write(binary.LittleEndian.AppendUint64(nil, resources))
+		sum += h.Sum64()
+	}
+	return sum
 }
 
 var crdResource = schema.GroupVersionResource{Group: "apiextensions.k8s.io", Version: "v1", Resource: "customresourcedefinitions"}

@@ -10,9 +10,11 @@
 //   - options.go: what every cluster is told (Options), defaults in one place with
 //     their reasons.
 //   - cluster.go: one cluster's life (Start, stop) and its phase, status and freshness
-//     view.
+//     view; summary.go: the cluster-level summary (no resource status built).
 //   - discovery.go: resolving the configured resources through discovery and a
-//     RESTMapper, and starting or stopping informers as resources appear or go.
+//     RESTMapper, and starting or stopping informers as resources appear or go;
+//     revalidate.go: rediscovery asks with ETags and reads the documents only when they
+//     changed.
 //   - informer.go, resource.go: one informer per resource (and namespace): an observed
 //     list/watch (timeouts, the fleet-wide list cap, counters; watch streams observed in
 //     client-go's own decoder) and the compacting transform; the resource's facts and

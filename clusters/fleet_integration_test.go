@@ -604,3 +604,32 @@ func TestIdleResourcesStayProven(t *testing.T) {
 	}
 	t.Logf("largest staleness bound over 30s idle: %.1fs (idle proof interval 12s, staleAfter 19s)", worst)
 }
+
+// TestUnchangedDiscoveryIsNotResolvedAgain: rediscovery keeps asking the apiserver, but
+// documents that did not change are not downloaded again (their ETags answer 304), and
+// the last resolution is reused (no RESTMapper built again).
+func TestUnchangedDiscoveryIsNotResolvedAgain(t *testing.T) {
+	seeded(t)
+	path, filter := readerKubeconfig(t)
+	name := fleet.Clusters[0].Name
+	filter.Include = []string{name + "-reader"}
+	opts := fastOptions(testResources...)
+	opts.Cluster.RediscoveryInterval = 200 * time.Millisecond
+	f := startFleet(t, clusters.KubeconfigSource{Paths: []string{path}, Filter: filter}, opts)
+	eventually(t, 30*time.Second, "synced", phaseIs(f, name, clusters.PhaseSynced))
+	c := f.Cluster(name)
+	resolved, downloaded, asked := c.Resolutions(), c.Downloads(), c.Status().DiscoveryRequests
+	eventually(t, 30*time.Second, "three more discovery rounds", func() (bool, string) {
+		n := c.Status().DiscoveryRequests
+		return n >= asked+6, fmt.Sprintf("%d discovery requests since", n-asked)
+	})
+	if n := c.Resolutions(); n != resolved {
+		t.Errorf("resolved %d more times although discovery did not change", n-resolved)
+	}
+	if n := c.Downloads(); n != downloaded {
+		t.Errorf("downloaded the discovery documents %d more times although they did not change", n-downloaded)
+	}
+	if resolved == 0 {
+		t.Error("never resolved")
+	}
+}

@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
 	"k8s.io/client-go/rest"
 
 	"github.com/fleetcache/fleetcache/internal/testfleet"
@@ -247,5 +249,32 @@ func TestNewFleetHandsItselfToTheHandler(t *testing.T) {
 	}
 	if f.Loaded() {
 		t.Error("a fleet that has not read its source says it is loaded")
+	}
+}
+
+// TestFleetReleasesMemoryOnceSettled: once every cluster of the first load has settled
+// (here at once: their kubeconfig entries are unusable), the fleet returns the initial
+// sync's memory to the operating system, and says so.
+func TestFleetReleasesMemoryOnceSettled(t *testing.T) {
+	src := &fakeSource{}
+	src.set(nil, invalid("a", "a1"), invalid("b", "b1"))
+	opts := testFleetOptions()
+	opts.ReloadInterval = 10 * time.Millisecond
+	core, logs := observer.New(zap.InfoLevel)
+	opts.Logger = zap.New(core)
+	f := NewFleet(src, opts)
+	ctx, cancel := context.WithCancel(context.Background())
+	started := make(chan error, 1)
+	go func() { started <- f.Start(ctx) }()
+	defer func() {
+		cancel()
+		<-started
+	}()
+	testfleet.Eventually(t, 10*time.Second, "memory released", func() (bool, string) {
+		return logs.FilterMessageSnippet("returned its memory").Len() > 0, fmt.Sprint(logs.Len(), " log lines")
+	})
+	e := logs.FilterMessageSnippet("returned its memory").All()[0]
+	if n := e.ContextMap()["clusters"]; n != int64(2) {
+		t.Errorf("released after %v clusters settled, want 2", n)
 	}
 }

@@ -46,6 +46,8 @@ type resourceCache struct {
 	proof proof
 	// stream is the current (or last) watch request.
 	stream *stream
+	// lastProbe is when a probe listing this resource was last sent.
+	lastProbe time.Time
 }
 
 type resourceFacts struct {
@@ -66,12 +68,10 @@ func (rc *resourceCache) status() ResourceStatus {
 	if rc.requested != rc.display {
 		s.Requested = rc.requested
 	}
-	if !rc.facts.stopped && rc.informer != nil {
-		s.Objects = int(rc.objects.Load())
-	}
+	s.Objects = rc.objectsNow()
 	s.Counters = rc.cnt.snapshot(&rc.proof)
 	s.ResourceVersionLag = s.Counters.ResourceVersionLag
-	if st, ok := rc.proof.staleness(rc.cluster.opts.Clock.Now()); ok && !rc.facts.stopped {
+	if st, ok := rc.stalenessNow(rc.cluster.opts.Clock.Now()); ok {
 		secs := st.Seconds()
 		s.StalenessSeconds = &secs
 	}

@@ -65,12 +65,16 @@ func BenchmarkPerClusterOverhead(b *testing.B) {
 				b.ReportMetric(m.synced.Seconds(), "all-synced-s")
 				b.ReportMetric(m.idleCPU*100, "idle-cpu-%")
 				b.ReportMetric(m.requestsPerSecond, "idle-requests/s")
+				b.ReportMetric(m.idleAlloc/1e6, "idle-alloc-MB/s")
 				b.ReportMetric(m.scale, "interval-scale")
 				ms := func(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
 				b.ReportMetric(ms(m.answers.clusters), "clusters-ms")
 				b.ReportMetric(ms(m.answers.readyz), "readyz-verbose-ms")
 				b.ReportMetric(ms(m.answers.metrics), "metrics-ms")
 				b.ReportMetric(ms(m.answers.metricsClusterOnly), "metrics-cluster-only-ms")
+				b.ReportMetric(ms(m.answers.metricsGzip), "metrics-gzip-ms")
+				b.ReportMetric(ms(m.answers.metricsClusterOnlyGzip), "metrics-cluster-only-gzip-ms")
+				b.ReportMetric((m.stacks-base.stacks)/added/(1<<10), "stack-KiB/cluster")
 				b.ReportMetric(float64(m.answers.series)/float64(n), "series/cluster")
 				b.ReportMetric(float64(m.answers.seriesClusterOnly)/float64(n), "cluster-only-series/cluster")
 				b.ReportMetric((m.heapAfterStop-base.heap)/(1<<20), "heap-left-after-stop-MiB")
@@ -86,13 +90,20 @@ type fleetCost struct {
 	idleCPU               float64 // of one core
 	requestsPerSecond     float64
 	heapAfterStop         float64
-	scale                 float64 // the probe budget's interval scale
+	stacks                float64   // goroutine stacks in use (MemStats.StackInuse)
+	idleAlloc             float64   // bytes allocated per second while idle
+	idleGCs               uint32    // garbage collections while idle
+	idleLists             [3]uint64 // while idle: lists (relists), failed lists, failed watches
+	mem                   string    // where the RSS goes, from MemStats
+	scale                 float64   // the probe budget's interval scale
 	answers               answerCost
 }
 
 // answerCost is how long the status endpoints take to answer, whole (median of 5).
 type answerCost struct {
 	clusters, readyz, metrics, metricsClusterOnly time.Duration
+	// the same scrapes as Prometheus makes them (its Accept header, gzip)
+	metricsGzip, metricsClusterOnlyGzip time.Duration
 	// series in one /metrics scrape (fleetcache_ ones), with and without per-resource ones
 	series, seriesClusterOnly int
 }
@@ -106,13 +117,20 @@ func measureAnswers(b *testing.B, f *clusters.Fleet, index *aggregator.Index) an
 		return server.New(server.Options{Fleet: f, Index: index, Gatherer: reg})
 	}
 	full, lean := handler(false), handler(true)
-	timeIt := func(h http.Handler, path string) (time.Duration, string) {
+	timeIt := func(h http.Handler, path string, header ...string) (time.Duration, string) {
+		// Each endpoint on its own: not paying for the garbage of the one timed before
+		// (a per-resource scrape leaves hundreds of MB).
+		runtime.GC()
 		var ds []time.Duration
 		var body string
 		for range 5 {
 			rec := httptest.NewRecorder()
+			req := httptest.NewRequest(http.MethodGet, path, nil)
+			for i := 0; i+1 < len(header); i += 2 {
+				req.Header.Set(header[i], header[i+1])
+			}
 			start := time.Now()
-			h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, path, nil))
+			h.ServeHTTP(rec, req)
 			ds = append(ds, time.Since(start))
 			if rec.Code != http.StatusOK && !(path == "/readyz?verbose" && rec.Code == http.StatusServiceUnavailable) {
 				b.Fatalf("%s: %d %s", path, rec.Code, rec.Body.String())
@@ -138,12 +156,17 @@ func measureAnswers(b *testing.B, f *clusters.Fleet, index *aggregator.Index) an
 	a.series = countSeries(body)
 	a.metricsClusterOnly, body = timeIt(lean, "/metrics")
 	a.seriesClusterOnly = countSeries(body)
+	// What Prometheus sends when it scrapes.
+	prom := []string{"Accept", "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1",
+		"Accept-Encoding", "gzip"}
+	a.metricsGzip, _ = timeIt(full, "/metrics", prom...)
+	a.metricsClusterOnlyGzip, _ = timeIt(lean, "/metrics", prom...)
 	return a
 }
 
 func (m fleetCost) String() string {
-	return fmt.Sprintf("heap %.0f MiB, RSS %.0f MiB, %.0f goroutines, all synced in %s, idle CPU %.1f%%, %.0f requests/s (interval scale %.2f); heap after stop %.0f MiB",
-		m.heap/(1<<20), m.rss/(1<<20), m.goroutines, m.synced.Round(100*time.Millisecond), m.idleCPU*100, m.requestsPerSecond, m.scale, m.heapAfterStop/(1<<20))
+	return fmt.Sprintf("heap %.0f MiB, RSS %.0f MiB (%s), %.0f goroutines, all synced in %s, idle CPU %.1f%%, %.0f requests/s (interval scale %.2f), %.1f MB/s allocated and %d GCs while idle, %d lists (%d failed) and %d failed watches while idle; heap after stop %.0f MiB",
+		m.heap/(1<<20), m.rss/(1<<20), m.mem, m.goroutines, m.synced.Round(100*time.Millisecond), m.idleCPU*100, m.requestsPerSecond, m.scale, m.idleAlloc/1e6, m.idleGCs, m.idleLists[0], m.idleLists[1], m.idleLists[2], m.heapAfterStop/(1<<20))
 }
 
 func measureFleet(b *testing.B, n int) fleetCost {
@@ -157,7 +180,7 @@ func measureFleet(b *testing.B, n int) fleetCost {
 	f := clusters.NewFleet(clusters.KubeconfigSource{Paths: []string{path}}, clusters.FleetOptions{
 		// The daemon's defaults: 4 concurrent initial lists, the default probe budget.
 		Cluster: clusters.Options{Handler: index, ListLimiter: clusters.NewListLimiter(4), Budget: budget},
-		Logger:  zap.NewNop(),
+		Logger:  benchLogger(b, n),
 	})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
@@ -193,6 +216,18 @@ func measureFleet(b *testing.B, n int) fleetCost {
 		}
 		return total
 	}
+	// Lists (relists included) and failed list and watch calls, for what happens while idle.
+	lists := func() (n [3]uint64) {
+		for _, s := range f.Status() {
+			for _, r := range s.Resources {
+				n[0] += r.Counters.Lists
+				n[1] += r.Counters.ListErrors
+				n[2] += r.Counters.WatchErrors
+			}
+		}
+		return n
+	}
+	lists0 := lists()
 	dir := os.Getenv("FLEETCACHE_SCALE_PROFILES")
 	var cpuProfile *os.File
 	if dir != "" {
@@ -200,7 +235,14 @@ func measureFleet(b *testing.B, n int) fleetCost {
 		if out, err := os.Create(filepath.Join(dir, fmt.Sprintf("cpu-%d.pprof", n))); err == nil && pprof.StartCPUProfile(out) == nil {
 			cpuProfile = out
 		}
+		// What the idle daemon allocates: the allocs profile at the end, less this one.
+		if out, err := os.Create(filepath.Join(dir, fmt.Sprintf("allocs-idle-start-%d.pprof", n))); err == nil {
+			_ = pprof.Lookup("allocs").WriteTo(out, 0)
+			out.Close()
+		}
 	}
+	var ms0 runtime.MemStats
+	runtime.ReadMemStats(&ms0)
 	cpu0, req0, t0 := processCPU(), requests(), time.Now()
 	time.Sleep(idleWindow(b, n))
 	elapsed := time.Since(t0)
@@ -209,8 +251,26 @@ func measureFleet(b *testing.B, n int) fleetCost {
 		cpuProfile.Close()
 	}
 	m.idleCPU = (processCPU() - cpu0).Seconds() / elapsed.Seconds()
+	var ms1 runtime.MemStats
+	runtime.ReadMemStats(&ms1)
+	m.idleAlloc = float64(ms1.TotalAlloc-ms0.TotalAlloc) / elapsed.Seconds()
+	m.idleGCs = ms1.NumGC - ms0.NumGC
+	if dir != "" {
+		if out, err := os.Create(filepath.Join(dir, fmt.Sprintf("allocs-idle-end-%d.pprof", n))); err == nil {
+			_ = pprof.Lookup("allocs").WriteTo(out, 0)
+			out.Close()
+		}
+	}
 	m.requestsPerSecond = float64(requests()-req0) / elapsed.Seconds()
+	lists1 := lists()
+	m.idleLists = [3]uint64{lists1[0] - lists0[0], lists1[1] - lists0[1], lists1[2] - lists0[2]}
 	m.heap, m.goroutines, m.rss = liveHeap(), float64(runtime.NumGoroutine()), rss()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	m.stacks = float64(ms.StackInuse)
+	mib := func(v uint64) uint64 { return v >> 20 }
+	m.mem = fmt.Sprintf("heap in use %d MiB, heap free not returned %d MiB, next GC at %d MiB, stacks %d MiB, runtime (spans, GC, other) %d MiB, sys %d MiB",
+		mib(ms.HeapInuse), mib(ms.HeapIdle-ms.HeapReleased), mib(ms.NextGC), mib(ms.StackSys), mib(ms.MSpanSys+ms.MCacheSys+ms.BuckHashSys+ms.GCSys+ms.OtherSys), mib(ms.Sys))
 	m.scale = budget.Scale()
 	if dir != "" {
 		// Where the goroutines and the heap go, for BENCHMARKS.md.
@@ -291,4 +351,21 @@ func idleWindow(b *testing.B, n int) time.Duration {
 		return d
 	}
 	return 20 * time.Second
+}
+
+// benchLogger logs to FLEETCACHE_SCALE_LOG-<n> when that is set (phase changes, with their
+// reasons), else nowhere.
+func benchLogger(b *testing.B, n int) *zap.Logger {
+	path := os.Getenv("FLEETCACHE_SCALE_LOG")
+	if path == "" {
+		return zap.NewNop()
+	}
+	cfg := zap.NewProductionConfig()
+	cfg.OutputPaths = []string{fmt.Sprintf("%s-%d", path, n)}
+	cfg.Sampling = nil
+	log, err := cfg.Build()
+	if err != nil {
+		b.Fatal(err)
+	}
+	return log
 }

@@ -140,9 +140,9 @@ type ClusterConfig struct {
 
 // MetricsConfig chooses the exported series.
 type MetricsConfig struct {
-	// PerResource exports the per-resource series (about 100 per cluster and resource).
-	// Default true; false keeps the cluster-level ones (about 14 per cluster) for fleets
-	// of hundreds of clusters.
+	// PerResource exports the per-resource series (about 61 per cluster and resource).
+	// Default true; false keeps the cluster-level ones (19 per cluster) for fleets of more
+	// than about 100 clusters.
 	PerResource *bool `json:"perResource,omitempty"`
 }
 

@@ -6,19 +6,23 @@ import (
 	"sort"
 
 	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 
 	"github.com/fleetcache/fleetcache/clusters"
 )
 
-// StatusSource is what the collector reads.
+// StatusSource is what the collector reads: every cluster's summary for the
+// cluster-level series, and every resource's status only for the per-resource ones (a
+// scrape of cluster-level series builds no resource status).
 type StatusSource interface {
+	Summaries() []clusters.ClusterSummary
 	Status() []clusters.ClusterStatus
 }
 
 // Options choose what the collector exports.
 type Options struct {
-	// ClusterSeriesOnly drops every per-resource series: about 14 series per cluster
-	// remain instead of about 100 per cluster and resource (README: Metrics), for fleets
+	// ClusterSeriesOnly drops every per-resource series: about 19 series per cluster
+	// remain instead of about 60 per cluster and resource (README: Metrics), for fleets
 	// of hundreds of clusters whose scrape would otherwise hold a million series.
 	ClusterSeriesOnly bool
 	// Budget, when set, is exported as fleetcache_freshness_interval_scale.
@@ -38,6 +42,11 @@ type Collector struct {
 	resourceSynced, resourcePhase, objects, watchConnected, lastEvent, lastBookmark, lastList,
 	initialSyncDuration, lists, listErrors, relists, watchStarts, watchErrors, events, listDuration,
 	staleness, syncLag, rvLag *prometheus.Desc
+
+	// phaseLabels and eventLabels are the phase="..." and type="..." label pairs, built
+	// once: a scrape shares them between all series.
+	phaseLabels []*dto.LabelPair
+	eventLabels []*dto.LabelPair
 }
 
 // NewCollector returns a collector over src; at most one Options.
@@ -81,6 +90,12 @@ func NewCollector(src StatusSource, opts ...Options) *Collector {
 	c.staleness = d("staleness_seconds", "Upper bound on how far the resource's cache is behind the apiserver, now: seconds since the newest freshness probe whose revision the cache has reached was sent. Sound whatever the network delays and clocks; a busy resource reads about the probe interval at most, an idle one up to cluster.idleProofInterval. Absent until the first probe is reached.", res...)
 	c.syncLag = d("sync_lag_seconds", "For each freshness probe, seconds from sending it until the resource's cache held the revision it returned (by a watch event or bookmark): an upper bound on the lag of every change made before the probe.", res...)
 	c.rvLag = d("resource_version_lag", "Revisions between the newest revision a freshness probe returned and the newest one the resource's cache has seen.", res...)
+	for _, p := range clusters.Phases {
+		c.phaseLabels = append(c.phaseLabels, labelPair("phase", string(p)))
+	}
+	for _, t := range eventTypes {
+		c.eventLabels = append(c.eventLabels, labelPair("type", t))
+	}
 	return c
 }
 
@@ -91,168 +106,234 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	}
 }
 
+// eventTypes are the watch event types counted in events_total.
+var eventTypes = []string{"ADDED", "MODIFIED", "DELETED", "BOOKMARK", "ERROR"}
+
+// Collect implements prometheus.Collector. With ClusterSeriesOnly it reads the clusters'
+// summaries only; otherwise every resource's status, and the cluster-level series from
+// the same snapshot.
+func (c *Collector) Collect(ch chan<- prometheus.Metric) {
+	if c.opts.Budget != nil {
+		ch <- prometheus.MustNewConstMetric(c.intervalScale, prometheus.GaugeValue, c.opts.Budget.Scale())
+	}
+	if c.opts.ClusterSeriesOnly {
+		for _, s := range c.src.Summaries() {
+			c.collectCluster(ch, s)
+		}
+		return
+	}
+	for _, cs := range c.src.Status() {
+		c.collectCluster(ch, cs.Summary())
+		c.collectResources(ch, cs)
+	}
+}
+
+// batch hands out a scrape's samples from slabs, so that a series costs no allocation of
+// its own beyond what the registry makes.
+type batch struct {
+	ch      chan<- prometheus.Metric
+	samples []sample
+}
+
+func (b *batch) send(d *prometheus.Desc, labels []*dto.LabelPair, v float64, counter bool) {
+	if len(b.samples) == cap(b.samples) {
+		b.samples = make([]sample, 0, 64)
+	}
+	b.samples = append(b.samples, sample{desc: d, labels: labels, value: v, counter: counter})
+	b.ch <- &b.samples[len(b.samples)-1]
+}
+
+func (b *batch) gauge(d *prometheus.Desc, v float64, labels []*dto.LabelPair) {
+	b.send(d, labels, v, false)
+}
+
+func (b *batch) counter(d *prometheus.Desc, v uint64, labels []*dto.LabelPair) {
+	b.send(d, labels, float64(v), true)
+}
+
+func (c *Collector) collectCluster(ch chan<- prometheus.Metric, s clusters.ClusterSummary) {
+	b := batch{ch: ch, samples: make([]sample, 0, 12+len(clusters.Phases))}
+	cl := labelPair("cluster", s.Name)
+	l := []*dto.LabelPair{cl}
+	b.gauge(c.clusterInfo, 1, []*dto.LabelPair{cl, labelPair("server", s.Server), labelPair("version", s.Version)})
+	b.gauge(c.clusterObjects, float64(s.Objects), l)
+	if s.Proven {
+		b.gauge(c.clusterStaleness, s.StalenessSeconds, l)
+	}
+	b.gauge(c.clusterSynced, b2f(s.Phase == clusters.PhaseSynced), l)
+	phases := make([]*dto.LabelPair, 2*len(clusters.Phases))
+	for i, p := range clusters.Phases {
+		pl := phases[2*i : 2*i+2 : 2*i+2]
+		pl[0], pl[1] = cl, c.phaseLabels[i]
+		b.gauge(c.clusterPhase, b2f(s.Phase == p), pl)
+	}
+	b.counter(c.connResets, s.ConnectionResets, l)
+	b.counter(c.probes, s.Probes, l)
+	b.counter(c.discoveryRequests, s.DiscoveryRequests, l)
+	if !s.LastProbeTime.IsZero() {
+		b.gauge(c.lastProbe, unix(s.LastProbeTime), l)
+	}
+	if !s.InitialSyncTime.IsZero() {
+		b.gauge(c.clusterInitialSync, unix(s.InitialSyncTime), l)
+	}
+}
+
+// maxPhases bounds clusters.Phases for aggregate's fixed array (no map per resource).
+const maxPhases = 16
+
+func init() {
+	if len(clusters.Phases) > maxPhases {
+		panic("metrics: more phases than maxPhases")
+	}
+}
+
 // aggregate sums one resource's informers (several when namespaces are configured).
 type aggregate struct {
 	synced, objects, watches, rvLag     float64
-	phases                              map[clusters.Phase]float64
+	phases                              [maxPhases]float64 // by index in clusters.Phases
 	lastEvent, lastBookmark, lastList   float64
 	initialSync, staleness              float64
 	lists, listErrors, relists          uint64
 	watchStarts, watchErrors            uint64
-	events                              map[string]uint64
+	events                              [5]uint64 // by index in eventTypes
 	listDuration, syncLag               clusters.Histogram
+	informers                           int
 	hasInitialSync, hasInformer, probed bool
 	unproven                            bool // some informer has no staleness bound yet
 }
 
-func merge(into *clusters.Histogram, h clusters.Histogram) {
-	if into.Buckets == nil {
-		into.Buckets = map[float64]uint64{}
+func (a *aggregate) add(r *clusters.ResourceStatus) {
+	for i, p := range clusters.Phases {
+		if r.Phase == p {
+			a.phases[i]++
+		}
+	}
+	a.synced += b2f(r.Phase == clusters.PhaseSynced)
+	a.objects += float64(r.Objects)
+	a.watches += b2f(r.WatchConnected)
+	if r.Phase == clusters.PhaseNotServed {
+		return // no informer: no call counters
+	}
+	a.hasInformer = true
+	k := &r.Counters
+	if r.LastEventTime != nil {
+		a.lastEvent = max(a.lastEvent, unix(*r.LastEventTime))
+	}
+	if k.LastBookmarkTime != nil {
+		a.lastBookmark = max(a.lastBookmark, unix(*k.LastBookmarkTime))
+	}
+	if r.LastListTime != nil {
+		a.lastList = max(a.lastList, unix(*r.LastListTime))
+	}
+	if k.InitialSyncDuration > 0 {
+		a.initialSync, a.hasInitialSync = max(a.initialSync, k.InitialSyncDuration.Seconds()), true
+	}
+	a.lists += k.Lists
+	a.listErrors += k.ListErrors
+	a.relists += k.Relists
+	a.watchStarts += k.WatchStarts
+	a.watchErrors += k.WatchErrors
+	for i, t := range eventTypes {
+		a.events[i] += k.Events[t]
+	}
+	a.informers++
+	if a.informers == 1 {
+		// Snapshots are read-only and shared: one informer's are used as they are.
+		a.listDuration, a.syncLag = k.ListDuration, k.SyncLag
+	} else {
+		a.listDuration, a.syncLag = merged(a.listDuration, k.ListDuration), merged(a.syncLag, k.SyncLag)
+	}
+	if r.StalenessSeconds != nil {
+		a.staleness = max(a.staleness, *r.StalenessSeconds)
+	} else {
+		a.unproven = true
+	}
+	if k.Probed {
+		a.rvLag += float64(k.ResourceVersionLag)
+		a.probed = true
+	}
+}
+
+// merged is the sum of two histograms, in a new one (snapshots are shared).
+func merged(a, h clusters.Histogram) clusters.Histogram {
+	out := clusters.Histogram{Buckets: make(map[float64]uint64, len(a.Buckets)), Count: a.Count + h.Count, Sum: a.Sum + h.Sum}
+	for b, n := range a.Buckets {
+		out.Buckets[b] += n
 	}
 	for b, n := range h.Buckets {
-		into.Buckets[b] += n
+		out.Buckets[b] += n
 	}
-	into.Count += h.Count
-	into.Sum += h.Sum
+	return out
 }
 
 func unix(t interface{ UnixNano() int64 }) float64 { return float64(t.UnixNano()) / 1e9 }
 
-// Collect implements prometheus.Collector.
-func (c *Collector) Collect(ch chan<- prometheus.Metric) {
-	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
-		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
+// collectResources exports cs's per-resource series, one set per resource (its
+// informers, one per configured namespace, summed).
+func (c *Collector) collectResources(ch chan<- prometheus.Metric, cs clusters.ClusterStatus) {
+	rs := cs.Resources
+	if !sort.SliceIsSorted(rs, func(i, j int) bool { return rs[i].Resource < rs[j].Resource }) {
+		rs = append([]clusters.ResourceStatus(nil), rs...)
+		sort.SliceStable(rs, func(i, j int) bool { return rs[i].Resource < rs[j].Resource })
 	}
-	counter := func(d *prometheus.Desc, v uint64, labels ...string) {
-		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...)
-	}
-	hist := func(d *prometheus.Desc, h clusters.Histogram, labels ...string) {
-		ch <- prometheus.MustNewConstHistogram(d, h.Count, h.Sum, h.Buckets, labels...)
-	}
-	if c.opts.Budget != nil {
-		gauge(c.intervalScale, c.opts.Budget.Scale())
-	}
-	for _, cs := range c.src.Status() {
-		gauge(c.clusterInfo, 1, cs.Name, cs.Server, cs.Version)
-		objects := 0
-		for _, r := range cs.Resources {
-			objects += r.Objects
+	b := batch{ch: ch}
+	cl := labelPair("cluster", cs.Name)
+	for i := 0; i < len(rs); {
+		var a aggregate
+		res := rs[i].Resource
+		for ; i < len(rs) && rs[i].Resource == res; i++ {
+			a.add(&rs[i])
 		}
-		gauge(c.clusterObjects, float64(objects), cs.Name)
-		if cs.StalenessSeconds != nil {
-			gauge(c.clusterStaleness, *cs.StalenessSeconds, cs.Name)
+		rl := labelPair("resource", res)
+		// The label sets of this resource's series, sorted by name: cluster, phase,
+		// resource, type.
+		labels := make([]*dto.LabelPair, 2+3*len(clusters.Phases)+3*len(eventTypes))
+		l := labels[0:2:2]
+		l[0], l[1] = cl, rl
+		rest := labels[2:]
+		b.gauge(c.resourceSynced, a.synced, l)
+		b.gauge(c.objects, a.objects, l)
+		b.gauge(c.watchConnected, a.watches, l)
+		for i := range clusters.Phases {
+			pl := rest[0:3:3]
+			pl[0], pl[1], pl[2] = cl, c.phaseLabels[i], rl
+			rest = rest[3:]
+			b.gauge(c.resourcePhase, a.phases[i], pl)
 		}
-		gauge(c.clusterSynced, b2f(cs.Phase == clusters.PhaseSynced), cs.Name)
-		for _, p := range clusters.Phases {
-			gauge(c.clusterPhase, b2f(cs.Phase == p), cs.Name, string(p))
-		}
-		counter(c.connResets, cs.ConnectionResets, cs.Name)
-		counter(c.probes, cs.Probes, cs.Name)
-		counter(c.discoveryRequests, cs.DiscoveryRequests, cs.Name)
-		if cs.LastProbeTime != nil {
-			gauge(c.lastProbe, unix(cs.LastProbeTime), cs.Name)
-		}
-		if cs.InitialSyncTime != nil {
-			gauge(c.clusterInitialSync, unix(cs.InitialSyncTime), cs.Name)
-		}
-		if c.opts.ClusterSeriesOnly {
+		if !a.hasInformer {
 			continue
 		}
-
-		byRes := map[string]*aggregate{}
-		for _, r := range cs.Resources {
-			a := byRes[r.Resource]
-			if a == nil {
-				a = &aggregate{phases: map[clusters.Phase]float64{}, events: map[string]uint64{}}
-				byRes[r.Resource] = a
-			}
-			a.phases[r.Phase]++
-			a.synced += b2f(r.Phase == clusters.PhaseSynced)
-			a.objects += float64(r.Objects)
-			a.watches += b2f(r.WatchConnected)
-			if r.Phase == clusters.PhaseNotServed {
-				continue // no informer: no call counters
-			}
-			a.hasInformer = true
-			k := r.Counters
-			if r.LastEventTime != nil {
-				a.lastEvent = max(a.lastEvent, unix(r.LastEventTime))
-			}
-			if k.LastBookmarkTime != nil {
-				a.lastBookmark = max(a.lastBookmark, unix(k.LastBookmarkTime))
-			}
-			if r.LastListTime != nil {
-				a.lastList = max(a.lastList, unix(r.LastListTime))
-			}
-			if k.InitialSyncDuration > 0 {
-				a.initialSync, a.hasInitialSync = max(a.initialSync, k.InitialSyncDuration.Seconds()), true
-			}
-			a.lists += k.Lists
-			a.listErrors += k.ListErrors
-			a.relists += k.Relists
-			a.watchStarts += k.WatchStarts
-			a.watchErrors += k.WatchErrors
-			for t, n := range k.Events {
-				a.events[t] += n
-			}
-			merge(&a.listDuration, k.ListDuration)
-			merge(&a.syncLag, k.SyncLag)
-			if r.StalenessSeconds != nil {
-				a.staleness = max(a.staleness, *r.StalenessSeconds)
-			} else {
-				a.unproven = true
-			}
-			if k.Probed {
-				a.rvLag += float64(k.ResourceVersionLag)
-				a.probed = true
-			}
+		if a.lastEvent > 0 {
+			b.gauge(c.lastEvent, a.lastEvent, l)
 		}
-		names := make([]string, 0, len(byRes))
-		for n := range byRes {
-			names = append(names, n)
+		if a.lastBookmark > 0 {
+			b.gauge(c.lastBookmark, a.lastBookmark, l)
 		}
-		sort.Strings(names)
-		for _, res := range names {
-			a := byRes[res]
-			l := []string{cs.Name, res}
-			gauge(c.resourceSynced, a.synced, l...)
-			gauge(c.objects, a.objects, l...)
-			gauge(c.watchConnected, a.watches, l...)
-			for _, p := range clusters.Phases {
-				gauge(c.resourcePhase, a.phases[p], cs.Name, res, string(p))
-			}
-			if !a.hasInformer {
-				continue
-			}
-			if a.lastEvent > 0 {
-				gauge(c.lastEvent, a.lastEvent, l...)
-			}
-			if a.lastBookmark > 0 {
-				gauge(c.lastBookmark, a.lastBookmark, l...)
-			}
-			if a.lastList > 0 {
-				gauge(c.lastList, a.lastList, l...)
-			}
-			if a.hasInitialSync {
-				gauge(c.initialSyncDuration, a.initialSync, l...)
-			}
-			if a.probed {
-				gauge(c.rvLag, a.rvLag, l...)
-			}
-			if !a.unproven {
-				gauge(c.staleness, a.staleness, l...)
-			}
-			counter(c.lists, a.lists, l...)
-			counter(c.listErrors, a.listErrors, l...)
-			counter(c.relists, a.relists, l...)
-			counter(c.watchStarts, a.watchStarts, l...)
-			counter(c.watchErrors, a.watchErrors, l...)
-			for _, t := range []string{"ADDED", "MODIFIED", "DELETED", "BOOKMARK", "ERROR"} {
-				counter(c.events, a.events[t], cs.Name, res, t)
-			}
-			hist(c.listDuration, a.listDuration, l...)
-			hist(c.syncLag, a.syncLag, l...)
+		if a.lastList > 0 {
+			b.gauge(c.lastList, a.lastList, l)
 		}
+		if a.hasInitialSync {
+			b.gauge(c.initialSyncDuration, a.initialSync, l)
+		}
+		if a.probed {
+			b.gauge(c.rvLag, a.rvLag, l)
+		}
+		if !a.unproven {
+			b.gauge(c.staleness, a.staleness, l)
+		}
+		b.counter(c.lists, a.lists, l)
+		b.counter(c.listErrors, a.listErrors, l)
+		b.counter(c.relists, a.relists, l)
+		b.counter(c.watchStarts, a.watchStarts, l)
+		b.counter(c.watchErrors, a.watchErrors, l)
+		for i := range eventTypes {
+			el := rest[0:3:3]
+			el[0], el[1], el[2] = cl, rl, c.eventLabels[i]
+			rest = rest[3:]
+			b.counter(c.events, a.events[i], el)
+		}
+		ch <- newHistogram(c.listDuration, a.listDuration, l)
+		ch <- newHistogram(c.syncLag, a.syncLag, l)
 	}
 }
 

@@ -26,6 +26,15 @@ type fakeSource []clusters.ClusterStatus
 
 func (s fakeSource) Status() []clusters.ClusterStatus { return s }
 
+// Summaries are the statuses' cluster-level parts, as the fleet reports them.
+func (s fakeSource) Summaries() []clusters.ClusterSummary {
+	out := make([]clusters.ClusterSummary, len(s))
+	for i, cs := range s {
+		out[i] = cs.Summary()
+	}
+	return out
+}
+
 var t0 = time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
 
 func at(d time.Duration) *time.Time { t := t0.Add(d); return &t }
@@ -277,7 +286,7 @@ func TestCollectorForgetsRemovedClusters(t *testing.T) {
 func TestClusterSeriesOnly(t *testing.T) {
 	budget := clusters.NewRequestBudget(100)
 	all := scrape(t, fleet())
-	got := scrape(t, fleet(), Options{ClusterSeriesOnly: true, Budget: budget})
+	got := scrape(t, summariesOnly{t, fleet()}, Options{ClusterSeriesOnly: true, Budget: budget})
 	perCluster := map[string]int{}
 	for k := range got {
 		if strings.Contains(k, "resource=") {
@@ -297,8 +306,34 @@ func TestClusterSeriesOnly(t *testing.T) {
 	if n := perCluster["alpha"]; n == 0 || n > 20 {
 		t.Errorf("alpha has %d series, want at most 20 (cluster-level only)", n)
 	}
+	// The same cluster-level series, with the same values, as with per-resource series.
+	for k, v := range got {
+		if k == `fleetcache_freshness_interval_scale{}` {
+			continue
+		}
+		if w, ok := all[k]; !ok || w != v {
+			t.Errorf("%s = %v; with per-resource series %v (present %v)", k, v, w, ok)
+		}
+	}
+	for k := range all {
+		if _, ok := got[k]; !ok && !strings.Contains(k, "resource=") {
+			t.Errorf("cluster-level series %s missing", k)
+		}
+	}
 	if len(all) <= 2*len(got) {
 		t.Errorf("dropping per-resource series left %d of %d", len(got), len(all))
 	}
 	t.Logf("series: %d with per-resource, %d cluster-level only (alpha: %d)", len(all), len(got), perCluster["alpha"])
+}
+
+// summariesOnly is a source whose full status must not be read: a scrape of cluster-level
+// series builds no resource status.
+type summariesOnly struct {
+	t *testing.T
+	fakeSource
+}
+
+func (s summariesOnly) Status() []clusters.ClusterStatus {
+	s.t.Error("the cluster-level scrape read every resource's status")
+	return s.fakeSource.Status()
 }

@@ -29,7 +29,7 @@ dir=$(dirname "$kubeconfig")
 cat <<MSG
 
 fleetcache is starting on http://$listen with $dir/fleetcache.yaml. In another terminal:
-  curl -s http://$listen/api/v1/clusters      # every cluster and resource, phase and counts
+  curl -s "http://$listen/api/v1/clusters?pretty"  # every cluster and resource, phase and counts
   curl -s http://$listen/metrics | grep ^fleetcache_
   hack/fleet.sh stop bravo                     # freeze a cluster; watch bravo turn Unreachable
   hack/fleet.sh cont bravo

@@ -311,3 +311,27 @@ func tableNames(tbl metav1.Table) []string {
 	}
 	return out
 }
+
+// /api/v1/clusters is compact JSON (13,000 resource statuses at 1,000 clusters), indented
+// with ?pretty, as kubectl's --raw users and curl users ask for it.
+func TestClustersIsCompactUnlessPretty(t *testing.T) {
+	_, srv := pipelineServer(t, 10, Options{})
+	get := func(q string) string {
+		resp, err := http.Get(srv.URL + "/api/v1/clusters" + q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != http.StatusOK || !json.Valid(b) {
+			t.Fatalf("%s: HTTP %d %s", q, resp.StatusCode, b)
+		}
+		return string(b)
+	}
+	for q, indented := range map[string]bool{"": false, "?pretty": true, "?pretty=true": true, "?pretty=false": false} {
+		body := get(q)
+		if got := strings.Contains(body, "\n  "); got != indented || !strings.Contains(body, `"clusters"`) {
+			t.Errorf("%q: indented %v, want %v: %.200s", q, got, indented, body)
+		}
+	}
+}

@@ -169,7 +169,7 @@ func writeData(w http.ResponseWriter, r *http.Request, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(http.StatusOK)
 	enc := json.NewEncoder(w)
-	if p := r.URL.Query().Get("pretty"); p != "" && p != "false" && p != "0" {
+	if q := r.URL.Query(); q.Has("pretty") && q.Get("pretty") != "false" && q.Get("pretty") != "0" {
 		enc.SetIndent("", "  ")
 	}
 	_ = enc.Encode(v)

@@ -217,7 +217,7 @@ func (h *Handler) object(w http.ResponseWriter, r *http.Request, cluster, group,
 	// Protobuf (client-go's typed clients, which page on purpose) keeps its limit.
 	// resourceVersion "0" is one page whatever the limit, as kube-apiserver's watch cache
 	// answers it.
-	rd.Whole = wantsTable(r) || !isProtobuf(negotiate(r, info)) || opts.ResourceVersion == "0"
+	rd.Whole = WantsTable(r) || !isProtobuf(negotiate(r, info)) || opts.ResourceVersion == "0"
 	q, err := h.Pipeline.Query(r, rd)
 	if err != nil {
 		writeQueryError(w, err)
@@ -260,7 +260,7 @@ func (h *Handler) get(w http.ResponseWriter, r *http.Request, cluster string, in
 		writeStatus(w, apierrors.NewInternalError(err))
 		return
 	}
-	if wantsTable(r) {
+	if WantsTable(r) {
 		writeJSON(w, table(info, []aggregator.Item{item}, []runtime.Object{obj}, ""))
 		return
 	}
@@ -302,7 +302,8 @@ func only(r *http.Request) []string {
 	return out
 }
 
-func wantsTable(r *http.Request) bool {
+// WantsTable reports whether a request asks for a server-side Table (kubectl does).
+func WantsTable(r *http.Request) bool {
 	for _, part := range strings.Split(r.Header.Get("Accept"), ",") {
 		if strings.Contains(part, "as=Table") && strings.Contains(part, "g=meta.k8s.io") {
 			return true
@@ -316,7 +317,7 @@ func wantsTable(r *http.Request) bool {
 func (h *Handler) list(w http.ResponseWriter, r *http.Request, q aggregator.Query, info aggregator.ResourceInfo, rv string) {
 	list := h.Pipeline.StreamList // streamed, whole lists read as they are written
 	s := negotiate(r, info)
-	protobuf := !wantsTable(r) && isProtobuf(s)
+	protobuf := !WantsTable(r) && isProtobuf(s)
 	if protobuf {
 		list = h.Pipeline.List // built whole by apimachinery before it is written
 	}
@@ -340,7 +341,7 @@ func (h *Handler) list(w http.ResponseWriter, r *http.Request, q aggregator.Quer
 		w.Header().Add("Warning", fmt.Sprintf(`299 - "fleetcache: partial answer: %s"`, strings.Join(stale, ", ")))
 	}
 	// Streamed: the answer is written as it is encoded, never held whole.
-	if wantsTable(r) {
+	if WantsTable(r) {
 		writeTableList(w, r, info, res, rv)
 		return
 	}

@@ -81,7 +81,7 @@ func (h *Handler) watch(w http.ResponseWriter, r *http.Request, q aggregator.Que
 		defer wi.Stop()
 	}
 
-	asTable := wantsTable(r)
+	asTable := WantsTable(r)
 	s := negotiate(r, info)
 	if asTable {
 		s, _ = serializers(mediaJSON)

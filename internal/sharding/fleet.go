@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/fleetcache/fleetcache/aggregator"
+	"github.com/fleetcache/fleetcache/internal/kubeapi"
 	"github.com/fleetcache/fleetcache/internal/request"
 	"github.com/fleetcache/fleetcache/internal/wire"
 )
@@ -115,20 +116,11 @@ func acceptsJSON(r *http.Request) bool {
 	return false
 }
 
-func wantsTable(r *http.Request) bool {
-	for _, part := range strings.Split(r.Header.Get("Accept"), ",") {
-		if strings.Contains(part, "as=Table") && strings.Contains(part, "g=meta.k8s.io") {
-			return true
-		}
-	}
-	return false
-}
-
 // jsonAccept is what the router asks readers for: a Table when the client wants one,
 // else JSON, whatever else the client accepts (protobuf would have to be decoded to be
 // merged).
 func jsonAccept(r *http.Request) http.Header {
-	if wantsTable(r) {
+	if kubeapi.WantsTable(r) {
 		return http.Header{"Accept": {"application/json;as=Table;v=v1;g=meta.k8s.io"}}
 	}
 	return http.Header{"Accept": {"application/json"}}
@@ -179,19 +171,6 @@ func parseVersion(s string) (version, error) {
 func clusterDigest(clusters []string) string {
 	h := sha256.Sum256([]byte(strings.Join(clusters, "\x00")))
 	return hex.EncodeToString(h[:8])
-}
-
-// fleetReaders are the replicas that answer for the clusters the request selects (the
-// first live owner of each, this replica first when it owns one), and the clusters no
-// live replica owns.
-func (rt *Router) fleetReaders(r *http.Request, failed map[string]bool) ([]*reader, []string) {
-	cands, orphans := rt.candidates(r)
-	all := make([]string, 0, len(cands))
-	for c := range cands {
-		all = append(all, c)
-	}
-	readers, none := rt.readers(cands, all, failed)
-	return readers, append(orphans, none...)
 }
 
 // matches reports whether readers answer for the same clusters as when v was issued.
@@ -274,15 +253,24 @@ func (f fleetResponse) reason() string {
 // are asked of their next owner. It returns the answers that came (a 4xx included: it
 // is about the request) and, for every cluster nobody answered for, why.
 func (rt *Router) openAll(ctx context.Context, r *http.Request, local http.Handler, pathQuery func(*reader) string) ([]fleetResponse, map[string]string) {
-	failed := map[string]bool{}
+	cands, orphans := rt.candidates(r)
 	missing := map[string]string{}
-	readers, none := rt.fleetReaders(r, failed)
-	for _, c := range none {
+	for _, c := range orphans {
 		missing[c] = "no live replica owns it"
 	}
-	cands, _ := rt.candidates(r)
+	pending := make([]string, 0, len(cands))
+	for c := range cands {
+		pending = append(pending, c)
+	}
+	failed := map[string]bool{}
 	var out []fleetResponse
-	for len(readers) > 0 {
+	for len(pending) > 0 {
+		readers, none := rt.readers(cands, pending, failed)
+		for _, c := range none {
+			if _, ok := missing[c]; !ok {
+				missing[c] = "no live replica owns it"
+			}
+		}
 		got := make([]fleetResponse, len(readers))
 		var wg sync.WaitGroup
 		for i, rd := range readers {
@@ -292,7 +280,7 @@ func (rt *Router) openAll(ctx context.Context, r *http.Request, local http.Handl
 			})
 		}
 		wg.Wait()
-		var retry []string
+		pending = nil
 		for _, f := range got {
 			if !f.failed() {
 				out = append(out, f)
@@ -303,18 +291,15 @@ func (rt *Router) openAll(ctx context.Context, r *http.Request, local http.Handl
 			}
 			failed[f.rd.member.Identity] = true
 			for _, c := range f.rd.clusters {
-				missing[c] = f.reason()
+				missing[c] = f.reason() // until a next owner answers for it
 			}
-			retry = append(retry, f.rd.clusters...)
+			pending = append(pending, f.rd.clusters...)
 		}
-		var left []string
-		readers, left = rt.readers(cands, retry, failed)
-		for _, rd := range readers {
-			for _, c := range rd.clusters {
-				delete(missing, c)
-			}
+	}
+	for _, f := range out {
+		for _, c := range f.rd.clusters {
+			delete(missing, c)
 		}
-		_ = left // still in missing, with the last failure
 	}
 	return out, missing
 }
@@ -368,39 +353,20 @@ func forward(w http.ResponseWriter, f *fleetResponse) {
 	_, _ = io.Copy(w, f.resp.Body)
 }
 
-// fleetContinue is a merged list's continue token: the position after the last item
-// sent, for this query.
-type fleetContinue struct {
-	Query  string `json:"q"`
-	After  string `json:"a"`
-	Issued int64  `json:"t"`
-}
-
 const continuePrefix = "sharded~"
-
-// fleetQueryHash identifies a list for its continue token: the path and the parameters
-// that select (not the page size or the position).
-func fleetQueryHash(r *http.Request) string {
-	q := r.URL.Query()
-	for _, k := range []string{"continue", "limit", "resourceVersion", "resourceVersionMatch", "pretty", "timeoutSeconds"} {
-		q.Del(k)
-	}
-	h := sha256.Sum256([]byte(r.URL.Path + "?" + q.Encode()))
-	return hex.EncodeToString(h[:8])
-}
 
 // fleetList merges the readers' lists.
 func (rt *Router) fleetList(w http.ResponseWriter, r *http.Request, local http.Handler) {
 	after := ""
 	if tok := r.URL.Query().Get("continue"); tok != "" {
-		var c fleetContinue
+		var c position
 		raw, err := aggregator.VerifyToken(strings.TrimPrefix(tok, continuePrefix))
 		if err == nil && strings.HasPrefix(tok, continuePrefix) {
 			err = json.Unmarshal(raw, &c)
 		} else if err == nil {
 			err = aggregator.ErrInvalidToken
 		}
-		if err == nil && c.Query != fleetQueryHash(r) {
+		if err == nil && c.Query != queryHash(r) {
 			err = errors.New("the continue token was issued for a different list")
 		}
 		if err != nil {
@@ -499,7 +465,7 @@ func (rt *Router) fleetList(w http.ResponseWriter, r *http.Request, local http.H
 	}
 	cont := ""
 	if cut {
-		raw, _ := json.Marshal(fleetContinue{Query: fleetQueryHash(r), After: last, Issued: time.Now().Unix()})
+		raw, _ := json.Marshal(position{Query: queryHash(r), After: last, Issued: time.Now().Unix()})
 		cont = continuePrefix + aggregator.SignToken(raw)
 	}
 	tail := wire.AppendListMeta([]byte("],"), v.encode(), cont)
@@ -675,7 +641,7 @@ func answeredCluster(body []byte) string {
 		} `json:"rows"`
 	}
 	_ = json.Unmarshal(body, &v)
-	if c, ok := v.Metadata.Annotations["fleetcache.io/cluster"]; ok {
+	if c, ok := v.Metadata.Annotations[kubeapi.ClusterAnnotation]; ok {
 		return c
 	}
 	if len(v.Rows) > 0 && len(v.Rows[0].Cells) > 0 {

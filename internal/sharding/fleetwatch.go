@@ -1,6 +1,7 @@
 package sharding
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -11,6 +12,8 @@ import (
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/fleetcache/fleetcache/internal/wire"
 )
 
 // kubeEvent is a Kubernetes watch event as a replica sends it (JSON).
@@ -251,9 +254,7 @@ func (rt *Router) ownerSnapshot(r *http.Request) string {
 // replaceVersion puts the router's resourceVersion in place of a reader's in an event's
 // object (a reader's resourceVersion is unique enough not to occur elsewhere in it).
 func replaceVersion(obj json.RawMessage, old, now string) json.RawMessage {
-	o, _ := json.Marshal(old)
-	n, _ := json.Marshal(now)
-	return json.RawMessage(strings.ReplaceAll(string(obj), string(o), string(n)))
+	return bytes.ReplaceAll(obj, wire.AppendString(nil, old), wire.AppendString(nil, now))
 }
 
 // watchGone answers a watch that cannot start where it asks with 410 Expired, as

@@ -18,20 +18,22 @@ import (
 	"github.com/fleetcache/fleetcache/aggregator"
 )
 
-// position is where a routed list resumes: after this cluster/namespace/name, for the
-// query with this hash.
+// position is where a routed list (/api/v1 or a merged /fleet list) resumes: after this
+// cluster/namespace/name, for the query with this hash.
 type position struct {
 	Query  string `json:"q"`
 	After  string `json:"a"`
 	Issued int64  `json:"t"`
 }
 
+// queryHash identifies a list for its continue token: the path and the parameters that
+// select, not the page size, the position or the formatting.
 func queryHash(r *http.Request) string {
 	q := r.URL.Query()
-	q.Del("continue")
-	q.Del("limit")
-	q.Del("pretty")
-	h := sha256.Sum256([]byte(q.Encode()))
+	for _, k := range []string{"continue", "limit", "pretty", "resourceVersion", "resourceVersionMatch", "timeoutSeconds"} {
+		q.Del(k)
+	}
+	h := sha256.Sum256([]byte(r.URL.Path + "?" + q.Encode()))
 	return hex.EncodeToString(h[:8])
 }
 

@@ -4,7 +4,10 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
 	"net/url"
 	"os"
 	"os/exec"
@@ -51,28 +54,11 @@ func kubectlSetParallel(t testing.TB, resource string, args ...string) []string 
 
 // fanOut runs kubectl with args once per cluster, in parallel, and returns each output.
 func fanOut(t testing.TB, args []string) []string {
-	outs := make([]string, len(fleet.Clusters))
-	errs := make([]error, len(fleet.Clusters))
-	var wg sync.WaitGroup
+	contexts := make([]string, len(fleet.Clusters))
 	for i, c := range fleet.Clusters {
-		wg.Go(func() {
-			cmd := exec.Command(filepath.Join(os.Getenv("FLEETCACHE_BIN"), "kubectl"), append([]string{"--kubeconfig", fleet.Kubeconfig, "--context", c.Name + "-reader"}, args...)...)
-			var stderr bytes.Buffer
-			cmd.Stderr = &stderr
-			out, err := cmd.Output()
-			outs[i] = string(out)
-			if err != nil && !strings.Contains(stderr.String(), "the server doesn't have a resource type") {
-				errs[i] = fmt.Errorf("kubectl %v in %s: %v\n%s", args, c.Name, err, stderr.String())
-			}
-		})
+		contexts[i] = c.Name + "-reader"
 	}
-	wg.Wait()
-	for _, err := range errs {
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
-	return outs
+	return fanOutContexts(t, fleet.Kubeconfig, contexts, args...)
 }
 
 // cpuTime is a process's user+system CPU time, from /proc (10 ms resolution).
@@ -148,21 +134,28 @@ func BenchmarkRealFleetServing(b *testing.B) {
 		return got == want, fmt.Sprintf("%d vs %d", got, want)
 	})
 	k := newFleetKubectl(b, d)
+	replay := replayKubectl(b, d)
 	var buf bytes.Buffer
 	cases := []struct {
 		name  string
 		fleet func() int // the number of rows or objects
 		fan   func() int
+		// floor is the same command against a server that costs nothing (replayKubectl);
+		// nil where the answer is not one Table.
+		floor func() int
 	}{
 		{"kubectl-get-pods",
 			func() int { return rows(k.mustB(b, "get", "pods", "-A")) },
-			func() int { return rows(fanOut(b, []string{"get", "pods", "-A"})...) }},
+			func() int { return rows(fanOut(b, []string{"get", "pods", "-A"})...) },
+			func() int { return rows(replay.mustB(b, "get", "pods", "-A")) }},
 		{"kubectl-get-pods-chunk-size-0",
 			func() int { return rows(k.mustB(b, "get", "pods", "-A", "--chunk-size=0")) },
-			func() int { return rows(fanOut(b, []string{"get", "pods", "-A", "--chunk-size=0"})...) }},
+			func() int { return rows(fanOut(b, []string{"get", "pods", "-A", "--chunk-size=0"})...) },
+			func() int { return rows(replay.mustB(b, "get", "pods", "-A", "--chunk-size=0")) }},
 		{"kubectl-get-pods-wide",
 			func() int { return rows(k.mustB(b, "get", "pods", "-A", "-o", "wide")) },
-			func() int { return rows(fanOut(b, []string{"get", "pods", "-A", "-o", "wide"})...) }},
+			func() int { return rows(fanOut(b, []string{"get", "pods", "-A", "-o", "wide"})...) },
+			func() int { return rows(replay.mustB(b, "get", "pods", "-A", "-o", "wide")) }},
 		{"kubectl-get-pods-json",
 			func() int { return strings.Count(k.mustB(b, "get", "pods", "-A", "-o", "json"), `"kind": "Pod"`) },
 			func() int {
@@ -171,10 +164,10 @@ func BenchmarkRealFleetServing(b *testing.B) {
 					n += strings.Count(o, `"kind": "Pod"`)
 				}
 				return n
-			}},
+			}, nil},
 		{"cli-get-pods",
 			func() int { return rows(d.cli(b, "get", "pods", "-A")) },
-			func() int { return rows(fanOut(b, []string{"get", "pods", "-A"})...) }},
+			func() int { return rows(fanOut(b, []string{"get", "pods", "-A"})...) }, nil},
 		{"objects-json-vs-kubectl-json",
 			func() int { return allObjects(b, d, &buf) },
 			func() int {
@@ -183,12 +176,12 @@ func BenchmarkRealFleetServing(b *testing.B) {
 					n += strings.Count(o, `"kind": "Pod"`)
 				}
 				return n
-			}},
+			}, nil},
 	}
 	for _, tc := range cases {
 		b.Run(tc.name, func(b *testing.B) {
-			var fc, fan, cpu time.Duration
-			var fcN, fanN int
+			var fc, fan, floor, cpu time.Duration
+			var fcN, fanN, floorN int
 			for i := range b.N {
 				run := func() {
 					start, c0 := time.Now(), cpuTime(b, d.pid)
@@ -201,16 +194,33 @@ func BenchmarkRealFleetServing(b *testing.B) {
 					fanN = tc.fan()
 					fan += time.Since(start)
 				}
-				if i%2 == 0 { // alternate, so that neither always runs on a warmer machine
+				runFloor := func() {
+					if tc.floor != nil {
+						start := time.Now()
+						floorN = tc.floor()
+						floor += time.Since(start)
+					}
+				}
+				if i%2 == 0 { // alternate, so that none always runs on a warmer machine
 					run()
 					runFan()
+					runFloor()
 				} else {
+					runFloor()
 					runFan()
 					run()
 				}
 			}
 			if fcN != fanN || fcN < want {
 				b.Fatalf("answers differ: fleetcache %d, kubectl %d (pods: %d)", fcN, fanN, want)
+			}
+			if tc.floor != nil {
+				if floorN != fcN {
+					b.Fatalf("answers differ: fleetcache %d, replayed %d", fcN, floorN)
+				}
+				// The speedup a server that costs nothing would reach in this run.
+				b.ReportMetric(float64(floor.Microseconds())/float64(b.N)/1000, "floor-ms")
+				b.ReportMetric(float64(fan)/float64(floor), "floor-speedup")
 			}
 			n := float64(b.N)
 			b.ReportMetric(float64(fc.Microseconds())/n/1000, "fleetcache-ms")
@@ -284,4 +294,129 @@ func BenchmarkRealFleetHeapPerObject(b *testing.B) {
 		cancel()
 		<-done
 	}
+}
+
+// replayKubectl is kubectl through a server that answers the fleet's pod Table with
+// bytes fleetcache wrote earlier, held in memory, and passes every other request
+// (discovery) to the daemon: a server that costs nothing. kubectl's wall time against
+// it is the floor any server sending these rows can reach.
+func replayKubectl(t testing.TB, d *daemon) *fleetKubectl {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodGet, d.url+"/fleet/api/v1/pods", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Accept", tableAccept)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	table, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil || resp.StatusCode != http.StatusOK || !bytes.HasPrefix(table, []byte(`{"kind":"Table"`)) {
+		t.Fatalf("the fleet's pod table: %v %s %.200s", err, resp.Status, table)
+	}
+	target, err := url.Parse(d.url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxy := httputil.NewSingleHostReverseProxy(target)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/fleet/api/v1/pods" && strings.Contains(r.Header.Get("Accept"), "as=Table") {
+			w.Header().Set("Content-Type", "application/json")
+			w.Write(table)
+			return
+		}
+		proxy.ServeHTTP(w, r)
+	}))
+	t.Cleanup(srv.Close)
+	return newFleetKubectl(t, &daemon{url: srv.URL, bin: d.bin})
+}
+
+// BenchmarkManyContextsServing asks one question of a fleet of many contexts
+// (FLEETCACHE_BENCH_CONTEXTS, default 200, spread over the real clusters, each a cluster
+// of its own to fleetcache): `kubectl get deployments -A` through fleetcache, against
+// kubectl run once per context, every context at once, in the same run. This is the
+// fleet's other shape: many small clusters, where the fan-out pays a kubectl process,
+// a connection and discovery per context.
+func BenchmarkManyContextsServing(b *testing.B) {
+	n := 200
+	if s := os.Getenv("FLEETCACHE_BENCH_CONTEXTS"); s != "" {
+		var err error
+		if n, err = strconv.Atoi(s); err != nil || n < 1 {
+			b.Fatalf("FLEETCACHE_BENCH_CONTEXTS=%q: want a positive number", s)
+		}
+	}
+	sf := newShardFleet(b, n, "[{name: deployments.apps}]")
+	r := sf.start(b, "", 0)
+	d := &daemon{url: r.url, bin: sf.bin}
+	contexts := make([]string, n)
+	for i := range contexts {
+		contexts[i] = fmt.Sprintf("ctx-%04d", i+1)
+	}
+	fan := func() int { return rows(fanOutContexts(b, sf.kubeconfig, contexts, "get", "deployments", "-A")...) }
+	k := newFleetKubectl(b, d)
+	want := fan()
+	waitFor(b, 180*time.Second, "every context cached", func() (bool, string) {
+		got := rows(k.mustB(b, "get", "deployments", "-A"))
+		return got == want, fmt.Sprintf("%d rows through fleetcache, %d from the contexts", got, want)
+	})
+	var fc, fanT time.Duration
+	for i := range b.N {
+		runFC := func() {
+			start := time.Now()
+			if got := rows(k.mustB(b, "get", "deployments", "-A")); got != want {
+				b.Fatalf("fleetcache: %d rows, want %d", got, want)
+			}
+			fc += time.Since(start)
+		}
+		runFan := func() {
+			start := time.Now()
+			if got := fan(); got != want {
+				b.Fatalf("kubectl per context: %d rows, want %d", got, want)
+			}
+			fanT += time.Since(start)
+		}
+		if i%2 == 0 {
+			runFC()
+			runFan()
+		} else {
+			runFan()
+			runFC()
+		}
+	}
+	b.ReportMetric(float64(fc.Microseconds())/float64(b.N)/1000, "fleetcache-ms")
+	b.ReportMetric(float64(fanT.Microseconds())/float64(b.N)/1000, "kubectl-parallel-ms")
+	b.ReportMetric(float64(fanT)/float64(fc), "speedup")
+	b.ReportMetric(float64(want), "rows")
+	b.ReportMetric(float64(n), "contexts")
+}
+
+// fanOutContexts runs kubectl with args once per context of kubeconfig, all at once, and
+// returns each output.
+func fanOutContexts(t testing.TB, kubeconfig string, contexts []string, args ...string) []string {
+	outs := make([]string, len(contexts))
+	errs := make([]error, len(contexts))
+	var wg sync.WaitGroup
+	for i, c := range contexts {
+		wg.Go(func() {
+			cmd := exec.Command(filepath.Join(os.Getenv("FLEETCACHE_BIN"), "kubectl"), append([]string{"--kubeconfig", kubeconfig, "--context", c}, args...)...)
+			var stderr bytes.Buffer
+			cmd.Stderr = &stderr
+			out, err := cmd.Output()
+			outs[i] = string(out)
+			// A resource some clusters lack (the Widget CRD) prints nothing there, as
+			// in a shell loop.
+			if err != nil && !strings.Contains(stderr.String(), "the server doesn't have a resource type") {
+				errs[i] = fmt.Errorf("kubectl %v in %s: %v\n%s", args, c, err, stderr.String())
+			}
+		})
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	return outs
 }

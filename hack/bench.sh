@@ -32,6 +32,9 @@ run -bench 'Freshness' -benchtime 1x ./e2e/
 # A fleet of its own (3 × 5,000 pods): fleetcache against kubectl run once per context,
 # the contexts in parallel; heap per cached object.
 FLEETCACHE_BENCH_PODS=5000 run -bench 'RealFleetServing|RealFleetHeapPerObject' -benchtime 3x ./e2e/
+# Many small clusters: 200 contexts spread over the 3 clusters (the demo seed), kubectl
+# once per context, all at once, against one kubectl through fleetcache.
+run -bench ManyContextsServing -benchtime 5x ./e2e/
 # Memory (issue #17): the same fleet cached by plain typed informers (with and without
 # managedFields) and by fleetcache, one process each, heap and RSS; then a synthetic
 # fleet of 1M realistic pods (about 3 minutes and 3 GiB).

@@ -111,8 +111,15 @@ func TestTableIsWhatEncodingJSONWrites(t *testing.T) {
 			if err := json.Unmarshal(row.Object.Raw, &m); err != nil {
 				t.Fatal(err)
 			}
-			if m.Name != p.Name || m.Namespace != p.Namespace || m.Annotations[ClusterAnnotation] != "alpha" || m.Labels["odd"] != "<&>" || !m.CreationTimestamp.Equal(&p.CreationTimestamp) {
+			if m.Name != p.Name || m.Namespace != p.Namespace || m.UID != p.UID || m.ResourceVersion != p.ResourceVersion ||
+				m.Annotations[ClusterAnnotation] != "alpha" || m.Labels["odd"] != "<&>" || !m.CreationTimestamp.Equal(&p.CreationTimestamp) {
 				t.Errorf("%s: row object %+v", include, m.ObjectMeta)
+			}
+			// Metadata rows carry what the cache keeps decoded (the README says which);
+			// whole objects carry the rest.
+			lean := len(m.Annotations) == 1 && len(m.OwnerReferences) == 0 && len(m.ManagedFields) == 0
+			if want := include == IncludeMetadata; lean != want {
+				t.Errorf("%s: row object has %d annotations, %d owner references, %d managedFields entries", include, len(m.Annotations), len(m.OwnerReferences), len(m.ManagedFields))
 			}
 		}
 	}

@@ -413,6 +413,23 @@ func (ix *Index) OnStop(ref *clusters.InformerRef) {
 	}
 }
 
+// Learn adds a resource that no informer here has reported, as another sharded replica
+// describes it: a custom resource that none of this replica's clusters serve is still
+// in its discovery, so a client that reaches this replica can ask for it (and gets the
+// other replicas' objects through the router). An informer's own view, if one comes
+// later, replaces the learnt one. It reports whether the resource was new.
+func (ix *Index) Learn(info ResourceInfo) bool {
+	if info.Name == "" || info.Kind == "" || info.APIVersion == "" {
+		return false
+	}
+	if _, known := ix.lookup(info.Name); known {
+		return false
+	}
+	ix.resource(&clusters.InformerRef{Resource: info.Name, Kind: info.Kind, APIVersion: info.APIVersion, Namespaced: info.Namespaced,
+		Names: info.Aliases, Singular: info.Singular, ShortNames: info.ShortNames, Columns: info.Columns})
+	return true
+}
+
 // Resources lists the resources in the index, sorted.
 func (ix *Index) Resources() []ResourceInfo {
 	ix.mu.RLock()

@@ -151,6 +151,40 @@ func TestResourceNames(t *testing.T) {
 	}
 }
 
+// TestLearnAddsWhatNoInformerReported: a resource learnt from another replica resolves by
+// every name it answers to, lists as empty, and never replaces what an informer reported.
+func TestLearnAddsWhatNoInformerReported(t *testing.T) {
+	f := seedFixture(t)
+	widgets := ResourceInfo{Name: "widgets.example.com", Kind: "Widget", APIVersion: "example.com/v1", Namespaced: true,
+		Aliases: []string{"widget", "widgets", "wg"}, Singular: "widget", ShortNames: []string{"wg"},
+		Columns: []clusters.PrinterColumn{{Name: "Size", Type: "integer", JSONPath: ".spec.size"}}}
+	if !f.ix.Learn(widgets) {
+		t.Fatal("Learn: a new resource was not added")
+	}
+	if f.ix.Learn(widgets) {
+		t.Error("Learn: the same resource added twice")
+	}
+	for _, name := range []string{"widgets.example.com", "widgets", "wg"} {
+		got, ok := f.ix.Resource(name)
+		if !ok || got.Kind != "Widget" || got.APIVersion != "example.com/v1" || !got.Namespaced || len(got.Columns) != 1 || got.Columns[0].Name != "Size" {
+			t.Errorf("%s resolves to %+v (%v)", name, got, ok)
+		}
+		if res, err := f.ix.List(Query{Resource: name}); err != nil || len(res.Items) != 0 {
+			t.Errorf("%s: list %v, %d items; want an empty answer", name, err, len(res.Items))
+		}
+	}
+	// An informer's view wins: a learnt description of pods changes nothing.
+	if f.ix.Learn(ResourceInfo{Name: "pods", Kind: "Gizmo", APIVersion: "v9"}) {
+		t.Error("Learn replaced pods")
+	}
+	if got, _ := f.ix.Resource("pods"); got.Kind != "Pod" || got.APIVersion != "v1" {
+		t.Errorf("pods after Learn: %+v", got)
+	}
+	if f.ix.Learn(ResourceInfo{Name: "gizmos"}) {
+		t.Error("Learn took a resource without kind or apiVersion")
+	}
+}
+
 // TestPagingWhileObjectsChange pages 2 at a time while objects are created and deleted
 // between pages: what existed throughout comes exactly once.
 func TestPagingWhileObjectsChange(t *testing.T) {

@@ -237,7 +237,7 @@ func serve(args []string) error {
 	var route func(http.Handler) http.Handler
 	var router *sharding.Router
 	if shard != nil {
-		router = &sharding.Router{Source: shard.source, Scope: request.Scope, Logger: log}
+		router = &sharding.Router{Source: shard.source, Scope: request.Scope, Learn: index.Learn, Logger: log}
 		route = router.Wrap
 		reg.MustRegister(shard.collectors(fleet)...)
 		served, shardStatus = shard.fleet(fleet), shard.source

@@ -41,7 +41,12 @@ type Router struct {
 	// MaxResponseBytes cuts a merged Kubernetes list (/fleet) with a continue token, as
 	// the local API cuts its own (request.Options). Default 32 MiB.
 	MaxResponseBytes int
-	Logger           *zap.Logger
+	// Learn adds a resource another replica caches and this one does not know
+	// (aggregator.Index.Learn), reporting whether it was new; nil learns nothing.
+	Learn  func(aggregator.ResourceInfo) bool
+	Logger *zap.Logger
+
+	learner learner
 
 	endOnce sync.Once
 	end     context.Context
@@ -87,6 +92,9 @@ func (rt *Router) Wrap(next http.Handler) http.Handler {
 		if r.Method != http.MethodGet || q.Get("local") == "true" || r.Header.Get(routedHeader) != "" {
 			next.ServeHTTP(w, r)
 			return
+		}
+		if namesResources(r.URL.Path) {
+			rt.learnResources(r)
 		}
 		switch {
 		case strings.HasPrefix(r.URL.Path, "/clusters/"):

@@ -237,7 +237,7 @@ func serve(args []string) error {
 	var route func(http.Handler) http.Handler
 	var router *sharding.Router
 	if shard != nil {
-		router = &sharding.Router{Source: shard.source, Scope: request.Scope, Learn: index.Learn, Logger: log}
+		router = &sharding.Router{Source: shard.source, Scope: request.Scope, Learn: index.Learn, MaxResponseBytes: cfg.API.ResponseCap(), Logger: log}
 		route = router.Wrap
 		reg.MustRegister(shard.collectors(fleet)...)
 		served, shardStatus = shard.fleet(fleet), shard.source
@@ -282,7 +282,7 @@ func serve(args []string) error {
 		log.Warn("SERVING WITHOUT AUTHENTICATION on a non-loopback address (insecureAllowUnauthenticated): anyone who can reach it reads the whole fleet", zap.String("listen", cfg.Listen))
 	}
 	handler := server.New(server.Options{
-		Authenticator: authn, ServeSecrets: cfg.API.ServeSecrets,
+		Authenticator: authn, ServeSecrets: cfg.API.ServeSecrets, MaxResponseBytes: cfg.API.ResponseCap(),
 		Limits: server.Limits{MaxInFlight: cfg.API.MaxInFlight, MaxWatches: cfg.API.MaxWatches, RequestTimeout: cfg.API.RequestTimeout.Duration,
 			ListSeats: cfg.API.ListSeats, ListQueue: cfg.API.ListQueue, ListQueueWait: cfg.API.ListQueueWait.Duration},
 		Fleet: served, Sharding: shardStatus, Route: route, Index: index, Gatherer: reg, Registerer: reg, Logger: log,

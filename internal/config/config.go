@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-multierror"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/labels"
@@ -85,6 +86,18 @@ type APIConfig struct {
 	ListQueue int `json:"listQueue,omitempty"`
 	// ListQueueWait is how long a list waits for a seat before it gets 429. Default 30s.
 	ListQueueWait metav1.Duration `json:"listQueueWait,omitempty"`
+	// MaxResponseBytes cuts a list that asked for a page (a limit) once its encoded items
+	// reach it, with a continue token: a quantity such as 32Mi (the default). A
+	// Kubernetes API list asked without a limit is never cut.
+	MaxResponseBytes *resource.Quantity `json:"maxResponseBytes,omitempty"`
+}
+
+// ResponseCap is api.maxResponseBytes in bytes; 0 for the default.
+func (a APIConfig) ResponseCap() int {
+	if a.MaxResponseBytes == nil {
+		return 0
+	}
+	return int(a.MaxResponseBytes.Value())
 }
 
 // AuthConfig says who may call the API.
@@ -245,6 +258,9 @@ func (c *Config) Validate() error {
 				errs = append(errs, field.Invalid(path(name), f, err.Error()))
 			}
 		}
+	}
+	if q := c.API.MaxResponseBytes; q != nil && (q.Cmp(resource.MustParse("64Ki")) < 0 || q.Cmp(resource.MustParse("1Gi")) > 0) {
+		errs = append(errs, field.Invalid(path("api.maxResponseBytes"), q.String(), "must be from 64Ki to 1Gi"))
 	}
 	if c.API.ListSeats < -1 {
 		errs = append(errs, field.Invalid(path("api.listSeats"), c.API.ListSeats, "must be -1 (no list admission), 0 (default) or more"))

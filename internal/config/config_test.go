@@ -23,7 +23,7 @@ func TestExampleConfigIsValid(t *testing.T) {
 	if err := c.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	if c.Listen != "127.0.0.1:8080" || len(c.Resources) != 9 || c.Resources[2].Name != "pods" || c.Cluster.RequestTimeout.Duration.Seconds() != 10 {
+	if c.Listen != "127.0.0.1:8080" || len(c.Resources) != 9 || c.Resources[2].Name != "pods" || c.Cluster.RequestTimeout.Duration.Seconds() != 10 || c.API.ResponseCap() != 32<<20 {
 		t.Errorf("example config read wrongly: %+v", c)
 	}
 }
@@ -45,6 +45,7 @@ cluster:
   qps: -1
   requestTimeout: -5s
 maxConcurrentInitialLists: -2
+api: {maxResponseBytes: 1Ki}
 log: {level: loud, format: xml}
 `
 	path := filepath.Join(t.TempDir(), "c.yaml")
@@ -63,14 +64,14 @@ log: {level: loud, format: xml}
 	for _, want := range []string{
 		"listen:", "kubeconfig[0]:", "contexts.include[0]:", "contexts.aliases[a]:",
 		"resources[0].name:", "resources[1].namespaces[0]:", "resources[1].labelSelector:", "resources[1].fieldSelector:",
-		"cluster.qps:", "cluster.requestTimeout:", "maxConcurrentInitialLists:", "log.level:", "log.format:",
+		"cluster.qps:", "cluster.requestTimeout:", "maxConcurrentInitialLists:", "api.maxResponseBytes:", "log.level:", "log.format:",
 	} {
 		if !strings.Contains(msg, want) {
 			t.Errorf("error does not name %q:\n%s", want, msg)
 		}
 	}
-	if !strings.Contains(msg, "13 problems") {
-		t.Errorf("want 13 problems counted:\n%s", msg)
+	if !strings.Contains(msg, "14 problems") {
+		t.Errorf("want 14 problems counted:\n%s", msg)
 	}
 }
 

@@ -2,6 +2,7 @@ package kubeapi
 
 import (
 	"net/http"
+	"strings"
 
 	"github.com/munnerz/goautoneg"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -62,6 +63,23 @@ func negotiate(r *http.Request, info aggregator.ResourceInfo) runtime.Serializer
 }
 
 func isProtobuf(s runtime.SerializerInfo) bool { return s.MediaType == mediaProtobuf }
+
+// AcceptsJSON reports whether a client takes JSON (a Table is JSON too): no Accept, or
+// one that names application/json, application/* or */*.
+func AcceptsJSON(r *http.Request) bool {
+	accept := r.Header.Get("Accept")
+	if accept == "" {
+		return true
+	}
+	for _, part := range strings.Split(accept, ",") {
+		mt, _, _ := strings.Cut(strings.TrimSpace(part), ";")
+		switch mt {
+		case mediaJSON, "*/*", "application/*":
+			return true
+		}
+	}
+	return false
+}
 
 // writeObject encodes one object (or list) with s.
 func writeObject(w http.ResponseWriter, s runtime.SerializerInfo, obj runtime.Object) {

@@ -217,7 +217,13 @@ func (h *Handler) object(w http.ResponseWriter, r *http.Request, cluster, group,
 	// Protobuf (client-go's typed clients, which page on purpose) keeps its limit.
 	// resourceVersion "0" is one page whatever the limit, as kube-apiserver's watch cache
 	// answers it.
-	rd.Whole = WantsTable(r) || !isProtobuf(negotiate(r, info)) || opts.ResourceVersion == "0"
+	s := negotiate(r, info)
+	if rd.AtOnce() && isProtobuf(s) && AcceptsJSON(r) {
+		// Everything at once, streamed as JSON (which the client accepts too), rather
+		// than a protobuf list held whole in memory.
+		s, _ = serializers(mediaJSON)
+	}
+	rd.Whole = WantsTable(r) || !isProtobuf(s) || opts.ResourceVersion == "0"
 	q, err := h.Pipeline.Query(r, rd)
 	if err != nil {
 		writeQueryError(w, err)
@@ -228,7 +234,7 @@ func (h *Handler) object(w http.ResponseWriter, r *http.Request, cluster, group,
 		writeStatus(w, bad)
 		return
 	}
-	h.list(w, r, q, info, rv)
+	h.list(w, r, q, info, rv, s, rd.AtOnce())
 }
 
 func (h *Handler) get(w http.ResponseWriter, r *http.Request, cluster string, info aggregator.ResourceInfo, ns, name string) {
@@ -314,9 +320,11 @@ func WantsTable(r *http.Request) bool {
 
 // list answers a list (whole, or a page for protobuf); rv is its resourceVersion
 // (listVersion).
-func (h *Handler) list(w http.ResponseWriter, r *http.Request, q aggregator.Query, info aggregator.ResourceInfo, rv string) {
+// list answers q in s (or a Table); atOnce lifts the response cap of streamed answers
+// (request.Read.AtOnce). A protobuf list, built whole, keeps it: only a client that
+// accepts nothing else gets one without a limit.
+func (h *Handler) list(w http.ResponseWriter, r *http.Request, q aggregator.Query, info aggregator.ResourceInfo, rv string, s runtime.SerializerInfo, atOnce bool) {
 	list := h.Pipeline.StreamList // streamed, whole lists read as they are written
-	s := negotiate(r, info)
 	protobuf := !WantsTable(r) && isProtobuf(s)
 	if protobuf {
 		list = h.Pipeline.List // built whole by apimachinery before it is written
@@ -327,6 +335,9 @@ func (h *Handler) list(w http.ResponseWriter, r *http.Request, q aggregator.Quer
 		return
 	}
 	defer res.Close()
+	if atOnce && !protobuf {
+		res.Uncapped()
+	}
 	if res.Partial {
 		var stale []string
 		for _, f := range res.Clusters {

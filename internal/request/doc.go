@@ -28,9 +28,10 @@
 // API's contract: on /api/v1 a page is 1 to MaxLimit items, DefaultLimit when none is
 // asked, anything else a 400 naming limit; on the Kubernetes API a limit is an upper bound
 // (none or 0 is everything, more than MaxLimit is MaxLimit), and a list answered whole
-// (Read.Whole: its JSON and Table lists) ignores it once validated. Every list, whole or
-// paged, of either face and in every encoding, stops once its encoded items reach
-// MaxResponseBytes and continues with a token.
+// (Read.Whole: its JSON and Table lists) ignores it once validated. Every list that asked
+// for a page, whole or paged, of either face and in every encoding, stops once its
+// encoded items reach MaxResponseBytes and continues with a token; a Kubernetes API list
+// asked without a limit (Read.AtOnce) is everything in one answer, as kube-apiserver's.
 // Secrets are visible only with ServeSecrets (and never carry values: the cache drops
 // them). The pipeline holds no per-request state; a Pipeline is safe for concurrent use.
 package request

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"io"
+	"math"
 	"net/http"
 
 	"github.com/fleetcache/fleetcache/aggregator"
@@ -64,6 +65,9 @@ func (p *Pipeline) list(r *http.Request, q aggregator.Query, chunked bool) (*Ans
 	}
 	return a, nil
 }
+
+// Uncapped lifts the response cap, for a list asked at once (Read.AtOnce).
+func (a *Answer) Uncapped() { a.max = math.MaxInt }
 
 // Close gives the list's seats back.
 func (a *Answer) Close() { a.release() }

@@ -27,6 +27,7 @@ type Options struct {
 	MaxLimit int
 	// MaxResponseBytes cuts a list short, with a continue token, once its encoded items
 	// reach it: 32 MiB, so that no single answer holds a client (or a proxy) for long.
+	// A list asked at once (Read.AtOnce) is not cut: its client expects no token.
 	MaxResponseBytes int
 	// StreamWriteTimeout bounds writing one event of a watch stream: a client that stops
 	// reading is disconnected after it, 10s.
@@ -199,6 +200,12 @@ func (p *Pipeline) Query(r *http.Request, rd Read) (aggregator.Query, error) {
 	}
 	return q, nil
 }
+
+// AtOnce reports whether a list is everything in one answer, never cut at
+// MaxResponseBytes: a Kubernetes API list asked without a limit (or limit=0), as
+// kube-apiserver answers it. Its clients do not expect a continue token (kubectl
+// --sort-by sorts one answer; a List call without ListOptions.Limit reads one).
+func (rd Read) AtOnce() bool { return rd.UpperBound && (rd.Limit == "" || rd.Limit == "0") }
 
 // PageSize reads a limit parameter: the one rule of page sizes, under each API's
 // contract. Anything but a non-negative integer is a BadParam. With upperBound (the

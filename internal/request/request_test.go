@@ -5,9 +5,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
@@ -379,5 +381,49 @@ func TestKubePath(t *testing.T) {
 		if got != want || ok != (want != "") {
 			t.Errorf("%s: %q %v", in, got, ok)
 		}
+	}
+}
+
+// A Kubernetes API list without a limit is everything in one answer; an answer
+// Uncapped streams every item, however small the cap, with no continue token.
+func TestAListAskedAtOnceIsNeverCut(t *testing.T) {
+	for _, tc := range []struct {
+		rd   Read
+		want bool
+	}{
+		{Read{UpperBound: true}, true},
+		{Read{UpperBound: true, Limit: "0"}, true},
+		{Read{UpperBound: true, Limit: "500"}, false},
+		{Read{}, false}, // /api/v1: always pages
+	} {
+		if got := tc.rd.AtOnce(); got != tc.want {
+			t.Errorf("%+v: AtOnce %v, want %v", tc.rd, got, tc.want)
+		}
+	}
+	const n = 300
+	p := New(testIndex(t, n), Options{MaxResponseBytes: 100})
+	p.chunk = 16
+	r := httptest.NewRequest("GET", "/fleet/api/v1/pods", nil)
+	q, err := p.Query(r, Read{Resource: "pods", Paged: true, UpperBound: true, Whole: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ans, err := p.StreamList(r, q)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ans.Close()
+	ans.Uncapped()
+	var items atomic.Int32 // items may be encoded on several cores
+	cont := "unset"
+	err = ans.Stream(io.Discard, ListEncoder{
+		Item: func(dst []byte, it aggregator.Item) ([]byte, error) {
+			items.Add(1)
+			return wire.AppendString(dst, it.Cluster+"/"+it.Object.Name), nil
+		},
+		Tail: func(dst []byte, c string) []byte { cont = c; return dst },
+	})
+	if err != nil || items.Load() != n || cont != "" {
+		t.Errorf("uncapped: %d of %d items, continue %q, %v", items.Load(), n, cont, err)
 	}
 }

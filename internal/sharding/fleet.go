@@ -58,7 +58,7 @@ func (rt *Router) fleet(w http.ResponseWriter, r *http.Request, local http.Handl
 		local.ServeHTTP(w, r) // a subresource or a malformed path: the local answer says why
 		return
 	}
-	if !acceptsJSON(r) {
+	if !kubeapi.AcceptsJSON(r) {
 		writeStatus(w, http.StatusNotAcceptable, "NotAcceptable",
 			"a sharded fleetcache replica answers /fleet in JSON (application/json, or a Table); ask for it in Accept")
 		return
@@ -99,21 +99,6 @@ func objectName(path string) (string, bool) {
 		return rest[1], true
 	}
 	return "", false
-}
-
-func acceptsJSON(r *http.Request) bool {
-	accept := r.Header.Get("Accept")
-	if accept == "" {
-		return true
-	}
-	for _, part := range strings.Split(accept, ",") {
-		mt, _, _ := strings.Cut(strings.TrimSpace(part), ";")
-		switch mt {
-		case "application/json", "*/*", "application/*":
-			return true
-		}
-	}
-	return false
 }
 
 // jsonAccept is what the router asks readers for: a Table when the client wants one,
@@ -380,6 +365,7 @@ func (rt *Router) fleetList(w http.ResponseWriter, r *http.Request, local http.H
 		writeStatus(w, http.StatusGone, "Expired", "resourceVersionMatch=Exact: a sharded replica keeps only the current state; list without it")
 		return
 	}
+	atOnce := request.Read{UpperBound: true, Limit: r.URL.Query().Get("limit")}.AtOnce()
 	params := url.Values{"framing": {"lines"}}
 	if after != "" {
 		params.Set("after", after)
@@ -453,8 +439,8 @@ func (rt *Router) fleetList(w http.ResponseWriter, r *http.Request, local http.H
 			return // cut short: the client sees a cut answer, as from a failing list
 		}
 		// A reader cut its part at the response cap, or the merge reached it: the list
-		// continues after the last item sent.
-		if next.done && next.cont != "" || size >= rt.MaxResponseBytes && !allDone(parts) {
+		// continues after the last item sent. A list asked at once is never cut.
+		if next.done && next.cont != "" || !atOnce && size >= rt.MaxResponseBytes && !allDone(parts) {
 			cut = true
 			break
 		}

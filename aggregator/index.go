@@ -97,6 +97,7 @@ type resourceIndex struct {
 	namespaced bool
 	singular   string
 	shortNames []string
+	categories []string
 	columns    []clusters.PrinterColumn
 
 	mu     sync.RWMutex
@@ -260,7 +261,7 @@ func (ix *Index) resource(ref *clusters.InformerRef) *resourceIndex {
 	}
 	ix.names[ref.Resource] = ref.Resource
 	// The newest informer's view of the resource wins (a CRD's columns may change).
-	r.singular, r.shortNames = ref.Singular, ref.ShortNames
+	r.singular, r.shortNames, r.categories = ref.Singular, ref.ShortNames, ref.Categories
 	if len(ref.Columns) > 0 {
 		r.columns = ref.Columns
 	}
@@ -426,7 +427,7 @@ func (ix *Index) Learn(info ResourceInfo) bool {
 		return false
 	}
 	ix.resource(&clusters.InformerRef{Resource: info.Name, Kind: info.Kind, APIVersion: info.APIVersion, Namespaced: info.Namespaced,
-		Names: info.Aliases, Singular: info.Singular, ShortNames: info.ShortNames, Columns: info.Columns})
+		Names: info.Aliases, Singular: info.Singular, ShortNames: info.ShortNames, Categories: info.Categories, Columns: info.Columns})
 	return true
 }
 
@@ -458,6 +459,7 @@ type ResourceInfo struct {
 	Aliases    []string                 `json:"aliases,omitempty"`
 	Singular   string                   `json:"singular,omitempty"`
 	ShortNames []string                 `json:"shortNames,omitempty"`
+	Categories []string                 `json:"categories,omitempty"`
 	Columns    []clusters.PrinterColumn `json:"printerColumns,omitempty"`
 }
 

@@ -782,7 +782,7 @@ func groupValue(key, cluster string, obj *clusters.Object) string {
 
 func (r *resourceIndex) info() ResourceInfo {
 	return ResourceInfo{Name: r.name, Kind: r.kind, APIVersion: r.apiVersion, Namespaced: r.namespaced,
-		Singular: r.singular, ShortNames: r.shortNames, Columns: r.columns}
+		Singular: r.singular, ShortNames: r.shortNames, Categories: r.categories, Columns: r.columns}
 }
 
 // ContinueAfter returns a continue token that resumes the listing after Items[i]: for

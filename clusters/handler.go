@@ -21,6 +21,9 @@ type InformerRef struct {
 	Names      []string
 	Singular   string
 	ShortNames []string
+	// Categories are the discovery categories the resource belongs to ("all" for
+	// `kubectl get all`).
+	Categories []string
 	// Columns are a custom resource's additionalPrinterColumns (from its CRD), for
 	// kubectl tables; empty for built-in resources.
 	Columns []PrinterColumn

@@ -436,7 +436,7 @@ func (c *Cluster) newResourceCache(r resolved, ns string) (*resourceCache, error
 	}
 	rc.ref = &InformerRef{
 		Cluster: c.target.Name, Resource: r.display(), Namespace: ns, Kind: r.gvk.Kind, APIVersion: r.gvk.GroupVersion().String(),
-		Namespaced: r.namespaced, Names: r.names, Singular: r.api.SingularName, ShortNames: r.api.ShortNames, Columns: r.columns,
+		Namespaced: r.namespaced, Names: r.names, Singular: r.api.SingularName, ShortNames: r.api.ShortNames, Categories: r.api.Categories, Columns: r.columns,
 		ID: informerIDs.Add(1),
 	}
 	indexes, err := compileIndexes(append(append([]IndexSpec(nil), DefaultIndexes[r.display()]...), r.spec.Indexes...))

@@ -60,6 +60,44 @@ func sorted(out string) []string {
 	return lines
 }
 
+// TestKubectlGetAllThroughFleet: discovery carries the clusters' categories, so
+// `kubectl get all -A` through fleetcache is every cluster's `get all`, for the cached
+// resources (pods, deployments and the Widget CRD, which is in "all" too).
+func TestKubectlGetAllThroughFleet(t *testing.T) {
+	d := startDaemon(t)
+	k := newFleetKubectl(t, d)
+	cached := map[string]bool{"Pod": true, "Deployment": true, "Widget": true}
+	var want []string
+	for _, c := range fleet.Clusters {
+		out, err := kubectl(t, c.Name, "get", "all", "-A", "--no-headers", "-o", "custom-columns=KIND:.kind,NS:.metadata.namespace,NAME:.metadata.name")
+		if err != nil {
+			t.Fatalf("kubectl get all in %s: %v\n%s", c.Name, err, out)
+		}
+		for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+			if f := strings.Fields(line); len(f) == 3 && cached[f[0]] {
+				want = append(want, c.Name+"/"+strings.Join(f, "/"))
+			}
+		}
+	}
+	sort.Strings(want)
+	out := k.must(t, "get", "all", "-A", "--no-headers", "-o", `custom-columns=CLUSTER:.metadata.annotations.fleetcache\.io/cluster,KIND:.kind,NS:.metadata.namespace,NAME:.metadata.name`)
+	var got []string
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+		got = append(got, strings.Join(strings.Fields(line), "/"))
+	}
+	sort.Strings(got)
+	if !slices.Equal(got, want) {
+		t.Errorf("kubectl get all -A through fleetcache:\n got  %v\n want %v", got, want)
+	}
+	kinds := map[string]bool{}
+	for _, w := range want {
+		kinds[strings.Split(w, "/")[1]] = true
+	}
+	if len(kinds) != len(cached) {
+		t.Errorf("the clusters' get all has kinds %v; want every one of %v to compare", kinds, cached)
+	}
+}
+
 func TestKubectlThroughFleetEqualsKubectlPerCluster(t *testing.T) {
 	d := startDaemon(t)
 	k := newFleetKubectl(t, d)

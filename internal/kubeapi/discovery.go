@@ -133,7 +133,7 @@ func (h *Handler) resources(w http.ResponseWriter, cluster, group, version strin
 	for _, r := range infos {
 		list.APIResources = append(list.APIResources, metav1.APIResource{
 			Name: plural(r), SingularName: r.Singular, Namespaced: r.Namespaced, Kind: r.Kind, ShortNames: r.ShortNames,
-			Verbs: readVerbs,
+			Categories: r.Categories, Verbs: readVerbs,
 		})
 	}
 	writeJSON(w, list)
@@ -175,6 +175,7 @@ func (h *Handler) aggregated(w http.ResponseWriter, cluster string, legacy bool)
 					SingularResource: r.Singular,
 					Verbs:            readVerbs,
 					ShortNames:       r.ShortNames,
+					Categories:       r.Categories,
 				})
 			}
 			group.Versions = append(group.Versions, version)

@@ -81,6 +81,8 @@ type Cluster struct {
 	// validators revalidate the discovery documents over discoveryConn (revalidate.go).
 	validators    discoveryValidators
 	discoveryConn *http.Client
+	// schemaConn reads OpenAPI documents for clients (OpenAPIV3); set once connected.
+	schemaConn atomic.Pointer[http.Client]
 }
 
 // New returns a cluster that starts caching when Start is called.
@@ -144,6 +146,9 @@ func (c *Cluster) Start(ctx context.Context) error {
 	timed.Timeout = c.opts.RequestTimeout
 	timed.Transport = discoveryTransport{conn.Transport, &c.discoveryRequests, &c.validators}
 	c.discoveryConn = &timed
+	schema := *conn
+	schema.Timeout = c.opts.RequestTimeout
+	c.schemaConn.Store(&schema)
 	disco, err := discovery.NewDiscoveryClientForConfigAndClient(cfg, &timed)
 	if err != nil {
 		c.setProbe(err)

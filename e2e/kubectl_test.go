@@ -246,6 +246,36 @@ func TestKubectlWatchSeesAChangeInOneCluster(t *testing.T) {
 	}
 }
 
+// TestKubectlExplainThroughFleet: kubectl explain reads a cluster's OpenAPI schema through
+// fleetcache (on the fleet context the first Synced cluster's, on fleet-<cluster> that
+// cluster's) and prints what it prints against the cluster itself.
+func TestKubectlExplainThroughFleet(t *testing.T) {
+	d := startDaemon(t)
+	k := newFleetKubectl(t, d)
+	first := fleet.Clusters[0].Name // the first by name, and one with Widgets
+	for _, tc := range []struct {
+		context string
+		args    []string
+	}{
+		{"fleet", []string{"explain", "pods.spec.nodeName"}},
+		{"fleet", []string{"explain", "deployments.spec.replicas"}},
+		{"fleet-" + first, []string{"explain", "widgets.spec"}},
+	} {
+		want, err := kubectl(t, first, tc.args...)
+		if err != nil {
+			t.Fatalf("kubectl %v in %s: %v\n%s", tc.args, first, err, want)
+		}
+		got, stderr, err := k.run(append([]string{"--context", tc.context}, tc.args...)...)
+		if err != nil {
+			t.Errorf("kubectl %v on %s: %v\n%s", tc.args, tc.context, err, stderr)
+			continue
+		}
+		if strings.TrimSpace(got) != strings.TrimSpace(want) || !strings.Contains(got, "FIELD:") {
+			t.Errorf("kubectl %v on %s:\n%s\nwant, as from %s itself:\n%s", tc.args, tc.context, got, first, want)
+		}
+	}
+}
+
 func TestKubectlWritesAreRefused(t *testing.T) {
 	d := startDaemon(t)
 	k := newFleetKubectl(t, d)

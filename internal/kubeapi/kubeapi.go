@@ -94,6 +94,14 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, cluster, path st
 		writeEmptyOpenAPIv2(w)
 		return
 	}
+	if path == "/openapi/v3" || strings.HasPrefix(path, "/openapi/v3/") {
+		prefix := "/fleet"
+		if cluster != "" {
+			prefix = "/clusters/" + cluster
+		}
+		h.openAPIV3(w, r, cluster, prefix, strings.TrimPrefix(strings.TrimPrefix(path, "/openapi/v3"), "/"))
+		return
+	}
 	parts := strings.Split(strings.Trim(path, "/"), "/")
 	switch {
 	case path == "/version":

@@ -326,11 +326,10 @@ func WantsTable(r *http.Request) bool {
 	return false
 }
 
-// list answers a list (whole, or a page for protobuf); rv is its resourceVersion
-// (listVersion).
-// list answers q in s (or a Table); atOnce lifts the response cap of streamed answers
-// (request.Read.AtOnce). A protobuf list, built whole, keeps it: only a client that
-// accepts nothing else gets one without a limit.
+// list answers q (whole, or a page for protobuf) in s, or as a Table; rv is its
+// resourceVersion (listVersion). atOnce lifts the response cap of streamed answers
+// (request.Read.AtOnce); a protobuf list, built whole in memory, keeps it, and only a
+// client that accepts nothing else gets one without a limit.
 func (h *Handler) list(w http.ResponseWriter, r *http.Request, q aggregator.Query, info aggregator.ResourceInfo, rv string, s runtime.SerializerInfo, atOnce bool) {
 	list := h.Pipeline.StreamList // streamed, whole lists read as they are written
 	protobuf := !WantsTable(r) && isProtobuf(s)

@@ -276,6 +276,43 @@ func TestKubectlExplainThroughFleet(t *testing.T) {
 	}
 }
 
+// TestKubectlAuthCanI: kubectl auth can-i answers from what fleetcache serves: the read
+// verbs on cached resources, nothing on what is not cached (services), hidden (Secrets,
+// without api.serveSecrets) or a write.
+func TestKubectlAuthCanI(t *testing.T) {
+	d := startDaemon(t)
+	k := newFleetKubectl(t, d)
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"list", "pods"}, "yes"},
+		{[]string{"watch", "deployments.apps", "-n", "payments"}, "yes"},
+		{[]string{"get", "widgets.example.com"}, "yes"},
+		{[]string{"--context", "fleet-" + fleet.Clusters[1].Name, "get", "widgets.example.com"}, "no"}, // bravo has no Widgets
+		{[]string{"delete", "pods"}, "no"},
+		{[]string{"create", "configmaps"}, "no"},
+		{[]string{"list", "services"}, "no"},
+		{[]string{"list", "secrets"}, "no"},
+		{[]string{"get", "pods", "--subresource", "log"}, "no"},
+	} {
+		out, stderr, _ := k.run(append([]string{"auth", "can-i"}, tc.args...)...)
+		if answer, _, _ := strings.Cut(strings.TrimSpace(out), " "); answer != tc.want { // "no - <reason>"
+			t.Errorf("kubectl auth can-i %v: %q (%s), want %s", tc.args, out, strings.TrimSpace(stderr), tc.want)
+		}
+	}
+	out := k.must(t, "auth", "can-i", "--list")
+	var podsRule string
+	for _, line := range strings.Split(out, "\n") {
+		if strings.HasPrefix(line, "pods ") {
+			podsRule = line
+		}
+	}
+	if !strings.Contains(podsRule, "[get list watch]") || strings.Contains(out, "services") || strings.Contains(out, "secrets") {
+		t.Errorf("kubectl auth can-i --list: pods %q; want get, list and watch on cached resources only:\n%s", podsRule, out)
+	}
+}
+
 func TestKubectlWritesAreRefused(t *testing.T) {
 	d := startDaemon(t)
 	k := newFleetKubectl(t, d)

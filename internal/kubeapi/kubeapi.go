@@ -83,6 +83,10 @@ func (h *Handler) hasCluster(name string) bool {
 
 // serve routes one request; cluster is "" for the whole fleet.
 func (h *Handler) serve(w http.ResponseWriter, r *http.Request, cluster, path string) {
+	if r.Method == http.MethodPost && (path == accessReviewPath || path == rulesReviewPath) {
+		h.review(w, r, cluster, path) // kubectl auth can-i: it creates nothing
+		return
+	}
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
 		writeStatus(w, readOnly(r.Method+" is not allowed"))
 		return

@@ -8,6 +8,8 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"slices"
 	"sort"
 	"strings"
@@ -15,6 +17,7 @@ import (
 	"time"
 
 	apidiscoveryv2 "k8s.io/api/apidiscovery/v2"
+	authorizationv1 "k8s.io/api/authorization/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -28,6 +31,7 @@ import (
 
 	"github.com/fleetcache/fleetcache/aggregator"
 	"github.com/fleetcache/fleetcache/clusters"
+	"github.com/fleetcache/fleetcache/internal/auth"
 	"github.com/fleetcache/fleetcache/internal/kubeapi"
 	"github.com/fleetcache/fleetcache/internal/request"
 )
@@ -499,4 +503,58 @@ func TestWatchOfANamedObjectStreams(t *testing.T) {
 		t.Errorf("second event %s %s (node %s), want MODIFIED p1 on n7", typ, p.Name, p.Spec.NodeName)
 	}
 	cancel()
+}
+
+// An access review answers what the caller's scope may read: a user limited to one
+// namespace may list pods there (and across namespaces, filtered), not in another
+// namespace, and may not write.
+func TestAccessReviewFollowsTheScope(t *testing.T) {
+	f := newAPIFixture(t)
+	tokens := filepath.Join(t.TempDir(), "tokens.yaml")
+	if err := os.WriteFile(tokens, []byte("users:\n  - {name: team, token: team-token-0123456789, namespaces: [payments]}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tf, err := auth.LoadTokenFile(tokens)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := &kubeapi.Handler{Index: f.ix, Fleet: twoClusters{}}
+	mux := http.NewServeMux()
+	h.Register(mux, nil)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		u, err := tf.Authenticate(r)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusUnauthorized)
+			return
+		}
+		mux.ServeHTTP(w, r.WithContext(auth.WithUser(r.Context(), u)))
+	}))
+	t.Cleanup(srv.Close)
+	for _, tc := range []struct {
+		verb, namespace string
+		want            bool
+	}{
+		{"list", "payments", true},
+		{"list", "", true},
+		{"list", "search", false},
+		{"delete", "payments", false},
+	} {
+		body := fmt.Sprintf(`{"apiVersion":"authorization.k8s.io/v1","kind":"SelfSubjectAccessReview","spec":{"resourceAttributes":{"verb":%q,"resource":"pods","namespace":%q}}}`, tc.verb, tc.namespace)
+		req, _ := http.NewRequest(http.MethodPost, srv.URL+"/fleet/apis/authorization.k8s.io/v1/selfsubjectaccessreviews", strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer team-token-0123456789")
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var review authorizationv1.SelfSubjectAccessReview
+		err = json.NewDecoder(resp.Body).Decode(&review)
+		resp.Body.Close()
+		if err != nil || resp.StatusCode != http.StatusCreated {
+			t.Fatalf("%s pods in %q: HTTP %d, %v", tc.verb, tc.namespace, resp.StatusCode, err)
+		}
+		if review.Status.Allowed != tc.want || review.Status.Reason == "" {
+			t.Errorf("%s pods in %q: allowed %v (%s), want %v", tc.verb, tc.namespace, review.Status.Allowed, review.Status.Reason, tc.want)
+		}
+	}
 }

@@ -102,8 +102,13 @@ func (h *Handler) allowed(r *http.Request, cluster string, spec authorizationv1.
 	if !h.served(cluster, info) {
 		return false, fmt.Sprintf("cluster %s does not serve %s", cluster, name)
 	}
-	if sc := request.Scope(r); sc != nil && ra.Namespace != "" && !sc.SeesNamespace(ra.Namespace) {
-		return false, fmt.Sprintf("namespace %s is outside your scope", ra.Namespace)
+	if sc := request.Scope(r); sc != nil {
+		switch {
+		case !info.Namespaced && !sc.SeesNamespace(""):
+			return false, fmt.Sprintf("%s are cluster-scoped, outside your namespaces", name)
+		case ra.Namespace != "" && !sc.SeesNamespace(ra.Namespace):
+			return false, fmt.Sprintf("namespace %s is outside your scope", ra.Namespace)
+		}
 	}
 	return true, "fleetcache: get, list and watch of cached resources"
 }

@@ -1,13 +1,11 @@
 package sharding
 
 import (
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
 	"sort"
-	"strings"
 
 	"github.com/fleetcache/fleetcache/aggregator"
 )
@@ -22,8 +20,6 @@ type clusterPosition struct {
 
 // routedCursor is a routed watch's cursor: every cluster's position.
 type routedCursor map[string]clusterPosition
-
-const routedCursorPrefix = "sharded."
 
 // cursorGroup is the encoded form: positions grouped by replica and epoch.
 type cursorGroup struct {
@@ -48,23 +44,14 @@ func encodeRoutedCursor(ps map[string]clusterPosition) string {
 		out = append(out, g)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Reader+out[i].Epoch < out[j].Reader+out[j].Epoch })
-	raw, _ := json.Marshal(out)
-	return routedCursorPrefix + base64.RawURLEncoding.EncodeToString(raw)
+	return encodeRouted(out)
 }
 
 var errNotRoutedCursor = errors.New("not a cursor a sharded replica issues: a watch through a replica resumes only from the cursors it sent; list again and watch from now")
 
 func parseRoutedCursor(s string) (routedCursor, error) {
-	enc, ok := strings.CutPrefix(s, routedCursorPrefix)
-	if !ok {
-		return nil, errNotRoutedCursor
-	}
-	raw, err := base64.RawURLEncoding.DecodeString(enc)
-	if err != nil {
-		return nil, errNotRoutedCursor
-	}
 	var groups []cursorGroup
-	if err := json.Unmarshal(raw, &groups); err != nil {
+	if err := decodeRouted(s, &groups); err != nil {
 		return nil, errNotRoutedCursor
 	}
 	rc := routedCursor{}

@@ -128,29 +128,37 @@ type readerVersion struct {
 	Clusters string `json:"c"`
 }
 
-const versionPrefix = "sharded."
-
-func (v version) encode() string {
-	raw, _ := json.Marshal(v)
-	return versionPrefix + base64.RawURLEncoding.EncodeToString(raw)
-}
+func (v version) encode() string { return encodeRouted(v) }
 
 var errNotRouterVersion = errors.New("not a resourceVersion a sharded replica issues")
 
 func parseVersion(s string) (version, error) {
-	enc, ok := strings.CutPrefix(s, versionPrefix)
-	if !ok {
-		return nil, errNotRouterVersion
-	}
-	raw, err := base64.RawURLEncoding.DecodeString(enc)
-	if err != nil {
-		return nil, fmt.Errorf("%w: %v", errNotRouterVersion, err)
-	}
 	var v version
-	if err := json.Unmarshal(raw, &v); err != nil {
+	if err := decodeRouted(s, &v); err != nil {
 		return nil, fmt.Errorf("%w: %v", errNotRouterVersion, err)
 	}
 	return v, nil
+}
+
+// routedPrefix marks what a router issues (resourceVersions of /fleet, cursors of
+// /api/v1/watch): base64 JSON after it, opaque to clients.
+const routedPrefix = "sharded."
+
+func encodeRouted(v any) string {
+	raw, _ := json.Marshal(v)
+	return routedPrefix + base64.RawURLEncoding.EncodeToString(raw)
+}
+
+func decodeRouted(s string, v any) error {
+	enc, ok := strings.CutPrefix(s, routedPrefix)
+	if !ok {
+		return errors.New("no " + routedPrefix + " prefix")
+	}
+	raw, err := base64.RawURLEncoding.DecodeString(enc)
+	if err != nil {
+		return err
+	}
+	return json.Unmarshal(raw, v)
 }
 
 func clusterDigest(clusters []string) string {

@@ -190,13 +190,7 @@ func TestFleetStartReloadsAndStopsEverything(t *testing.T) {
 	opts := testFleetOptions()
 	opts.ReloadInterval = time.Hour // only Reload triggers a reload
 	f := NewFleet(src, opts)
-	ctx, cancel := context.WithCancel(context.Background())
-	started := make(chan error, 1)
-	go func() { started <- f.Start(ctx) }()
-	defer func() {
-		cancel()
-		<-started
-	}()
+	stop := runFleet(t, f)
 
 	testfleet.Eventually(t, 10*time.Second, "first load", func() (bool, string) {
 		return slices.Equal(f.Names(), []string{"a"}), fmt.Sprint(f.Names())
@@ -212,15 +206,8 @@ func TestFleetStartReloadsAndStopsEverything(t *testing.T) {
 		t.Error("a restarted on reload")
 	}
 
-	cancel()
-	select {
-	case err := <-started:
-		started <- err // for the deferred receive
-		if err != nil {
-			t.Errorf("Start: %v", err)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("Start did not return after its context ended")
+	if err := stop(); err != nil {
+		t.Errorf("Start: %v", err)
 	}
 	if !isDone(a) || !isDone(b) {
 		t.Errorf("clusters still running after Start returned: a %v, b %v", isDone(a), isDone(b))
@@ -228,6 +215,29 @@ func TestFleetStartReloadsAndStopsEverything(t *testing.T) {
 	if n := len(f.Names()); n != 0 {
 		t.Errorf("%d clusters listed after Start returned", n)
 	}
+}
+
+// runFleet starts f until the test ends; stop ends it and returns what Start returned,
+// failing the test if Start does not return within 10 s of its context ending.
+func runFleet(t *testing.T, f *Fleet) (stop func() error) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- f.Start(ctx) }()
+	var once sync.Once
+	var err error
+	stop = func() error {
+		once.Do(func() {
+			cancel()
+			select {
+			case err = <-done:
+			case <-time.After(10 * time.Second):
+				t.Error("Start did not return after its context ended")
+			}
+		})
+		return err
+	}
+	t.Cleanup(func() { _ = stop() })
+	return stop
 }
 
 // fleetCatcher is an EventHandler that only keeps the fleet handed to it.
@@ -263,13 +273,7 @@ func TestFleetReleasesMemoryOnceSettled(t *testing.T) {
 	core, logs := observer.New(zap.InfoLevel)
 	opts.Logger = zap.New(core)
 	f := NewFleet(src, opts)
-	ctx, cancel := context.WithCancel(context.Background())
-	started := make(chan error, 1)
-	go func() { started <- f.Start(ctx) }()
-	defer func() {
-		cancel()
-		<-started
-	}()
+	runFleet(t, f)
 	testfleet.Eventually(t, 10*time.Second, "memory released", func() (bool, string) {
 		return logs.FilterMessageSnippet("returned its memory").Len() > 0, fmt.Sprint(logs.Len(), " log lines")
 	})

@@ -4,7 +4,8 @@ import (
 	"context"
 	"errors"
 	"net/http"
-	"strings"
+
+	"k8s.io/client-go/rest"
 )
 
 // OpenAPIV3 asks the cluster's apiserver for an OpenAPI v3 document, through the
@@ -21,14 +22,15 @@ func (f *Fleet) OpenAPIV3(ctx context.Context, cluster, path, rawQuery, accept s
 	if conn == nil {
 		return nil, errors.New("not connected yet")
 	}
-	url := strings.TrimSuffix(c.target.Config.Host, "/") + "/openapi/v3"
-	if path != "" {
-		url += "/" + strings.TrimPrefix(path, "/")
+	// The server URL as client-go reads a kubeconfig's (a host without a scheme, a path
+	// prefix of a proxy in front of the apiserver).
+	u, _, err := rest.DefaultServerUrlFor(c.target.Config)
+	if err != nil {
+		return nil, err
 	}
-	if rawQuery != "" {
-		url += "?" + rawQuery
-	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	u = u.JoinPath("openapi", "v3", path)
+	u.RawQuery = rawQuery
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
 	if err != nil {
 		return nil, err
 	}

@@ -557,4 +557,17 @@ func TestAccessReviewFollowsTheScope(t *testing.T) {
 			t.Errorf("%s pods in %q: allowed %v (%s), want %v", tc.verb, tc.namespace, review.Status.Allowed, review.Status.Reason, tc.want)
 		}
 	}
+	// A review of the other kind is a 400 that names it.
+	req, _ := http.NewRequest(http.MethodPost, srv.URL+"/fleet/apis/authorization.k8s.io/v1/selfsubjectaccessreviews",
+		strings.NewReader(`{"apiVersion":"authorization.k8s.io/v1","kind":"SelfSubjectRulesReview","spec":{"namespace":"payments"}}`))
+	req.Header.Set("Authorization", "Bearer team-token-0123456789")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusBadRequest || !strings.Contains(string(msg), "not a SelfSubjectRulesReview") {
+		t.Errorf("a rules review posted as an access review: HTTP %d %s", resp.StatusCode, msg)
+	}
 }

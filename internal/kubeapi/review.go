@@ -48,7 +48,7 @@ func (h *Handler) review(w http.ResponseWriter, r *http.Request, cluster, path s
 		writeStatus(w, apierrors.NewBadRequest(err.Error()))
 		return
 	}
-	obj, _, err := s.Serializer.Decode(body, nil, nil)
+	obj, gvk, err := s.Serializer.Decode(body, nil, nil)
 	if err != nil {
 		writeStatus(w, apierrors.NewBadRequest("cannot decode the review: "+err.Error()))
 		return
@@ -70,7 +70,7 @@ func (h *Handler) review(w http.ResponseWriter, r *http.Request, cluster, path s
 		writeReview(w, review)
 		return
 	}
-	writeStatus(w, apierrors.NewBadRequest(fmt.Sprintf("%s takes a %s", path, map[string]string{accessReviewPath: "SelfSubjectAccessReview", rulesReviewPath: "SelfSubjectRulesReview"}[path])))
+	writeStatus(w, apierrors.NewBadRequest(fmt.Sprintf("%s takes a review of its own kind, not a %s", path, gvk.Kind)))
 }
 
 // allowed decides one access review and says why.
@@ -142,9 +142,8 @@ func (h *Handler) rules(r *http.Request, cluster, namespace string) authorizatio
 
 // writeReview answers a review as kube-apiserver does: 201 with the review and its status.
 func writeReview(w http.ResponseWriter, review runtime.Object) {
-	gvks, _, err := scheme.Scheme.ObjectKinds(review)
-	if err == nil && len(gvks) > 0 {
-		review.GetObjectKind().SetGroupVersionKind(schema.GroupVersionKind{Group: authorizationv1.GroupName, Version: "v1", Kind: gvks[0].Kind})
+	if gvks, _, err := scheme.Scheme.ObjectKinds(review); err == nil {
+		review.GetObjectKind().SetGroupVersionKind(gvks[0]) // the decoder may have dropped it
 	}
 	w.Header().Set("Content-Type", mediaJSON)
 	w.WriteHeader(http.StatusCreated)

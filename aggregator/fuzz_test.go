@@ -72,7 +72,7 @@ func FuzzSelectors(f *testing.F) {
 		m := newMatcher(q)
 		want := 0
 		for _, it := range all.Items {
-			if m.matches(it.Object) {
+			if m.matches(it.Cluster, it.Object) {
 				want++
 			}
 		}

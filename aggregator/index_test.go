@@ -412,8 +412,8 @@ func TestCountFastPathsAgreeWithScans(t *testing.T) {
 
 type onlyCluster string
 
-func (c onlyCluster) SeesCluster(n string) bool { return n == string(c) }
-func (onlyCluster) SeesNamespace(string) bool   { return true }
+func (c onlyCluster) SeesCluster(n string) bool       { return n == string(c) }
+func (onlyCluster) SeesNamespace(string, string) bool { return true }
 
 func TestScopeLimitsListCountAndWatch(t *testing.T) {
 	f := seedFixture(t)

@@ -50,8 +50,9 @@ type Query struct {
 // it do not exist for the caller (an explicit name is ErrUnknownCluster).
 type Scope interface {
 	SeesCluster(name string) bool
-	// SeesNamespace gets "" for cluster-scoped objects.
-	SeesNamespace(ns string) bool
+	// SeesNamespace reports whether the caller sees the cluster's objects in ns ("" for
+	// cluster-scoped objects): a caller's namespaces may differ from cluster to cluster.
+	SeesNamespace(cluster, ns string) bool
 }
 
 func (q *Query) normalize() {
@@ -230,19 +231,20 @@ func newMatcher(q Query) matcher {
 // entryMatcher is a matcher for one scan over entries: it reads namespaces from keys and
 // labels from their flattened form, so that a non-matching object is never touched.
 type entryMatcher struct {
-	m  matcher
-	lm labelMatcher
+	m       matcher
+	cluster string // the shard's: scopes differ from cluster to cluster
+	lm      labelMatcher
 }
 
-func (m matcher) forScan() *entryMatcher {
-	return &entryMatcher{m: m, lm: labelMatcher{sel: m.labels}}
+func (m matcher) forScan(cluster string) *entryMatcher {
+	return &entryMatcher{m: m, cluster: cluster, lm: labelMatcher{sel: m.labels}}
 }
 
 func (em *entryMatcher) matches(e *entry) bool {
 	m := &em.m
 	if m.ns != "" || m.scope != nil {
 		ns := e.namespace()
-		if m.ns != "" && ns != m.ns || m.scope != nil && !m.scope.SeesNamespace(ns) {
+		if m.ns != "" && ns != m.ns || m.scope != nil && !m.scope.SeesNamespace(em.cluster, ns) {
 			return false
 		}
 	}
@@ -252,11 +254,11 @@ func (em *entryMatcher) matches(e *entry) bool {
 	return !m.needsFields || m.fields.Matches(&objectFields{obj: e.obj})
 }
 
-func (m matcher) matches(obj *clusters.Object) bool {
+func (m matcher) matches(cluster string, obj *clusters.Object) bool {
 	if m.ns != "" && obj.Namespace != m.ns {
 		return false
 	}
-	if m.scope != nil && !m.scope.SeesNamespace(obj.Namespace) {
+	if m.scope != nil && !m.scope.SeesNamespace(cluster, obj.Namespace) {
 		return false
 	}
 	if !m.labels.Empty() && !m.labels.Matches(labels.Set(obj.Labels)) {
@@ -389,7 +391,7 @@ func (s *shard) hasIndex(name string) bool {
 // scan calls fn for each matching entry of the shard with key > after, in key order,
 // until fn returns false. s.mu is held.
 func (s *shard) scan(q Query, mt matcher, after string, fn func(*entry) bool) {
-	m := mt.forScan()
+	m := mt.forScan(s.cluster)
 	if cands, ok := s.candidates(q); ok {
 		for _, e := range cands {
 			if e.key > after && m.matches(e) && !fn(e) {
@@ -486,7 +488,7 @@ func (ix *Index) Get(cluster, resource, namespace, name string, scope ...Scope) 
 		if sc != nil && !sc.SeesCluster(cluster) {
 			return Item{}, fmt.Errorf("%w %q", ErrUnknownCluster, cluster)
 		}
-		if sc != nil && !sc.SeesNamespace(namespace) {
+		if sc != nil && !sc.SeesNamespace(cluster, namespace) {
 			return Item{}, fmt.Errorf("%w: %s %s/%s in cluster %s", ErrNotFound, resource, namespace, name, cluster)
 		}
 	}
@@ -601,7 +603,7 @@ func (ix *Index) Count(q Query, groupBy []string) (*CountResult, error) {
 			case byNamespace:
 				// Kept up to date on every change: no need to visit the objects.
 				for ns, n := range s.nsCount {
-					if q.Namespace != "" && ns != q.Namespace || q.Scope != nil && !q.Scope.SeesNamespace(ns) {
+					if q.Namespace != "" && ns != q.Namespace || q.Scope != nil && !q.Scope.SeesNamespace(s.cluster, ns) {
 						continue
 					}
 					for i, k := range groupBy {

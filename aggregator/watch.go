@@ -96,9 +96,9 @@ func (r *resourceIndex) emit(s *shard, typ watch.EventType, obj, old *clusters.O
 // that starts or stops matching is ADDED or DELETED, one that never matches is skipped.
 func (m matcher) translate(ev Event) (watch.EventType, bool) {
 	if ev.Type != watch.Modified {
-		return ev.Type, m.matches(ev.Object)
+		return ev.Type, m.matches(ev.Cluster, ev.Object)
 	}
-	was, is := m.matches(ev.Old), m.matches(ev.Object)
+	was, is := m.matches(ev.Cluster, ev.Old), m.matches(ev.Cluster, ev.Object)
 	switch {
 	case was && is:
 		return watch.Modified, true

@@ -423,6 +423,7 @@ func TestSecretValuesNeverCached(t *testing.T) {
 	opts := fastOptions("secrets")
 	rec := newRecorder()
 	opts.Cluster.Handler = rec
+	opts.Cluster.SecretAnnotations = []string{"example.com/owner"}
 	f := startFleet(t, clusters.KubeconfigSource{Paths: []string{path}, Filter: filter}, opts)
 	a := fleet.Clusters[0]
 	eventually(t, 30*time.Second, a.Name+" synced", phaseIs(f, a.Name, clusters.PhaseSynced))
@@ -434,6 +435,9 @@ func TestSecretValuesNeverCached(t *testing.T) {
 	sec := &corev1.Secret{
 		ObjectMeta: metav1.ObjectMeta{Name: "watched-secret", Namespace: "default", Annotations: map[string]string{
 			corev1.LastAppliedConfigAnnotation: `{"data":{"token":"` + string(value) + `"}}`,
+			// kapp keeps the whole applied manifest, values included, in one of its own.
+			"kapp.k14s.io/original": `{"apiVersion":"v1","kind":"Secret","stringData":{"token":"` + string(value) + `"}}`,
+			"example.com/owner":     "team-payments", // allow-listed by the operator: kept
 		}},
 		Data:       map[string][]byte{"token": value},
 		StringData: map[string]string{"other": string(value)},
@@ -490,6 +494,13 @@ func TestSecretValuesNeverCached(t *testing.T) {
 	decoded, _ := found.Decode()
 	if _, ok := decoded.(*corev1.Secret).Data["token"]; !ok {
 		t.Error("the key name of the watched secret was dropped; key names should stay")
+	}
+	ann := decoded.(*corev1.Secret).Annotations
+	if v, ok := ann["kapp.k14s.io/original"]; !ok || v != "" {
+		t.Errorf("kapp's annotation: %q (present %v), want its key with an empty value", v, ok)
+	}
+	if ann["example.com/owner"] != "team-payments" {
+		t.Errorf("the allow-listed annotation is %q, want its value kept", ann["example.com/owner"])
 	}
 }
 

@@ -471,7 +471,7 @@ func (c *Cluster) newResourceCache(r resolved, ns string) (*resourceCache, error
 		lw = cache.NewFilteredListWatchFromClient(client, r.gvr.Resource, ns, tweak)
 		example = typed
 		gvk := r.gvk
-		rc.codec = &codec{gvk: gvk, indexes: indexes, newTyped: func() protoObject {
+		rc.codec = &codec{gvk: gvk, indexes: indexes, secretAnnotations: c.opts.SecretAnnotations, newTyped: func() protoObject {
 			obj, _ := scheme.Scheme.New(gvk)
 			return obj.(protoObject)
 		}}
@@ -497,7 +497,7 @@ func (c *Cluster) newResourceCache(r resolved, ns string) (*resourceCache, error
 			},
 		}
 		example = nil // unstructured: any kind
-		rc.codec = &codec{gvk: r.gvk, indexes: indexes}
+		rc.codec = &codec{gvk: r.gvk, indexes: indexes, secretAnnotations: c.opts.SecretAnnotations}
 	}
 	rc.lister = lw
 	inf := newReflectorInformer(&observedLW{inner: lw, rc: rc}, example, c.target.Name+"/"+r.display(), informerHooks{

@@ -3,6 +3,7 @@ package clusters
 import (
 	"fmt"
 	"reflect"
+	"slices"
 	"sync"
 	"unique"
 
@@ -62,6 +63,9 @@ type codec struct {
 	newTyped func() protoObject
 	// indexes are evaluated on the full object before it is compacted.
 	indexes []compiledIndex
+	// secretAnnotations are the annotation keys whose values a Secret keeps
+	// (Options.SecretAnnotations); every other value is dropped.
+	secretAnnotations []string
 
 	typeOnce sync.Once
 	goType   reflect.Type // of newTyped's objects, once asked for
@@ -179,8 +183,11 @@ func (o *Object) Field(name string) (string, bool) {
 }
 
 // trim removes from a decoded object what fleetcache never keeps. It modifies obj, which
-// must be freshly decoded and not yet shared.
-func trim(obj metav1.Object) {
+// must be freshly decoded and not yet shared. A Secret keeps its key names and nothing
+// of its values: data and stringData are emptied, and so is every annotation's value
+// but those of keepAnnotations, since deploy tools keep whole applied manifests in
+// annotations of their own (kapp's kapp.k14s.io/original, for one).
+func trim(obj metav1.Object, keepAnnotations []string) {
 	obj.SetManagedFields(nil)
 	if a := obj.GetAnnotations(); a != nil {
 		if _, ok := a[lastAppliedAnnotation]; ok {
@@ -194,8 +201,10 @@ func trim(obj metav1.Object) {
 	case *corev1.Secret:
 		s.Data = emptyValues(s.Data)
 		s.StringData = nil
+		emptyAnnotations(obj, keepAnnotations)
 	case *unstructured.Unstructured:
 		if s.GetKind() == "Secret" && s.GroupVersionKind().Group == "" {
+			emptyAnnotations(obj, keepAnnotations)
 			for _, field := range []string{"data", "stringData"} {
 				if m, ok := s.Object[field].(map[string]any); ok {
 					for k := range m {
@@ -206,6 +215,21 @@ func trim(obj metav1.Object) {
 			delete(s.Object, "stringData")
 		}
 	}
+}
+
+// emptyAnnotations keeps the object's annotation keys and drops their values, but for
+// the keys of keep.
+func emptyAnnotations(obj metav1.Object, keep []string) {
+	a := obj.GetAnnotations()
+	if len(a) == 0 {
+		return
+	}
+	for k := range a {
+		if !slices.Contains(keep, k) {
+			a[k] = ""
+		}
+	}
+	obj.SetAnnotations(a)
 }
 
 // emptyValues keeps a Secret's key names, which say what it holds, and drops the values.
@@ -235,7 +259,7 @@ func (c *codec) compact(in any) (any, error) {
 	if !ok {
 		return in, nil
 	}
-	trim(m)
+	trim(m, c.secretAnnotations)
 	fields := extract(c.indexes, obj)
 	var cells string
 	if _, typed := obj.(protoObject); typed {

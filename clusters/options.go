@@ -59,6 +59,11 @@ type Options struct {
 	// would make more freshness requests than it allows (see RequestBudget). Nil: the
 	// intervals always apply.
 	Budget *RequestBudget
+	// SecretAnnotations are annotation keys whose values Secrets keep in the cache. A
+	// Secret never keeps its values: data and stringData are emptied, and so is every
+	// other annotation's value (its key is kept), since some deploy tools copy the whole
+	// manifest into an annotation. Default: none.
+	SecretAnnotations []string
 	// Handler receives every object change and informer stop (the aggregator). Nil: none.
 	Handler EventHandler
 	Logger  *zap.Logger

@@ -289,7 +289,8 @@ func serve(args []string) error {
 		Ready:   ready,
 		KubeAPI: &kubeapi.Handler{Index: index, Fleet: fleet},
 	})
-	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second}
+	// Headers (and the request line) are bounded as kube-apiserver bounds them: more is 431.
+	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second, MaxHeaderBytes: request.MaxHeaderBytes}
 	// Watch streams never go idle by themselves: end them when shutdown starts, so that
 	// Shutdown can wait for the rest.
 	srv.RegisterOnShutdown(handler.EndStreams)

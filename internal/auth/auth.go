@@ -32,7 +32,9 @@ import (
 	"github.com/fleetcache/fleetcache/internal/glob"
 )
 
-// User is an authenticated caller and what it may see.
+// User is an authenticated caller and what it may see. A token file's user sees its
+// own entry's clusters and namespaces; a TokenReview user sees the union of the policy
+// entries that match its name or groups (its grants).
 type User struct {
 	Name   string   `json:"name"`
 	Groups []string `json:"groups,omitempty"`
@@ -46,33 +48,114 @@ type User struct {
 	TokenSHA256 string `json:"tokenSHA256,omitempty"`
 
 	namespaces map[string]bool
+	// grants, when set, replace Clusters and Namespaces: the user sees what any of them
+	// sees, each grant's namespaces only in that grant's clusters.
+	grants []Grant
 }
 
-// SeesCluster reports whether the user may see the cluster.
-func (u *User) SeesCluster(name string) bool {
-	if u == nil || len(u.Clusters) == 0 {
+// Grant is one part of a user's view: clusters (globs; empty: all) and, in them,
+// namespaces (empty: all, cluster-scoped objects included).
+type Grant struct {
+	Clusters   []string `json:"clusters,omitempty"`
+	Namespaces []string `json:"namespaces,omitempty"`
+
+	namespaces map[string]bool
+}
+
+// NewGrant returns a grant of the clusters (globs) and namespaces.
+func NewGrant(clusters, namespaces []string) Grant {
+	return Grant{Clusters: clusters, Namespaces: namespaces, namespaces: setOf(namespaces)}
+}
+
+func (g *Grant) seesCluster(name string) bool {
+	if len(g.Clusters) == 0 {
 		return true
 	}
-	for _, g := range u.Clusters {
-		if glob.Match(g, name) {
+	for _, p := range g.Clusters {
+		if glob.Match(p, name) {
 			return true
 		}
 	}
 	return false
 }
 
-// SeesNamespace reports whether the user may see objects in the namespace ("" for
-// cluster-scoped objects). A set lookup: fast for users with thousands of namespaces.
-func (u *User) SeesNamespace(ns string) bool {
-	if u == nil || len(u.Namespaces) == 0 {
+func (g *Grant) seesNamespace(ns string) bool {
+	return len(g.Namespaces) == 0 || g.namespaces[ns]
+}
+
+func (g *Grant) restricted() bool { return len(g.Clusters) > 0 || len(g.Namespaces) > 0 }
+
+// NewUser returns a user whose view is the union of grants; with none it sees nothing.
+func NewUser(name string, groups []string, grants ...Grant) *User {
+	u := &User{Name: name, Groups: groups, grants: make([]Grant, len(grants))}
+	for i, g := range grants {
+		u.grants[i] = NewGrant(g.Clusters, g.Namespaces)
+	}
+	return u
+}
+
+// Grants returns the user's view as grants (one for a token file's user).
+func (u *User) Grants() []Grant {
+	if u.grants != nil {
+		return append([]Grant(nil), u.grants...)
+	}
+	return []Grant{NewGrant(u.Clusters, u.Namespaces)}
+}
+
+func (u *User) own() Grant {
+	return Grant{Clusters: u.Clusters, Namespaces: u.Namespaces, namespaces: u.namespaces}
+}
+
+// SeesCluster reports whether the user may see the cluster.
+func (u *User) SeesCluster(name string) bool {
+	if u == nil {
 		return true
 	}
-	return u.namespaces[ns]
+	if u.grants == nil {
+		g := u.own()
+		return g.seesCluster(name)
+	}
+	for i := range u.grants {
+		if u.grants[i].seesCluster(name) {
+			return true
+		}
+	}
+	return false
+}
+
+// SeesNamespace reports whether the user may see the cluster's objects in the namespace
+// ("" for cluster-scoped objects). Set lookups: fast for users with thousands of
+// namespaces.
+func (u *User) SeesNamespace(cluster, ns string) bool {
+	if u == nil {
+		return true
+	}
+	if u.grants == nil {
+		g := u.own()
+		return g.seesNamespace(ns)
+	}
+	for i := range u.grants {
+		if g := &u.grants[i]; g.seesNamespace(ns) && g.seesCluster(cluster) {
+			return true
+		}
+	}
+	return false
 }
 
 // Restricted reports whether the user sees less than everything.
 func (u *User) Restricted() bool {
-	return u != nil && (len(u.Clusters) > 0 || len(u.Namespaces) > 0)
+	if u == nil {
+		return false
+	}
+	if u.grants == nil {
+		return len(u.Clusters) > 0 || len(u.Namespaces) > 0
+	}
+	for i := range u.grants {
+		if !u.grants[i].restricted() {
+			return false
+		}
+	}
+	return true
 }
 
 type file struct {

@@ -115,7 +115,7 @@ func TestLoadTokenFileAndAuthenticate(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if strings.Join(alice.Groups, ",") != "sre" || !alice.SeesNamespace("search") || alice.SeesNamespace("default") || !alice.SeesCluster("prod-eu") {
+	if strings.Join(alice.Groups, ",") != "sre" || !alice.SeesNamespace("any-cluster", "search") || alice.SeesNamespace("any-cluster", "default") || !alice.SeesCluster("prod-eu") {
 		t.Errorf("alice's scope not loaded from the file: %+v", alice)
 	}
 }
@@ -206,7 +206,7 @@ func TestTokenFileWatchReloadsAndKeepsUsersOnABadFile(t *testing.T) {
 
 func TestUserScope(t *testing.T) {
 	var nobody *User // authentication off
-	if !nobody.SeesCluster("any") || !nobody.SeesNamespace("any") || nobody.Restricted() {
+	if !nobody.SeesCluster("any") || !nobody.SeesNamespace("any-cluster", "any") || nobody.Restricted() {
 		t.Error("a nil user must see everything")
 	}
 	tf, err := LoadTokenFile(tokenFile(t, validFile))
@@ -246,10 +246,10 @@ func TestUserScope(t *testing.T) {
 		{"default", false},
 		{"", false}, // cluster-scoped objects: only for users without a namespace list
 	} {
-		if got := alice.SeesNamespace(tc.ns); got != tc.want {
+		if got := alice.SeesNamespace("any-cluster", tc.ns); got != tc.want {
 			t.Errorf("alice sees namespace %q: %v, want %v", tc.ns, got, tc.want)
 		}
-		if !bob.SeesNamespace(tc.ns) {
+		if !bob.SeesNamespace("any-cluster", tc.ns) {
 			t.Errorf("bob (no namespace list) does not see namespace %q", tc.ns)
 		}
 	}

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -18,8 +19,12 @@ import (
 // TokenReview authenticates bearer tokens by asking a home cluster's apiserver
 // (authentication.k8s.io TokenReview), as kubelet and kube-rbac-proxy do: service-account
 // tokens and whatever else that cluster accepts. Answers are cached briefly, so a busy
-// client costs one review a minute. Scopes come from Policy entries matching the user's
-// name or one of its groups; a user without an entry sees everything.
+// client costs one review a minute. A user's view is the union of the Policy entries
+// that match its name or one of its groups ("group:<name>"); a user that no entry
+// matches is refused (403), whoever authenticated it: every pod's ServiceAccount token
+// authenticates, and must not read the fleet by that alone. An entry for
+// "group:system:authenticated" (every authenticated user's group) is the explicit
+// catch-all.
 type TokenReview struct {
 	client    kubernetes.Interface
 	audiences []string
@@ -33,7 +38,20 @@ type TokenReview struct {
 
 type reviewed struct {
 	user    *User
+	err     error // authenticated without a policy entry
 	expires time.Time
+}
+
+// NoPolicy refuses an identity the home cluster authenticated but no policy entry names:
+// the server answers it with 403.
+type NoPolicy struct {
+	User   string
+	Groups []string
+}
+
+func (e *NoPolicy) Error() string {
+	return fmt.Sprintf("user %q (groups %v) is authenticated but has no entry in the token file's policy: add one named %q or \"group:<one of its groups>\" (\"group:system:authenticated\" lets every authenticated identity in)",
+		e.User, e.Groups, e.User)
 }
 
 const (
@@ -64,6 +82,9 @@ func (t *TokenReview) Authenticate(r *http.Request) (*User, error) {
 	t.mu.Lock()
 	if c, ok := t.cache[key]; ok && now.Before(c.expires) {
 		t.mu.Unlock()
+		if c.err != nil {
+			return nil, c.err
+		}
 		if c.user == nil {
 			return nil, ErrUnauthenticated
 		}
@@ -86,6 +107,14 @@ func (t *TokenReview) Authenticate(r *http.Request) (*User, error) {
 		u = t.scope(res.Status.User.Username, res.Status.User.Groups)
 		ttl = reviewTTL
 	}
+	if u != nil && len(u.grants) == 0 {
+		// Authenticated, but no entry: cached as such (the policy is read again at expiry).
+		err := &NoPolicy{User: u.Name, Groups: u.Groups}
+		t.mu.Lock()
+		t.cache[key] = reviewed{err: err, expires: now.Add(ttl)}
+		t.mu.Unlock()
+		return nil, err
+	}
 	t.mu.Lock()
 	if len(t.cache) > 10000 {
 		clear(t.cache) // bounded: a flood of bad tokens cannot grow it forever
@@ -98,27 +127,30 @@ func (t *TokenReview) Authenticate(r *http.Request) (*User, error) {
 	return u, nil
 }
 
-// scope finds the policy entry of the user, or of its first group that has one.
+// scope returns the user with the union of the policy entries matching its name or one
+// of its groups as grants; none when no entry matches.
 func (t *TokenReview) scope(name string, groups []string) *User {
-	u := &User{Name: name, Groups: groups}
-	if t.Policy == nil {
-		return u
-	}
-	t.Policy.mu.RLock()
-	defer t.Policy.mu.RUnlock()
-	for _, p := range t.Policy.byName {
-		if p.Name == name {
-			return &User{Name: name, Groups: groups, Clusters: p.Clusters, Namespaces: p.Namespaces, namespaces: p.namespaces}
-		}
-	}
-	for _, g := range groups {
+	var grants []Grant
+	if t.Policy != nil {
+		t.Policy.mu.RLock()
 		for _, p := range t.Policy.byName {
-			if p.Name == "group:"+g {
-				return &User{Name: name, Groups: groups, Clusters: p.Clusters, Namespaces: p.Namespaces, namespaces: p.namespaces}
+			if matchesIdentity(p.Name, name, groups) {
+				grants = append(grants, p.own())
 			}
 		}
+		t.Policy.mu.RUnlock()
 	}
-	return u
+	return NewUser(name, groups, grants...)
+}
+
+// matchesIdentity reports whether a policy entry's name is the user or "group:" one of
+// its groups.
+func matchesIdentity(entry, name string, groups []string) bool {
+	if entry == name {
+		return true
+	}
+	g, ok := strings.CutPrefix(entry, "group:")
+	return ok && slices.Contains(groups, g)
 }
 
 // Chain tries authenticators in order; the first that knows the token wins.

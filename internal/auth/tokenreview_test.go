@@ -89,13 +89,26 @@ func TestTokenReview(t *testing.T) {
 	}
 	tr.Policy = policy
 
-	// A user's own entry wins over its group's.
+	// A user matching several entries sees their union: her own entry's clusters whole,
+	// and her group's namespace everywhere; each entry's namespaces only in its clusters.
 	u, err := authenticate(tr, "Bearer alice-token")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if u.Name != "alice" || strings.Join(u.Clusters, ",") != "prod-*" || len(u.Namespaces) != 0 || !u.SeesNamespace("kube-system") || u.SeesCluster("dev") {
-		t.Errorf("alice: %+v, want her own entry's scope (clusters prod-*)", u)
+	for _, c := range []struct {
+		cluster, ns string
+		want        bool
+	}{
+		{"prod-eu", "kube-system", true}, {"prod-eu", "", true}, // her entry: all of prod-*
+		{"dev", "default", true},                          // the viewers group: default everywhere
+		{"dev", "kube-system", false}, {"dev", "", false}, // not the union of clusters × namespaces
+	} {
+		if got := u.SeesNamespace(c.cluster, c.ns); got != c.want {
+			t.Errorf("alice sees %s/%q: %v, want %v", c.cluster, c.ns, got, c.want)
+		}
+	}
+	if u.Name != "alice" || !u.SeesCluster("dev") || !u.SeesCluster("prod-eu") || !u.Restricted() {
+		t.Errorf("alice: %+v, want clusters prod-* and dev (through viewers), restricted", u)
 	}
 	if strings.Join(fake.audiences, ",") != "fleetcache" {
 		t.Errorf("review sent audiences %v, want [fleetcache]", fake.audiences)
@@ -105,16 +118,18 @@ func TestTokenReview(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if u.Name != "system:serviceaccount:ops:robot" || !u.SeesNamespace("default") || u.SeesNamespace("ops") || !u.SeesCluster("dev") {
+	if u.Name != "system:serviceaccount:ops:robot" || !u.SeesNamespace("any-cluster", "default") || u.SeesNamespace("any-cluster", "ops") || !u.SeesCluster("dev") {
 		t.Errorf("service account: %+v, want the viewers group's scope (namespace default)", u)
 	}
-	// A user without an entry sees everything.
-	u, err = authenticate(tr, "Bearer dave-token")
-	if err != nil {
-		t.Fatal(err)
+	// An authenticated user without an entry is refused, by name (default deny).
+	var noPolicy *NoPolicy
+	if u, err = authenticate(tr, "Bearer dave-token"); !errors.As(err, &noPolicy) || u != nil {
+		t.Errorf("dave: %+v, %v; want refused: no policy entry", u, err)
+	} else if !strings.Contains(err.Error(), `"dave"`) || !strings.Contains(err.Error(), "group:system:authenticated") {
+		t.Errorf("dave's refusal %q should name him and the catch-all entry", err)
 	}
-	if u.Name != "dave" || u.Restricted() {
-		t.Errorf("dave: %+v, want unrestricted", u)
+	if _, err := authenticate(tr, "Bearer dave-token"); !errors.As(err, &noPolicy) {
+		t.Errorf("dave again (cached): %v, want refused", err)
 	}
 	if _, err := authenticate(tr, "Bearer wrong"); !errors.Is(err, ErrUnauthenticated) {
 		t.Errorf("rejected token: %v, want ErrUnauthenticated", err)
@@ -146,7 +161,7 @@ func TestTokenReview(t *testing.T) {
 	}
 	fake.mu.Lock()
 	fake.down = false
-	fake.tokens["new-token"] = authenticationv1.UserInfo{Username: "erin"}
+	fake.tokens["new-token"] = authenticationv1.UserInfo{Username: "erin", Groups: []string{"viewers"}}
 	fake.mu.Unlock()
 	if u, err := authenticate(tr, "Bearer new-token"); err != nil || u.Name != "erin" {
 		t.Errorf("after the home cluster is back: %v, %v; want erin", u, err)
@@ -158,7 +173,9 @@ func TestChainTriesEachAuthenticator(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	fake := &reviewer{tokens: map[string]authenticationv1.UserInfo{"sa-token": {Username: "robot"}}}
+	fake := &reviewer{tokens: map[string]authenticationv1.UserInfo{
+		"sa-token": {Username: "robot", Groups: []string{"system:authenticated"}},
+	}}
 	srv := httptest.NewServer(fake)
 	defer srv.Close()
 	tr, err := NewTokenReview(&rest.Config{Host: srv.URL}, nil)
@@ -166,11 +183,23 @@ func TestChainTriesEachAuthenticator(t *testing.T) {
 		t.Fatal(err)
 	}
 	chain := Chain{files, tr}
+	// No policy at all: every reviewed identity is refused, by name.
+	var noPolicy *NoPolicy
+	if _, err := authenticate(chain, "Bearer sa-token"); !errors.As(err, &noPolicy) || noPolicy.User != "robot" {
+		t.Errorf("reviewed token without a policy: %v, want refused (no entry for robot)", err)
+	}
+	// The explicit catch-all lets every authenticated identity in, unrestricted.
+	if tr.Policy, err = LoadTokenFile(tokenFile(t, "users:\n  - name: group:system:authenticated\n")); err != nil {
+		t.Fatal(err)
+	}
+	tr.mu.Lock()
+	clear(tr.cache)
+	tr.mu.Unlock()
 	if u, err := authenticate(chain, "Bearer "+aliceToken); err != nil || u.Name != "alice" {
 		t.Errorf("file token through the chain: %v, %v", u, err)
 	}
-	if u, err := authenticate(chain, "Bearer sa-token"); err != nil || u.Name != "robot" {
-		t.Errorf("reviewed token through the chain: %v, %v", u, err)
+	if u, err := authenticate(chain, "Bearer sa-token"); err != nil || u.Name != "robot" || u.Restricted() {
+		t.Errorf("reviewed token through the chain: %v, %v; want robot, unrestricted (catch-all)", u, err)
 	}
 	if _, err := authenticate(chain, "Bearer nobody-knows-this"); !errors.Is(err, ErrUnauthenticated) {
 		t.Errorf("unknown token through the chain: %v, want ErrUnauthenticated", err)

@@ -72,6 +72,11 @@ type APIConfig struct {
 	ContinueTTL metav1.Duration `json:"continueTTL,omitempty"`
 	// ServeSecrets serves Secrets (never their values). Default false: refused.
 	ServeSecrets bool `json:"serveSecrets,omitempty"`
+	// SecretAnnotations are the annotation keys whose values Secrets keep in the cache
+	// (and serve). Every other annotation of a Secret keeps its key with an empty value:
+	// deploy tools copy whole manifests, values included, into annotations of their own.
+	// Default: none.
+	SecretAnnotations []string `json:"secretAnnotations,omitempty"`
 	// MaxInFlight caps concurrent requests (watch streams excluded). Default 256.
 	MaxInFlight int `json:"maxInFlight,omitempty"`
 	// MaxWatches caps open watch streams. Default 1000.
@@ -261,6 +266,11 @@ func (c *Config) Validate() error {
 	}
 	if q := c.API.MaxResponseBytes; q != nil && (q.Cmp(resource.MustParse("64Ki")) < 0 || q.Cmp(resource.MustParse("1Gi")) > 0) {
 		errs = append(errs, field.Invalid(path("api.maxResponseBytes"), q.String(), "must be from 64Ki to 1Gi"))
+	}
+	for i, k := range c.API.SecretAnnotations {
+		if msgs := validation.IsQualifiedName(k); len(msgs) > 0 {
+			errs = append(errs, field.Invalid(path("api.secretAnnotations").Index(i), k, "not an annotation key: "+msgs[0]))
+		}
 	}
 	if c.API.ListSeats < -1 {
 		errs = append(errs, field.Invalid(path("api.listSeats"), c.API.ListSeats, "must be -1 (no list admission), 0 (default) or more"))
@@ -453,6 +463,7 @@ func (c *Config) Source() clusters.Source {
 func (c *Config) ClusterOptions() clusters.Options {
 	return clusters.Options{
 		Resources:           c.Resources,
+		SecretAnnotations:   c.API.SecretAnnotations,
 		ResyncPeriod:        c.ResyncPeriod.Duration,
 		QPS:                 c.Cluster.QPS,
 		Burst:               c.Cluster.Burst,

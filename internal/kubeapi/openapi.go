@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/kube-openapi/pkg/handler3"
 
@@ -30,6 +31,14 @@ func (h *Handler) openAPIV3(w http.ResponseWriter, r *http.Request, cluster, pre
 	src, ok := h.Fleet.(schemaSource)
 	if !ok {
 		writeStatus(w, apierrors.NewNotFound(schema.GroupResource{}, "/openapi/v3"))
+		return
+	}
+	// Checked here for a clear answer, and again where the request leaves the process.
+	if _, err := clusters.OpenAPIPath(path); err != nil {
+		writeStatus(w, &apierrors.StatusError{ErrStatus: metav1.Status{
+			Status: metav1.StatusFailure, Code: http.StatusNotFound, Reason: metav1.StatusReasonNotFound,
+			Message: fmt.Sprintf("/openapi/v3/%s: %v", path, err),
+		}})
 		return
 	}
 	if cluster == "" {

@@ -104,13 +104,27 @@ func (h *Handler) allowed(r *http.Request, cluster string, spec authorizationv1.
 	}
 	if sc := request.Scope(r); sc != nil {
 		switch {
-		case !info.Namespaced && !sc.SeesNamespace(""):
+		case !info.Namespaced && !h.seesNamespace(sc, cluster, ""):
 			return false, fmt.Sprintf("%s are cluster-scoped, outside your namespaces", name)
-		case ra.Namespace != "" && !sc.SeesNamespace(ra.Namespace):
+		case ra.Namespace != "" && !h.seesNamespace(sc, cluster, ra.Namespace):
 			return false, fmt.Sprintf("namespace %s is outside your scope", ra.Namespace)
 		}
 	}
 	return true, "fleetcache: get, list and watch of cached resources"
+}
+
+// seesNamespace asks the scope about a namespace of the cluster or, on the fleet path
+// (cluster ""), of any cluster the caller sees: what a list there would show.
+func (h *Handler) seesNamespace(sc aggregator.Scope, cluster, ns string) bool {
+	if cluster != "" {
+		return sc.SeesNamespace(cluster, ns)
+	}
+	for _, c := range h.Fleet.Names() {
+		if sc.SeesCluster(c) && sc.SeesNamespace(c, ns) {
+			return true
+		}
+	}
+	return false
 }
 
 // rules lists what the caller may do in namespace: one rule of the read verbs over the
@@ -119,7 +133,7 @@ func (h *Handler) rules(r *http.Request, cluster, namespace string) authorizatio
 	st := authorizationv1.SubjectRulesReviewStatus{
 		NonResourceRules: []authorizationv1.NonResourceRule{{Verbs: []string{"get"}, NonResourceURLs: []string{"/api", "/api/*", "/apis", "/apis/*", "/openapi/*", "/version"}}},
 	}
-	if sc := request.Scope(r); sc != nil && namespace != "" && !sc.SeesNamespace(namespace) {
+	if sc := request.Scope(r); sc != nil && namespace != "" && !h.seesNamespace(sc, cluster, namespace) {
 		return st
 	}
 	byGroup := map[string][]string{}

@@ -16,7 +16,8 @@ func IsWatch(r *http.Request) bool {
 	if r.URL.Path == "/api/v1/watch" {
 		return true
 	}
-	if _, ok := kubePath(r.URL.Path); !ok {
+	path, ok := kubePath(r.URL.Path)
+	if !ok || !canWatch(path) {
 		return false
 	}
 	v, ok := r.URL.Query()["watch"]
@@ -26,6 +27,31 @@ func IsWatch(r *http.Request) bool {
 	var watch bool
 	_ = runtime.Convert_Slice_string_To_bool(&v, &watch, nil)
 	return watch
+}
+
+// canWatch reports whether a Kubernetes API path names what can be watched: a resource
+// (all namespaces or one) or one object of it, never discovery, a subresource, OpenAPI
+// or anything else. Only those are streams, exempt from the in-flight cap and the
+// request timeout; ?watch=1 on any other path is an ordinary request.
+func canWatch(path string) bool {
+	parts := strings.Split(strings.Trim(path, "/"), "/")
+	switch {
+	case len(parts) >= 2 && parts[0] == "api":
+		parts = parts[2:]
+	case len(parts) >= 3 && parts[0] == "apis":
+		parts = parts[3:]
+	default:
+		return false
+	}
+	for _, p := range parts {
+		if p == "" {
+			return false
+		}
+	}
+	if len(parts) >= 3 && parts[0] == "namespaces" {
+		parts = parts[2:] // namespaces/<ns>/<resource>[/<name>]
+	}
+	return len(parts) == 1 || len(parts) == 2
 }
 
 // kubePath returns a Kubernetes API path below its face's prefix (/fleet or

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"errors"
 	"net/http"
 	"sync/atomic"
 	"time"
@@ -57,8 +58,11 @@ func (l *Limits) setDefaults() {
 	}
 }
 
-// public paths answer without authentication: kubelet and load balancers probe them.
-func public(path string) bool { return path == "/healthz" || path == "/readyz" }
+// public requests answer without authentication: kubelet and load balancers probe them.
+// /readyz?verbose is not public: it names every cluster and its errors.
+func public(r *http.Request) bool {
+	return r.URL.Path == "/healthz" || r.URL.Path == "/readyz" && !r.URL.Query().Has("verbose")
+}
 
 // guard authenticates, refuses /metrics to restricted users (its labels name every
 // cluster), and applies the in-flight, watch and time limits; list admission is the
@@ -68,12 +72,21 @@ func guard(next http.Handler, authn Authenticator, lim Limits, p *request.Pipeli
 	inflight := make(chan struct{}, lim.MaxInFlight)
 	var watches atomic.Int64
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if public(r.URL.Path) {
+		if err := request.CheckPath(r); err != nil {
+			request.WriteError(w, r, err)
+			return
+		}
+		if public(r) {
 			next.ServeHTTP(w, r)
 			return
 		}
 		if authn != nil {
 			u, err := authn.Authenticate(r)
+			var noPolicy *auth.NoPolicy
+			if errors.As(err, &noPolicy) {
+				request.WriteError(w, r, request.Failure(http.StatusForbidden, metav1.StatusReasonForbidden, err.Error()))
+				return
+			}
 			if err != nil {
 				w.Header().Set("WWW-Authenticate", `Bearer realm="fleetcache"`)
 				request.WriteError(w, r, request.Failure(http.StatusUnauthorized, metav1.StatusReasonUnauthorized, err.Error()))

@@ -2,9 +2,22 @@ package server
 
 import (
 	"fmt"
+	"net"
 	"net/http"
 	"strings"
+
+	"github.com/fleetcache/fleetcache/internal/request"
 )
+
+// loopbackPeer reports whether the request came from this machine.
+func loopbackPeer(r *http.Request) bool {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return false
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
 
 // ReadyPolicy says when /readyz answers 200. Whatever the mode, the daemon is not ready
 // before its cluster source has been read, nor with no clusters unless AllowEmpty.
@@ -34,8 +47,9 @@ func (p ReadyPolicy) String() string {
 	return p.Mode
 }
 
-// ready evaluates the policy and returns kube-apiserver style lines for ?verbose.
-func ready(p ReadyPolicy, fleet Fleet) (bool, []string) {
+// ready evaluates the policy and returns kube-apiserver style lines for ?verbose: one
+// per cluster for which sees is true (nil: every cluster), then a count of the others.
+func ready(p ReadyPolicy, fleet Fleet, sees func(cluster string) bool) (bool, []string) {
 	if !fleet.Loaded() {
 		msg := "[-]clusters not loaded yet"
 		if err := fleet.LoadError(); err != nil {
@@ -51,7 +65,7 @@ func ready(p ReadyPolicy, fleet Fleet) (bool, []string) {
 		return false, []string{"[-]no clusters: the source lists none (set readiness.allowEmpty to be ready anyway)"}
 	}
 	var lines []string
-	synced, everSynced, settled := 0, 0, 0
+	synced, everSynced, settled, hidden := 0, 0, 0, 0
 	for _, c := range clusters {
 		mark := "-"
 		if c.Synced {
@@ -64,11 +78,18 @@ func ready(p ReadyPolicy, fleet Fleet) (bool, []string) {
 		if c.Settled {
 			settled++
 		}
+		if sees != nil && !sees(c.Name) {
+			hidden++
+			continue
+		}
 		line := fmt.Sprintf("[%s]cluster %s %s", mark, c.Name, c.Phase)
 		if c.Message != "" {
 			line += ": " + c.Message
 		}
 		lines = append(lines, line)
+	}
+	if hidden > 0 {
+		lines = append(lines, fmt.Sprintf("[ ]%d clusters not shown (the caller may not see them)", hidden))
 	}
 	var ok bool
 	switch p.Mode {
@@ -84,8 +105,19 @@ func ready(p ReadyPolicy, fleet Fleet) (bool, []string) {
 	return ok, lines
 }
 
+// readyz answers probes with a bare status. ?verbose names clusters and their errors
+// (apiserver URLs, kubeconfig problems), so the guard authenticates it as any API
+// route, and the lines cover the clusters the caller may see, as /api/v1/clusters does.
+// Without authentication, only a caller on loopback gets the names.
 func (a *api) readyz(w http.ResponseWriter, r *http.Request) {
-	ok, lines := ready(a.opts.Ready, a.opts.Fleet)
+	sees := func(string) bool { return false }
+	switch sc := request.Scope(r); {
+	case sc != nil:
+		sees = sc.SeesCluster
+	case a.opts.Authenticator != nil || loopbackPeer(r):
+		sees = nil
+	}
+	ok, lines := ready(a.opts.Ready, a.opts.Fleet, sees)
 	code, verdict := http.StatusOK, "passed"
 	if !ok {
 		code, verdict = http.StatusServiceUnavailable, "failed"

@@ -54,7 +54,7 @@ func TestReadinessMeansData(t *testing.T) {
 		{"atLeast 1", ReadyPolicy{Mode: "atLeast", Min: 1}, fakeFleet{loaded: true, ready: []clusters.Readiness{synced, lost}}, true, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			got, lines := ready(tc.policy, tc.fleet)
+			got, lines := ready(tc.policy, tc.fleet, nil)
 			if got != tc.want {
 				t.Errorf("ready = %v, want %v (%v)", got, tc.want, lines)
 			}

@@ -75,17 +75,10 @@ func openAPIAccept(accept string) string {
 }
 
 // OpenAPIV3 asks the cluster's apiserver for an OpenAPI v3 document, through the
-// cluster's own connection and credentials: the root ("", which lists the group
-// versions) or a group version ("api/v1", "apis/apps/v1"). Of the caller's query only
-// a hex hash is passed on, and of its Accept only the document's media types. The
-// request is built from validated parts only, and its URL is checked again once built.
-// The caller closes the body. kubectl explain reads these; fleetcache caches no schema,
-// so each request is the apiserver's answer.
+// cluster's own connection and credentials (see NewOpenAPIRequest for what may be
+// asked). The caller closes the body. kubectl explain reads these; fleetcache caches no
+// schema, so each request is the apiserver's answer.
 func (f *Fleet) OpenAPIV3(ctx context.Context, cluster, path, rawQuery, accept string) (*http.Response, error) {
-	doc, err := OpenAPIPath(path)
-	if err != nil {
-		return nil, err
-	}
 	c := f.Cluster(cluster)
 	if c == nil {
 		return nil, errors.New("no such cluster")
@@ -100,23 +93,25 @@ func (f *Fleet) OpenAPIV3(ctx context.Context, cluster, path, rawQuery, accept s
 	if err != nil {
 		return nil, err
 	}
-	u, err := openAPIURL(base, doc)
+	req, err := NewOpenAPIRequest(ctx, base, path, rawQuery, accept)
 	if err != nil {
 		return nil, err
 	}
-	u.RawQuery = openAPIQuery(rawQuery)
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
-	if err != nil {
-		return nil, err
-	}
-	req.Header.Set("Accept", openAPIAccept(accept))
 	return conn.Do(req)
 }
 
-// openAPIURL joins a validated document path onto the cluster's base URL and checks the
-// result: the path must be exactly the base's followed by /openapi/v3[/doc], with no
-// escaping that a server could read otherwise.
-func openAPIURL(base *url.URL, doc string) (*url.URL, error) {
+// NewOpenAPIRequest builds the request for an OpenAPI v3 document of the apiserver at
+// base from validated parts only: the document's path in its canonical spelling
+// (OpenAPIPath: the root, api/<version> or apis/<group>/<version>), of the caller's query
+// only a hex hash, of its Accept only the document's media types. The URL is checked
+// again once built: its path must be exactly base's followed by /openapi/v3[/<doc>], with
+// no escaping a server could read otherwise. This is the one place a caller's words
+// reach a member apiserver's URL.
+func NewOpenAPIRequest(ctx context.Context, base *url.URL, path, rawQuery, accept string) (*http.Request, error) {
+	doc, err := OpenAPIPath(path)
+	if err != nil {
+		return nil, err
+	}
 	want := strings.TrimSuffix(base.Path, "/") + "/openapi/v3"
 	if doc != "" {
 		want += "/" + doc
@@ -125,8 +120,14 @@ func openAPIURL(base *url.URL, doc string) (*url.URL, error) {
 	if doc != "" {
 		u = u.JoinPath(strings.Split(doc, "/")...)
 	}
-	if u.Path != want || u.EscapedPath() != (&url.URL{Path: want}).EscapedPath() || u.RawQuery != "" || u.Fragment != "" {
+	if u.Path != want || u.EscapedPath() != (&url.URL{Path: want}).EscapedPath() || u.Fragment != "" {
 		return nil, fmt.Errorf("refusing to send %q: it is not the OpenAPI document %q", u.Redacted(), want)
 	}
-	return u, nil
+	u.RawQuery = openAPIQuery(rawQuery)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Accept", openAPIAccept(accept))
+	return req, nil
 }

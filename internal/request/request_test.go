@@ -207,12 +207,25 @@ func TestIsWatch(t *testing.T) {
 		{"/clusters/a/apis/apps/v1/namespaces/ns/deployments/d?watch=true", true},
 		{"/clusters/a/apis/apps/v1/deployments", false},
 		{"/metrics?watch=1", false},
+		{"/fleet/api/v1/namespaces/ns?watch=1", true}, // one Namespace object
+		// Paths that cannot watch are ordinary requests whatever ?watch says: inside the
+		// in-flight cap and the request timeout.
+		{"/fleet/api?watch=1", false},
+		{"/fleet/apis?watch=1", false},
+		{"/fleet/api/v1?watch=1", false},
+		{"/fleet/apis/apps/v1?watch=1", false},
+		{"/fleet/version?watch=1", false},
+		{"/fleet/openapi/v3/api/v1?watch=1", false},
+		{"/clusters/a/openapi/v3?watch=true", false},
+		{"/clusters/a?watch=1", false},
+		{"/fleet/api/v1/namespaces/ns/pods/p/log?watch=1", false}, // a subresource
+		{"/fleet/api/v1/pods/p/status?watch=1", false},
 	} {
 		r := httptest.NewRequest("GET", tc.url, nil)
 		if got := IsWatch(r); got != tc.want {
 			t.Errorf("%s: IsWatch %v, want %v", tc.url, got, tc.want)
 		}
-		if FaceOf(r) != FaceKube {
+		if FaceOf(r) != FaceKube || !tc.want && r.URL.Query().Has("watch") {
 			continue
 		}
 		opts := &internalversion.ListOptions{}

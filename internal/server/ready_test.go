@@ -2,10 +2,16 @@ package server
 
 import (
 	"errors"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
 	"github.com/fleetcache/fleetcache/clusters"
+	"github.com/fleetcache/fleetcache/internal/auth"
 )
 
 // fakeFleet answers readiness questions from fixed values.
@@ -63,4 +69,71 @@ func TestReadinessMeansData(t *testing.T) {
 			}
 		})
 	}
+}
+
+// /readyz stays a bare status for probes; ?verbose names clusters and their errors, so
+// it needs what /api/v1/clusters needs: credentials when the server authenticates (and
+// then only the caller's clusters), or a caller on loopback when it does not.
+func TestReadyzVerboseFollowsAuthentication(t *testing.T) {
+	fleet := fakeFleet{loaded: true, ready: []clusters.Readiness{
+		{Name: "prod-a", Condition: clusters.Condition{Phase: clusters.PhaseSynced, Message: "https://10.0.0.1:6443"}, Synced: true, EverSynced: true, Settled: true},
+		{Name: "dev-b", Condition: clusters.Condition{Phase: clusters.PhaseUnreachable, Message: "dial tcp 10.0.0.2:6443: refused"}, Settled: true},
+	}}
+	tokens := writeTokens(t, "users:\n  - {name: admin, token: admin-token-0123456789}\n  - {name: prod, token: prod-token-01234567890, clusters: [\"prod-*\"]}\n")
+	secured := New(Options{Fleet: fleet, Authenticator: tokens})
+	open := New(Options{Fleet: fleet})
+	get := func(h http.Handler, remote, target, token string) (int, string) {
+		r := httptest.NewRequest(http.MethodGet, target, nil)
+		r.RemoteAddr = remote
+		if token != "" {
+			r.Header.Set("Authorization", "Bearer "+token)
+		}
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, r)
+		return w.Code, w.Body.String()
+	}
+	const outside, local = "203.0.113.9:5555", "127.0.0.1:5555"
+	for _, tc := range []struct {
+		name           string
+		h              http.Handler
+		remote, target string
+		token          string
+		code           int
+		names          []string // clusters the answer must name; every other must be absent
+	}{
+		{"probe, secured", secured, outside, "/readyz", "", http.StatusOK, nil},
+		{"verbose without credentials", secured, outside, "/readyz?verbose", "", http.StatusUnauthorized, nil},
+		{"verbose without credentials, from loopback", secured, local, "/readyz?verbose", "", http.StatusUnauthorized, nil},
+		{"verbose, admin", secured, outside, "/readyz?verbose", "admin-token-0123456789", http.StatusOK, []string{"prod-a", "dev-b"}},
+		{"verbose, a user of prod-*", secured, outside, "/readyz?verbose", "prod-token-01234567890", http.StatusOK, []string{"prod-a"}},
+		{"verbose, no authentication, from outside", open, outside, "/readyz?verbose", "", http.StatusOK, nil},
+		{"verbose, no authentication, from loopback", open, local, "/readyz?verbose", "", http.StatusOK, []string{"prod-a", "dev-b"}},
+	} {
+		code, body := get(tc.h, tc.remote, tc.target, tc.token)
+		if code != tc.code {
+			t.Errorf("%s: %d, want %d\n%s", tc.name, code, tc.code, body)
+		}
+		for _, c := range []string{"prod-a", "dev-b"} {
+			want := slices.Contains(tc.names, c)
+			if strings.Contains(body, c) != want {
+				t.Errorf("%s: names %s: %v, want %v\n%s", tc.name, c, !want, want, body)
+			}
+		}
+		if len(tc.names) < 2 && strings.Contains(body, "10.0.0.2") {
+			t.Errorf("%s: the answer carries a hidden cluster's error\n%s", tc.name, body)
+		}
+	}
+}
+
+func writeTokens(t *testing.T, content string) *auth.TokenFile {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "tokens.yaml")
+	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tf, err := auth.LoadTokenFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tf
 }

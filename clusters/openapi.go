@@ -116,11 +116,12 @@ func NewOpenAPIRequest(ctx context.Context, base *url.URL, path, rawQuery, accep
 	if doc != "" {
 		want += "/" + doc
 	}
-	u := base.JoinPath("openapi", "v3")
-	if doc != "" {
-		u = u.JoinPath(strings.Split(doc, "/")...)
+	if !strings.HasPrefix(want, "/") {
+		want = "/" + want
 	}
-	if u.Path != want || u.EscapedPath() != (&url.URL{Path: want}).EscapedPath() || u.Fragment != "" {
+	u := *base
+	u.Path, u.RawPath, u.Fragment, u.RawFragment = want, "", "", ""
+	if u.EscapedPath() != want {
 		return nil, fmt.Errorf("refusing to send %q: it is not the OpenAPI document %q", u.Redacted(), want)
 	}
 	u.RawQuery = openAPIQuery(rawQuery)

@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"net/url"
 	"os"
@@ -283,6 +284,29 @@ func TestTokenReviewMode(t *testing.T) {
 			t.Errorf("the policy limits the service account to %s; it saw %s", a.Name, it.Cluster)
 		}
 	}
+	// Default deny: a token the home cluster authenticates (every pod has one) but no
+	// policy entry names is refused on every route that says anything of the fleet, and
+	// the refusal names the identity.
+	unrelated := saToken(a, "unrelated")
+	for _, path := range []string{
+		"/api/v1/objects?resource=pods", "/api/v1/count?resource=pods", "/api/v1/watch?resource=pods",
+		"/api/v1/objects/" + a.Name + "/pods/default/x", "/api/v1/clusters", "/api/v1/resources",
+		"/fleet/api/v1/pods", "/clusters/" + a.Name + "/api/v1/pods", "/fleet/api", "/fleet/openapi/v3",
+		"/readyz?verbose", "/metrics",
+	} {
+		req, _ := http.NewRequest(http.MethodGet, p.url+path, nil)
+		req.Header.Set("Authorization", "Bearer "+unrelated)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusForbidden || !strings.Contains(string(body), "system:serviceaccount:default:unrelated") {
+			t.Errorf("an unrelated service account on %s: %d, want 403 naming it\n%.300s", path, resp.StatusCode, body)
+		}
+	}
+
 	forged := good[:len(good)-4] + "AAAA"
 	for name, tok := range map[string]string{"forged": forged, "another cluster's": elsewhere, "garbage": "not-a-jwt-at-all-0123456789"} {
 		if code := authGet(t, p, tok, "/api/v1/objects", url.Values{"resource": {"pods"}}, nil); code != http.StatusUnauthorized {

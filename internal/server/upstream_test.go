@@ -16,6 +16,7 @@ import (
 
 	"github.com/fleetcache/fleetcache/aggregator"
 	"github.com/fleetcache/fleetcache/clusters"
+	"github.com/fleetcache/fleetcache/internal/fixtures"
 	"github.com/fleetcache/fleetcache/internal/kubeapi"
 )
 
@@ -79,38 +80,6 @@ func rawGet(t testing.TB, srv *httptest.Server, target string) int {
 	return resp.StatusCode
 }
 
-// craftedSuffixes walk out of /openapi/v3 in every spelling we know of: plain and
-// percent-encoded dot segments in either case, encoded and doubled slashes, double
-// encoding, semicolons, backslashes, non-UTF-8 bytes, and a query that tries its luck.
-var craftedSuffixes = []string{
-	"openapi/v3/%2e%2e/%2e%2e/api/v1/secrets",
-	"openapi/v3/%2E%2E/%2E%2E/api/v1/secrets",
-	"openapi/v3/.%2e/.%2e/metrics",
-	"openapi/v3/%2e./%2e./metrics",
-	"openapi/v3/..%2f..%2fapi%2fv1%2fsecrets",
-	"openapi/v3/..%2F..%2Fmetrics",
-	"openapi/v3/api%2fv1%2f..%2f..%2f..%2fmetrics",
-	"openapi/v3/%252e%252e/%252e%252e/api/v1/secrets",
-	"openapi/v3/%25252e%25252e/metrics",
-	"openapi/v3/../../api/v1/secrets",
-	"openapi/v3/./../../metrics",
-	"openapi/v3/apis/apps/v1/../../../../api/v1/secrets",
-	"openapi/v3/..;/..;/api/v1/secrets",
-	"openapi/v3/api;/v1",
-	"openapi/v3/..%5c..%5capi%5cv1%5csecrets",
-	"openapi/v3/%5c%5cevil.example/x",
-	"openapi/v3//api/v1/secrets",
-	"openapi/v3/apis//v1",
-	"openapi/v3/%ff%fe/..",
-	"openapi/v3/api/v1%00/../../metrics",
-	"openapi/v3/apis/apps/v1/extra",
-	"openapi/v3/apis/Apps/v1",
-	"openapi/v3/api/%76%31",
-	"openapi/v3/api/v1?hash=../../api/v1/secrets",
-	"openapi/v3/api/v1?hash=ABC&timeout=1s&watch=1",
-	"openapi/v3?hash=%2e%2e",
-}
-
 // The attack of #24 and its cousins, on every face that passes a path on: no request
 // leaves for a member apiserver outside the allowed documents; every crafted path is
 // refused with a 4xx (a query that only carries junk is answered, its junk dropped).
@@ -119,7 +88,7 @@ func TestCraftedPathsNeverLeaveTheAllowedDocuments(t *testing.T) {
 	srv := httptest.NewServer(h)
 	defer srv.Close()
 	for _, prefix := range []string{"/fleet/", "/clusters/cluster-00/"} {
-		for _, s := range craftedSuffixes {
+		for _, s := range fixtures.CraftedOpenAPIPaths {
 			target := prefix + s
 			code := rawGet(t, srv, target)
 			sent := rf.take()
@@ -185,7 +154,7 @@ func TestAmbiguousPathsAreRefusedOnEveryRoute(t *testing.T) {
 // FuzzNoUpstreamOutsideTheAllowedSet: whatever path and query a caller sends on either
 // face, a request that leaves for a member apiserver is one of the allowed documents.
 func FuzzNoUpstreamOutsideTheAllowedSet(f *testing.F) {
-	for _, s := range craftedSuffixes {
+	for _, s := range fixtures.CraftedOpenAPIPaths {
 		f.Add("/fleet/" + s)
 		f.Add("/clusters/cluster-00/" + s)
 	}

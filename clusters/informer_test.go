@@ -3,9 +3,12 @@ package clusters
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
+	"k8s.io/apimachinery/pkg/types"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -161,5 +164,83 @@ func TestWatchListGraceStartsWhenTheStoreHoldsTheList(t *testing.T) {
 	}
 	if _, err := st.fr.Read(make([]byte, 8)); err != io.EOF {
 		t.Errorf("reading the ended stream: %v, want a clean EOF", err)
+	}
+}
+
+// countingHandler counts the events an informer delivers, by type and object name.
+type countingHandler struct {
+	mu     sync.Mutex
+	events []string // "ADDED a", "MODIFIED b", "DELETED d"
+}
+
+func (h *countingHandler) record(typ string, obj *Object) {
+	h.mu.Lock()
+	h.events = append(h.events, typ+" "+obj.Name)
+	h.mu.Unlock()
+}
+func (h *countingHandler) OnAdd(_ *InformerRef, obj *Object)       { h.record("ADDED", obj) }
+func (h *countingHandler) OnUpdate(_ *InformerRef, _, obj *Object) { h.record("MODIFIED", obj) }
+func (h *countingHandler) OnDelete(_ *InformerRef, obj *Object)    { h.record("DELETED", obj) }
+func (h *countingHandler) OnStop(*InformerRef)                     {}
+func (h *countingHandler) OnFleet(FleetView)                       {}
+
+func (h *countingHandler) take() []string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	out := h.events
+	h.events = nil
+	return out
+}
+
+// TestRelistSendsOnlyWhatChanged: after a 410 Gone the reflector lists again; objects
+// the cache holds at the same resourceVersion make no event, so watchers see only the
+// difference (one change, one new object, one deletion), not every object again.
+func TestRelistSendsOnlyWhatChanged(t *testing.T) {
+	cm := func(name, rv string) corev1.ConfigMap {
+		return corev1.ConfigMap{TypeMeta: metav1.TypeMeta{Kind: "ConfigMap", APIVersion: "v1"},
+			ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "default", UID: types.UID("uid-" + name), ResourceVersion: rv}}
+	}
+	list := func(rv string, items ...corev1.ConfigMap) *corev1.ConfigMapList {
+		return &corev1.ConfigMapList{TypeMeta: metav1.TypeMeta{Kind: "ConfigMapList", APIVersion: "v1"}, ListMeta: metav1.ListMeta{ResourceVersion: rv}, Items: items}
+	}
+	var first, second []corev1.ConfigMap
+	for i := range 1000 {
+		first = append(first, cm(fmt.Sprintf("same-%04d", i), "5"))
+	}
+	second = append(second, first...)
+	first = append(first, cm("changed", "6"), cm("gone", "7"))
+	second = append(second, cm("changed", "15"), cm("new", "18"))
+	api := &scriptedAPI{lists: []*corev1.ConfigMapList{list("10", first...), list("20", second...)}}
+	srv := httptest.NewServer(api)
+	defer srv.Close()
+	h := &countingHandler{}
+	c := New(Target{Name: "fake", Config: &rest.Config{Host: srv.URL}}, Options{Handler: h})
+	c.informerClient, c.conn = &rest.Config{Host: srv.URL}, srv.Client()
+	rc, err := c.newResourceCache(resolved{
+		requested: "configmaps", spec: ResourceSpec{Name: "configmaps"}, namespaced: true,
+		gvr: corev1.SchemeGroupVersion.WithResource("configmaps"), gvk: corev1.SchemeGroupVersion.WithKind("ConfigMap"),
+	}, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer func() { cancel(); <-rc.done }()
+	rc.start(ctx)
+	err = wait.PollUntilContextTimeout(context.Background(), 20*time.Millisecond, 30*time.Second, true, func(context.Context) (bool, error) {
+		rc.mu.Lock()
+		defer rc.mu.Unlock()
+		return rc.proof.cacheRV == 20, nil
+	})
+	if err != nil {
+		t.Fatal("the relist never reached the store")
+	}
+	events := h.take()
+	if len(events) != 1002+3 {
+		t.Fatalf("%d events, want 1,002 from the first list and 3 from the relist", len(events))
+	}
+	relist := events[1002:]
+	slices.Sort(relist)
+	if want := []string{"ADDED new", "DELETED gone", "MODIFIED changed"}; !slices.Equal(relist, want) {
+		t.Errorf("the relist sent %v, want only %v", relist, want)
 	}
 }

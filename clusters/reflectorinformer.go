@@ -1,6 +1,7 @@
 package clusters
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -322,7 +323,9 @@ func (s *dispatchStore) Delete(obj any) error {
 }
 
 // Replace hands the handler a complete list: objects not in it were deleted while the
-// informer was not watching, the others are added or updated.
+// informer was not watching, new ones are added, changed ones updated. An object the
+// store already holds unchanged (unchanged) makes no event: a relist of 30,000 pods
+// that mostly did not change must not send 30,000 MODIFIED events to every watcher.
 func (s *dispatchStore) Replace(list []any, rv string) error {
 	keep := make(map[string]struct{}, len(list))
 	for _, obj := range list {
@@ -335,6 +338,9 @@ func (s *dispatchStore) Replace(list []any, rv string) error {
 			return fmt.Errorf("replace: %w", err)
 		}
 		keep[key] = struct{}{}
+		if old, exists, _ := s.indexer.GetByKey(key); exists && unchanged(old, obj) {
+			continue
+		}
 		if err := s.put(obj); err != nil {
 			return err
 		}
@@ -362,6 +368,21 @@ func (s *dispatchStore) Replace(list []any, rv string) error {
 		}
 	}
 	return nil
+}
+
+// unchanged reports whether a listed object is the one the store holds: the same UID at
+// the same resourceVersion (every write to an object changes it), or, where the
+// apiserver gives no resourceVersion (some aggregated APIs), the same stored bytes.
+func unchanged(old, obj any) bool {
+	o, ok1 := old.(*Object)
+	n, ok2 := obj.(*Object)
+	if !ok1 || !ok2 || o.UID != n.UID {
+		return false
+	}
+	if n.ResourceVersion != "" {
+		return o.ResourceVersion == n.ResourceVersion
+	}
+	return o.ResourceVersion == "" && bytes.Equal(o.Raw(), n.Raw())
 }
 
 // Resync has nothing to do: there is no resync period, and one consumer.

@@ -63,7 +63,7 @@ func loadConfig(args []string) (*config.Config, error) {
 		include    = &listFlag{sep: ","}
 		exclude    = &listFlag{sep: ","}
 		resources  = &listFlag{sep: ","}
-		resync     = fs.Duration("resync-period", 0, "informer resync period (0: none)")
+		_          = fs.Duration("resync-period", 0, "removed: refused if set")
 		qps        = fs.Float64("qps", 0, "per-cluster client QPS (default 50)")
 		burst      = fs.Int("burst", 0, "per-cluster client burst (default 100)")
 		reqTimeout = fs.Duration("request-timeout", 0, "timeout of discovery, probes and watch set-up (default 10s)")
@@ -101,6 +101,7 @@ func loadConfig(args []string) (*config.Config, error) {
 			return nil, err
 		}
 	}
+	var flagErr error
 	fs.Visit(func(f *flag.Flag) {
 		switch f.Name {
 		case "listen":
@@ -117,7 +118,7 @@ func loadConfig(args []string) (*config.Config, error) {
 				cfg.Resources = append(cfg.Resources, clusters.ResourceSpec{Name: r})
 			}
 		case "resync-period":
-			cfg.ResyncPeriod = metav1.Duration{Duration: *resync}
+			flagErr = fmt.Errorf("--resync-period: %w", config.ErrResyncRemoved)
 		case "qps":
 			cfg.Cluster.QPS = float32(*qps)
 		case "burst":
@@ -158,6 +159,9 @@ func loadConfig(args []string) (*config.Config, error) {
 			cfg.Log.Format = *logFormat
 		}
 	})
+	if flagErr != nil {
+		return nil, flagErr
+	}
 	cfg.SetDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, err

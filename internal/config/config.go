@@ -3,6 +3,7 @@
 package config
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -22,6 +23,9 @@ import (
 	"github.com/fleetcache/fleetcache/clusters"
 )
 
+// ErrResyncRemoved refuses resyncPeriod (and --resync-period), which was removed.
+var ErrResyncRemoved = errors.New("removed: fleetcache never replays its cache to consumers (a relist sends only what changed); delete this setting")
+
 // Config is the whole configuration. The zero value of every field means its default.
 type Config struct {
 	// Listen is the address of the HTTP API, /metrics and the health endpoints.
@@ -31,8 +35,10 @@ type Config struct {
 	Kubeconfig []string                `json:"kubeconfig,omitempty"`
 	Contexts   clusters.ContextFilter  `json:"contexts,omitempty"`
 	Resources  []clusters.ResourceSpec `json:"resources,omitempty"`
-	// ResyncPeriod replays the cache to handlers periodically; 0 disables it.
-	ResyncPeriod metav1.Duration `json:"resyncPeriod,omitempty"`
+	// ResyncPeriod was removed: any value is refused with an error that says so, rather
+	// than ignored (replaying every object every period is an event storm, and nothing
+	// in fleetcache needs it).
+	ResyncPeriod *metav1.Duration `json:"resyncPeriod,omitempty"`
 	Cluster      ClusterConfig   `json:"cluster,omitempty"`
 	// MaxConcurrentInitialLists caps lists running at once across the fleet. Default 4.
 	MaxConcurrentInitialLists int `json:"maxConcurrentInitialLists,omitempty"`
@@ -341,8 +347,10 @@ func (c *Config) Validate() error {
 			}
 		}
 	}
+	if c.ResyncPeriod != nil {
+		errs = append(errs, field.Forbidden(path("resyncPeriod"), ErrResyncRemoved.Error()))
+	}
 	durations := map[string]time.Duration{
-		"resyncPeriod":                c.ResyncPeriod.Duration,
 		"cluster.requestTimeout":      c.Cluster.RequestTimeout.Duration,
 		"cluster.listTimeout":         c.Cluster.ListTimeout.Duration,
 		"cluster.initialSyncTimeout":  c.Cluster.InitialSyncTimeout.Duration,
@@ -464,7 +472,6 @@ func (c *Config) ClusterOptions() clusters.Options {
 	return clusters.Options{
 		Resources:           c.Resources,
 		SecretAnnotations:   c.API.SecretAnnotations,
-		ResyncPeriod:        c.ResyncPeriod.Duration,
 		QPS:                 c.Cluster.QPS,
 		Burst:               c.Cluster.Burst,
 		RequestTimeout:      c.Cluster.RequestTimeout.Duration,

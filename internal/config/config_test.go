@@ -45,7 +45,8 @@ cluster:
   qps: -1
   requestTimeout: -5s
 maxConcurrentInitialLists: -2
-api: {maxResponseBytes: 1Ki}
+api: {maxResponseBytes: 1Ki, secretAnnotations: ["not a key!"]}
+resyncPeriod: 0s
 log: {level: loud, format: xml}
 `
 	path := filepath.Join(t.TempDir(), "c.yaml")
@@ -65,13 +66,14 @@ log: {level: loud, format: xml}
 		"listen:", "kubeconfig[0]:", "contexts.include[0]:", "contexts.aliases[a]:",
 		"resources[0].name:", "resources[1].namespaces[0]:", "resources[1].labelSelector:", "resources[1].fieldSelector:",
 		"cluster.qps:", "cluster.requestTimeout:", "maxConcurrentInitialLists:", "api.maxResponseBytes:", "log.level:", "log.format:",
+		"api.secretAnnotations[0]:", "resyncPeriod: Forbidden: removed",
 	} {
 		if !strings.Contains(msg, want) {
 			t.Errorf("error does not name %q:\n%s", want, msg)
 		}
 	}
-	if !strings.Contains(msg, "14 problems") {
-		t.Errorf("want 14 problems counted:\n%s", msg)
+	if !strings.Contains(msg, "16 problems") {
+		t.Errorf("want 16 problems counted:\n%s", msg)
 	}
 }
 

@@ -24,7 +24,7 @@ type ResourceSpec struct {
 
 // Options tune a cluster. The zero value of a field means its default (see setDefaults).
 type Options struct {
-	Resources    []ResourceSpec
+	Resources []ResourceSpec
 	// QPS and Burst limit the cluster's client. Default 50 and 100.
 	QPS   float32
 	Burst int

@@ -39,7 +39,7 @@ type Config struct {
 	// than ignored (replaying every object every period is an event storm, and nothing
 	// in fleetcache needs it).
 	ResyncPeriod *metav1.Duration `json:"resyncPeriod,omitempty"`
-	Cluster      ClusterConfig   `json:"cluster,omitempty"`
+	Cluster      ClusterConfig    `json:"cluster,omitempty"`
 	// MaxConcurrentInitialLists caps lists running at once across the fleet. Default 4.
 	MaxConcurrentInitialLists int `json:"maxConcurrentInitialLists,omitempty"`
 	// ProbeBudget is how many freshness requests per second (probes and watch renewals)

@@ -210,7 +210,7 @@ func serve(args []string) error {
 	var shard *shard
 	source := cfg.Source()
 	if cfg.Sharding.Enabled() {
-		if shard, err = newShard(cfg, source, func() { fleet.Reload() }, log); err != nil {
+		if shard, err = newShard(ctx, cfg, source, func() { fleet.Reload() }, log); err != nil {
 			return err
 		}
 		source = shard.source

@@ -72,3 +72,42 @@ sharding:
 		}
 	}
 }
+
+func TestShardingKeyFile(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, content string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	key, short := write("key", strings.Repeat("k", 32)), write("short", "k")
+	base := func() *Config {
+		c := &Config{Kubeconfig: []string{kubeconfigFile(t)}, Sharding: ShardingConfig{HomeContext: "home", Namespace: "ns", Identity: "r0", AdvertiseURL: "https://r0:8443"}}
+		c.SetDefaults()
+		return c
+	}
+	for _, tc := range []struct {
+		name string
+		edit func(*ShardingConfig)
+		want string // "" for valid
+	}{
+		{"defaults: the Secret", func(*ShardingConfig) {}, ""},
+		{"a key file", func(s *ShardingConfig) { s.GroupKeyFile = key }, ""},
+		{"a short key file", func(s *ShardingConfig) { s.GroupKeyFile = short }, "sharding.groupKeyFile: Invalid value: \"" + short + "\": holds 1 bytes"},
+		{"a missing key file", func(s *ShardingConfig) { s.GroupKeyFile = filepath.Join(dir, "nope") }, "sharding.groupKeyFile"},
+		{"a group that cannot name the Secret", func(s *ShardingConfig) { s.Group = "Team_A" }, "sharding.group: Invalid value: \"Team_A\""},
+		{"... unless the key is a file", func(s *ShardingConfig) { s.Group, s.GroupKeyFile = "Team_A", key }, ""},
+	} {
+		c := base()
+		tc.edit(&c.Sharding)
+		err := c.Validate()
+		switch {
+		case tc.want == "" && err != nil:
+			t.Errorf("%s: %v", tc.name, err)
+		case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
+			t.Errorf("%s: %v, want an error saying %q", tc.name, err, tc.want)
+		}
+	}
+}

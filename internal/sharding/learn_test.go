@@ -31,7 +31,7 @@ func TestLearnsThePeersResourcesBeforeTheFirstAnswer(t *testing.T) {
 		http.Error(w, "broken", http.StatusInternalServerError)
 	}))
 	t.Cleanup(broken.Close)
-	m, err := New(Options{Client: fake.NewClientset(), Namespace: "ns", Identity: "a", Address: "http://a", Replicas: 1})
+	m, err := New(Options{Client: fake.NewClientset(), Namespace: "ns", Identity: "a", Address: "http://a", Key: testKey, Replicas: 1})
 	if err != nil {
 		t.Fatal(err)
 	}

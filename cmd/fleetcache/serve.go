@@ -281,6 +281,15 @@ func serve(args []string) error {
 	} else if host, _, _ := net.SplitHostPort(cfg.Listen); !config.Loopback(host) {
 		log.Warn("SERVING WITHOUT AUTHENTICATION on a non-loopback address (insecureAllowUnauthenticated): anyone who can reach it reads the whole fleet", zap.String("listen", cfg.Listen))
 	}
+	if shard != nil {
+		// Peers' requests carry the caller's identity signed with the group key, not a
+		// token; without authentication too, a request claiming to be a peer's must prove
+		// the key.
+		if authn != nil {
+			shard.peers.Inner = authn
+		}
+		authn = shard.peers
+	}
 	handler := server.New(server.Options{
 		Authenticator: authn, ServeSecrets: cfg.API.ServeSecrets, MaxResponseBytes: cfg.API.ResponseCap(),
 		Limits: server.Limits{MaxInFlight: cfg.API.MaxInFlight, MaxWatches: cfg.API.MaxWatches, RequestTimeout: cfg.API.RequestTimeout.Duration,

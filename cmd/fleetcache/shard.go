@@ -15,11 +15,12 @@ import (
 	"github.com/fleetcache/fleetcache/internal/sharding"
 )
 
-// shard is this replica's place in a sharded group: its membership and the part of the
-// fleet's source it owns.
+// shard is this replica's place in a sharded group: its membership, the part of the
+// fleet's source it owns, and how it recognises its peers' requests.
 type shard struct {
 	members  *sharding.Membership
 	source   *sharding.Source
+	peers    *sharding.PeerAuthenticator // its Inner is set with the daemon's authenticator
 	handover prometheus.Histogram
 }
 
@@ -60,6 +61,7 @@ func newShard(ctx context.Context, cfg *config.Config, inner clusters.Source, re
 		return nil, err
 	}
 	return &shard{members: m, source: &sharding.Source{Inner: inner, Owner: m},
+		peers: &sharding.PeerAuthenticator{Key: key, Self: s.Identity, Logger: log.Named("sharding")},
 		handover: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "fleetcache_shard_handover_seconds",
 			Help:    "From a change of the live replicas until every cluster this replica then owns had finished its initial sync: how long moved clusters went uncached here.",
 			Buckets: prometheus.ExponentialBuckets(0.25, 2, 10)})}, nil
@@ -133,5 +135,8 @@ func (s *shard) collectors(f *clusters.Fleet) []prometheus.Collector {
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "fleetcache_shard_refused_leases",
 			Help: "Live Leases labelled with this replica's group that are not members because they do not prove the group key (not written by a replica of the group: see the sharding block of /api/v1/clusters)."},
 			func() float64 { return float64(s.members.Stats().Refused) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "fleetcache_shard_peer_assertions_refused_total",
+			Help: "Requests refused with 401 because their replica-to-replica assertion (X-Fleetcache-Peer) did not hold: forged, expired, for another replica, or signed with another group key."},
+			func() float64 { return float64(s.peers.Refused()) }),
 	}
 }

@@ -23,8 +23,10 @@ import (
 // replica: it asks each cluster's reader (this replica when it owns the cluster, else the
 // cluster's first live owner) for its part, in parallel, and merges the answers. It sits
 // behind authentication: the caller's scope decides which clusters are asked for, and
-// the caller's own credentials go with each replica-to-replica request, so a replica never
-// shows a caller more than the caller may see. A request with local=true is answered from
+// each replica-to-replica request carries the caller's identity and scope, signed with the
+// group key (peer.go), so a replica never shows a caller more than the caller may see. The
+// caller's credentials never leave this replica, and only members that proved the group
+// key are asked. A request with local=true is answered from
 // this replica's own caches only (that is what the replicas ask each other).
 type Router struct {
 	Source *Source
@@ -324,10 +326,7 @@ func (rt *Router) openResponse(ctx context.Context, r *http.Request, rd *reader,
 	if err != nil {
 		return nil, err
 	}
-	// The caller's credentials, not this replica's: the peer checks them itself.
-	if a := r.Header.Get("Authorization"); a != "" {
-		req.Header.Set("Authorization", a)
-	}
+	rt.authorize(req, r, rd.member)
 	if a := r.Header.Get("Accept"); a != "" {
 		req.Header.Set("Accept", a)
 	}
@@ -335,6 +334,12 @@ func (rt *Router) openResponse(ctx context.Context, r *http.Request, rd *reader,
 		req.Header[k] = v
 	}
 	return rt.Client.Do(req)
+}
+
+// authorize makes req, to peer to on behalf of r's caller, carry the caller's signed
+// identity (peer.go), never the caller's credentials.
+func (rt *Router) authorize(req, r *http.Request, to Member) {
+	setPeerHeaders(req, r, rt.Source.Owner.Key(), rt.Source.Owner.Identity(), to)
 }
 
 // pipeWriter is a ResponseWriter into a pipe: this replica's part, streamed.

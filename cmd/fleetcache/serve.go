@@ -238,6 +238,13 @@ func serve(args []string) error {
 	var router *sharding.Router
 	if shard != nil {
 		router = &sharding.Router{Source: shard.source, Scope: request.Scope, Learn: index.Learn, MaxResponseBytes: cfg.API.ResponseCap(), Logger: log}
+		if f := cfg.Sharding.PeerCAFile; f != "" {
+			roots, err := sharding.LoadPeerCA(f)
+			if err != nil {
+				return err
+			}
+			router.Client = sharding.PeerClient(roots)
+		}
 		route = router.Wrap
 		reg.MustRegister(shard.collectors(fleet)...)
 		served, shardStatus = shard.fleet(fleet), shard.source

@@ -1,6 +1,8 @@
 package config
 
 import (
+	"encoding/pem"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -73,7 +75,7 @@ sharding:
 	}
 }
 
-func TestShardingKeyFile(t *testing.T) {
+func TestShardingKeyAndCAFiles(t *testing.T) {
 	dir := t.TempDir()
 	write := func(name, content string) string {
 		p := filepath.Join(dir, name)
@@ -83,6 +85,11 @@ func TestShardingKeyFile(t *testing.T) {
 		return p
 	}
 	key, short := write("key", strings.Repeat("k", 32)), write("short", "k")
+	notPEM := write("ca.txt", "not a certificate")
+	srv := httptest.NewTLSServer(nil) // for a real certificate
+	srv.Close()
+	ca := write("ca.pem", string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw})))
+	badCert := write("bad.pem", "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n")
 	base := func() *Config {
 		c := &Config{Kubeconfig: []string{kubeconfigFile(t)}, Sharding: ShardingConfig{HomeContext: "home", Namespace: "ns", Identity: "r0", AdvertiseURL: "https://r0:8443"}}
 		c.SetDefaults()
@@ -99,6 +106,10 @@ func TestShardingKeyFile(t *testing.T) {
 		{"a missing key file", func(s *ShardingConfig) { s.GroupKeyFile = filepath.Join(dir, "nope") }, "sharding.groupKeyFile"},
 		{"a group that cannot name the Secret", func(s *ShardingConfig) { s.Group = "Team_A" }, "sharding.group: Invalid value: \"Team_A\""},
 		{"... unless the key is a file", func(s *ShardingConfig) { s.Group, s.GroupKeyFile = "Team_A", key }, ""},
+		{"a CA file", func(s *ShardingConfig) { s.PeerCAFile = ca }, ""},
+		{"a CA file that is no PEM", func(s *ShardingConfig) { s.PeerCAFile = notPEM }, "sharding.peerCAFile: Invalid value: \"" + notPEM + "\": no PEM certificate"},
+		{"a CA file with a broken certificate", func(s *ShardingConfig) { s.PeerCAFile = badCert }, "sharding.peerCAFile: Invalid value: \"" + badCert + "\": certificate 1"},
+		{"a missing CA file", func(s *ShardingConfig) { s.PeerCAFile = filepath.Join(dir, "nope.pem") }, "sharding.peerCAFile"},
 	} {
 		c := base()
 		tc.edit(&c.Sharding)

@@ -3,9 +3,14 @@ package sharding
 import (
 	"encoding/base64"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
+	"io"
+	"log"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -122,5 +127,36 @@ func TestPeerAuthenticator(t *testing.T) {
 	}
 	if _, err := open.Authenticate(req(forged, "")); err == nil {
 		t.Error("a forged assertion passed where there is no authentication")
+	}
+}
+
+// The router's client trusts sharding.peerCAFile's CA besides the system's roots.
+func TestPeerClientTrustsThePeerCA(t *testing.T) {
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+	srv.Config.ErrorLog = log.New(io.Discard, "", 0) // the refused handshake
+	srv.StartTLS()
+	t.Cleanup(srv.Close)
+	if resp, err := PeerClient(nil).Get(srv.URL); err == nil {
+		resp.Body.Close()
+		t.Fatal("a peer with a certificate of an unknown CA was trusted")
+	}
+	dir := t.TempDir()
+	caFile := filepath.Join(dir, "ca.pem")
+	_ = os.WriteFile(caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw}), 0o600)
+	pool, err := LoadPeerCA(caFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := PeerClient(pool).Get(srv.URL)
+	if err != nil {
+		t.Fatalf("with the peer CA: %v", err)
+	}
+	resp.Body.Close()
+	notPEM := filepath.Join(dir, "not.pem")
+	_ = os.WriteFile(notPEM, []byte("hello"), 0o600)
+	for _, f := range []string{notPEM, filepath.Join(dir, "missing.pem")} {
+		if _, err := LoadPeerCA(f); err == nil || !strings.Contains(err.Error(), "sharding.peerCAFile") {
+			t.Errorf("%s: %v", f, err)
+		}
 	}
 }

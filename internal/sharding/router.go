@@ -31,7 +31,7 @@ import (
 type Router struct {
 	Source *Source
 	// Client makes the replica-to-replica requests; each is bounded by its context. Default:
-	// a plain client.
+	// PeerClient's, trusting the system's roots.
 	Client *http.Client
 	// Timeout bounds one replica's part of an answer; its clusters are reported partial
 	// past it. Default 30s.
@@ -72,13 +72,7 @@ func (rt *Router) Wrap(next http.Handler) http.Handler {
 		rt.Timeout = 30 * time.Second
 	}
 	if rt.Client == nil {
-		// Each request is bounded by its context: answers (Timeout), streams (the caller).
-		// A page asks every replica twice at once (counts, and its first run), and many
-		// callers share the replicas: keep enough idle connections to each (the default
-		// transport keeps 2 per host, closing and dialling again under any concurrency).
-		tr := http.DefaultTransport.(*http.Transport).Clone()
-		tr.MaxIdleConnsPerHost = 64
-		rt.Client = &http.Client{Transport: tr}
+		rt.Client = PeerClient(nil)
 	}
 	if rt.Logger == nil {
 		rt.Logger = zap.NewNop()

@@ -214,6 +214,9 @@ func serve(args []string) error {
 			return err
 		}
 		source = shard.source
+		// Every replica of the group verifies the others' continue tokens: a page begun
+		// through one replica continues through any other.
+		aggregator.SetTokenKey(shard.members.Key().Derive("positions"))
 	}
 	fleet = clusters.NewFleet(source, clusters.FleetOptions{Cluster: clusterOpts, Logger: log})
 	hup := make(chan os.Signal, 1)

@@ -42,9 +42,9 @@ func namesResources(path string) bool {
 }
 
 // learnResources starts a round of asking the peers when the last one is older than
-// learnEvery, on behalf of the caller (its signed identity; the peers check it). The first request
-// waits for the first round, so that it already sees what the peers know; later ones
-// never wait.
+// learnEvery, on behalf of the caller (its signed identity; the peers check it). The
+// first request waits for the first round, so that it already sees what the peers know;
+// later ones never wait.
 func (rt *Router) learnResources(r *http.Request) {
 	if rt.Learn == nil {
 		return

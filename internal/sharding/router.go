@@ -26,8 +26,8 @@ import (
 // each replica-to-replica request carries the caller's identity and scope, signed with the
 // group key (peer.go), so a replica never shows a caller more than the caller may see. The
 // caller's credentials never leave this replica, and only members that proved the group
-// key are asked. A request with local=true is answered from
-// this replica's own caches only (that is what the replicas ask each other).
+// key are asked. A request with local=true is answered from this replica's own caches
+// only (that is what the replicas ask each other).
 type Router struct {
 	Source *Source
 	// Client makes the replica-to-replica requests; each is bounded by its context. Default:

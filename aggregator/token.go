@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"time"
 )
 
@@ -32,14 +33,26 @@ var (
 const DefaultContinueTTL = 15 * time.Minute
 
 // tokenKey signs tokens so that a forged or edited one is refused. It is random per
-// process: tokens do not survive a restart.
-var tokenKey = func() []byte {
+// process (tokens do not survive a restart) unless SetTokenKey gives one that a group of
+// processes shares.
+var tokenKey atomic.Pointer[[]byte]
+
+func init() {
 	k := make([]byte, 32)
 	if _, err := rand.Read(k); err != nil {
 		panic(err)
 	}
-	return k
-}()
+	tokenKey.Store(&k)
+}
+
+// SetTokenKey makes this process sign and verify continue tokens (and SignToken's) with
+// key instead of its random one: sharded replicas set a key derived from their group's,
+// so that a page begun through one replica continues through any other. Tokens signed
+// before no longer verify; call it at start.
+func SetTokenKey(key []byte) {
+	k := append([]byte(nil), key...)
+	tokenKey.Store(&k)
+}
 
 type continueToken struct {
 	Query   string `json:"q"` // hash of the query the token pages through
@@ -49,7 +62,7 @@ type continueToken struct {
 }
 
 func sign(payload []byte) string {
-	mac := hmac.New(sha256.New, tokenKey)
+	mac := hmac.New(sha256.New, *tokenKey.Load())
 	mac.Write(payload)
 	return base64.RawURLEncoding.EncodeToString(payload) + "." + base64.RawURLEncoding.EncodeToString(mac.Sum(nil)[:16])
 }
@@ -70,7 +83,7 @@ func verify(token string) ([]byte, error) {
 	if payload == nil {
 		return nil, fmt.Errorf("%w: not a token this server issues", ErrInvalidToken)
 	}
-	mac := hmac.New(sha256.New, tokenKey)
+	mac := hmac.New(sha256.New, *tokenKey.Load())
 	mac.Write(payload)
 	if !hmac.Equal(sig, mac.Sum(nil)[:16]) {
 		return nil, fmt.Errorf("%w: signature does not match (altered, or issued by another fleetcache process or before a restart)", ErrInvalidToken)

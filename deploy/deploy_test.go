@@ -230,3 +230,26 @@ func TestAlertRulesPassPromtool(t *testing.T) {
 		t.Errorf("promtool check rules: %v\n%s", err, out)
 	}
 }
+
+// TestShardedRoleReachesOnlyTheGroupKeySecret: the sharded replicas may read the one
+// Secret holding their group key (and create it), never read or list any other Secret.
+func TestShardedRoleReachesOnlyTheGroupKeySecret(t *testing.T) {
+	var secretRules []string
+	for _, o := range render(t, "overlays/sharded") {
+		if o["kind"] != "Role" && o["kind"] != "ClusterRole" {
+			continue
+		}
+		for _, r := range o["rules"].([]any) {
+			rule := r.(map[string]any)
+			if !strings.Contains(fmt.Sprint(rule["resources"]), "secrets") {
+				continue
+			}
+			secretRules = append(secretRules, fmt.Sprintf("%s %s: %v %v names %v", o["kind"], o["metadata"].(map[string]any)["name"], rule["resources"], rule["verbs"], rule["resourceNames"]))
+		}
+	}
+	sort.Strings(secretRules)
+	want := "[Role fleetcache-sharding: [secrets] [create] names <nil> Role fleetcache-sharding: [secrets] [get] names [fleetcache-group-key]]"
+	if got := fmt.Sprint(secretRules); got != want {
+		t.Errorf("rules on Secrets in overlays/sharded:\n %s\nwant\n %s", got, want)
+	}
+}

@@ -3,10 +3,14 @@ package e2e
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"os"
 	"os/exec"
@@ -15,18 +19,22 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
+	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/util/cert"
 
 	"github.com/fleetcache/fleetcache/aggregator"
 	"github.com/fleetcache/fleetcache/clusters"
+	"github.com/fleetcache/fleetcache/internal/auth"
 	"github.com/fleetcache/fleetcache/internal/sharding"
 	"github.com/fleetcache/fleetcache/internal/testfleet"
 )
@@ -820,6 +828,42 @@ func TestShardedAnswersKeepTheCallersScope(t *testing.T) {
 			t.Errorf("%s: the team's sharding block %+v, want 5 clusters", r.id, v.Sharding)
 		}
 	}
+	// A page begun through one replica continues through the other (as behind a Service):
+	// the replicas sign continue tokens with a key derived from their group key. Failed
+	// before: "signature does not match".
+	pq := url.Values{"resource": {"configmaps"}, "labelSelector": {testfleet.SeedLabel}, "limit": {"7"}}
+	var one, across []string
+	for i, rsOf := range [][]shardReplica{{rs[0]}, {rs[0], rs[1]}} {
+		q := url.Values{}
+		for k, v := range pq {
+			q[k] = v
+		}
+		for page := 0; ; page++ {
+			if page > 1000 {
+				t.Fatal("more than 1000 pages")
+			}
+			r := rsOf[page%len(rsOf)]
+			var p shardPage
+			if code := get(r, team, "/api/v1/objects", q, &p); code != http.StatusOK {
+				t.Fatalf("page %d through %s: HTTP %d", page, r.id, code)
+			}
+			for _, it := range p.Items {
+				key := it.Cluster + "/" + it.Object.Metadata.Namespace + "/" + it.Object.Metadata.Name
+				if i == 0 {
+					one = append(one, key)
+				} else {
+					across = append(across, key)
+				}
+			}
+			if p.Continue == "" {
+				break
+			}
+			q.Set("continue", p.Continue)
+		}
+	}
+	if len(one) < 8 || fmt.Sprint(across) != fmt.Sprint(one) {
+		t.Errorf("paged across both replicas: %d items, through one: %d (they must be the same, in more than one page)", len(across), len(one))
+	}
 }
 
 // checkFleetThroughReplica reads the Kubernetes API on /fleet through one replica with
@@ -1069,4 +1113,362 @@ func TestShardedReplicaServesACustomResourceItsClustersLack(t *testing.T) {
 	if head, _, _ := strings.Cut(table, "\n"); !strings.Contains(head, "SIZE") || rows(table) != len(truth) {
 		t.Errorf("through %s, a table of %d rows headed %q, want %d rows with the CRD's columns", without.id, rows(table), head, len(truth))
 	}
+}
+
+// TestAForgedLeaseIsNoReplica: someone who may write Leases in the replicas' namespace
+// registers a recording server as a replica of the group (the group's label and the
+// server's address, without a proof of the group key), and another Lease with a real
+// replica's proof copied onto the recorder's address. Neither counts: the recorder owns
+// no cluster and gets no request at all (so no caller's token) while callers list,
+// count, get, watch and use the Kubernetes API through both replicas; the replicas report
+// both Leases as refused; and a request the recorder sends a replica with a forged peer
+// assertion gets 401. An assertion signed with the group's key (which the replicas keep
+// in the Secret forged-group-key) is accepted, within the asserted scope, unless it is
+// expired or made out to another replica. Failed before: the forged Lease was a member,
+// owned clusters and received the callers' bearer tokens.
+func TestAForgedLeaseIsNoReplica(t *testing.T) {
+	const contexts = 6
+	sf := newShardFleet(t, contexts, "[{name: configmaps}]")
+	admin, team := "admin-token-0123456789", "team-token-0123456789"
+	tokens := filepath.Join(sf.dir, "tokens.yaml")
+	if err := os.WriteFile(tokens, []byte(fmt.Sprintf("users:\n  - {name: admin, token: %s}\n  - {name: team, token: %s, clusters: [\"ctx-000[1-3]\"]}\n", admin, team)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	sf.extra = "auth: {tokenFile: " + tokens + "}\n"
+
+	var mu sync.Mutex
+	var got []string // what the recorder was sent: method, path, Authorization
+	evil := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		got = append(got, r.Method+" "+r.URL.String()+" Authorization="+r.Header.Get("Authorization"))
+		mu.Unlock()
+	}))
+	t.Cleanup(evil.Close)
+	home, err := kubernetes.NewForConfig(fleet.Clusters[0].AdminConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	leases := home.CoordinationV1().Leases("default")
+	// forge writes a Lease of the group and renews it every second until the test ends:
+	// a live claim, not one that expires while the test runs.
+	forge := func(name, holder, proof string) {
+		secs := int32(3600)
+		now := metav1.NewMicroTime(time.Now())
+		l := &coordinationv1.Lease{
+			ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "default", Labels: map[string]string{sharding.GroupLabel: "forged"},
+				Annotations: map[string]string{sharding.AddressAnnotation: evil.URL}},
+			Spec: coordinationv1.LeaseSpec{HolderIdentity: &holder, LeaseDurationSeconds: &secs, RenewTime: &now},
+		}
+		if proof != "" {
+			l.Annotations[sharding.ProofAnnotation] = proof
+		}
+		if _, err := leases.Create(context.Background(), l, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		t.Cleanup(func() { cancel(); <-done })
+		go func() {
+			defer close(done)
+			for ctx.Err() == nil {
+				select {
+				case <-ctx.Done():
+				case <-time.After(time.Second):
+				}
+				if l, err := leases.Get(ctx, name, metav1.GetOptions{}); err == nil {
+					now := metav1.NewMicroTime(time.Now())
+					l.Spec.RenewTime = &now
+					_, _ = leases.Update(ctx, l, metav1.UpdateOptions{})
+				}
+			}
+		}()
+	}
+	forge("forged-evil", "evil", "") // before the replicas start: they must never count it
+	rs := []shardReplica{sf.start(t, "forged", 1), sf.start(t, "forged", 1)}
+	real, err := leases.Get(context.Background(), "forged-"+rs[0].id, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// rs[0]'s own, valid proof, on a Lease that claims rs[0]'s identity at the recorder.
+	forge("forged-copy", rs[0].id, real.Annotations[sharding.ProofAnnotation])
+
+	get := func(r shardReplica, token, path string, q url.Values, v any) int {
+		return getAs(t, r.url, token, path, q, v)
+	}
+	testfleet.Eventually(t, 60*time.Second, "both replicas refuse both Leases and answer for every context", func() (bool, string) {
+		var msg []string
+		ok := true
+		for _, r := range rs {
+			var v clustersView
+			get(r, admin, "/api/v1/clusters", nil, &v)
+			if v.Sharding == nil {
+				return false, r.id + ": no sharding block"
+			}
+			var refused []string
+			for _, l := range v.Sharding.Refused {
+				refused = append(refused, l.Lease)
+			}
+			sort.Strings(refused)
+			members := fmt.Sprint(v.Sharding.Members)
+			ok = ok && fmt.Sprint(refused) == "[forged-copy forged-evil]" && len(v.Sharding.Members) == 2 && !strings.Contains(members, evil.URL) && len(v.Sharding.Owners) == contexts
+			msg = append(msg, fmt.Sprintf("%s: members %s, refused %v", r.id, members, refused))
+		}
+		var p shardPage
+		code := get(rs[0], admin, "/api/v1/objects", url.Values{"resource": {"configmaps"}, "limit": {"5000"}}, &p)
+		ok = ok && code == http.StatusOK && !p.Partial && len(p.Clusters) == contexts
+		return ok, strings.Join(msg, "; ") + fmt.Sprintf("; list HTTP %d partial %v", code, p.Partial)
+	})
+	for _, r := range rs {
+		var v clustersView
+		get(r, admin, "/api/v1/clusters", nil, &v)
+		for c, owners := range v.Sharding.Owners {
+			if len(owners) != 1 || (owners[0] != rs[0].id && owners[0] != rs[1].id) {
+				t.Errorf("%s: %s is owned by %v", r.id, c, owners)
+			}
+		}
+		for _, l := range v.Sharding.Refused {
+			if !strings.Contains(l.Reason, sharding.ProofAnnotation) || l.Address != evil.URL {
+				t.Errorf("%s: refused %+v: want the recorder's address and a reason naming the proof", r.id, l)
+			}
+		}
+	}
+
+	// Every route a router takes, through both replicas, as a user with a token and as
+	// a restricted one.
+	for _, r := range rs {
+		for _, token := range []string{admin, team} {
+			q := url.Values{"resource": {"configmaps"}}
+			for _, path := range []string{"/api/v1/objects", "/api/v1/count", "/api/v1/resources", "/fleet/api/v1/configmaps", "/fleet/api"} {
+				if code := get(r, token, path, q, nil); code != http.StatusOK {
+					t.Errorf("%s: %s: HTTP %d", r.id, path, code)
+				}
+			}
+			for i := 1; i <= 3; i++ {
+				if code := get(r, token, fmt.Sprintf("/clusters/ctx-%04d/api/v1/configmaps", i), nil, nil); code != http.StatusOK {
+					t.Errorf("%s: /clusters/ctx-%04d: HTTP %d", r.id, i, code)
+				}
+				var one shardPage
+				get(r, token, "/api/v1/objects", url.Values{"resource": {"configmaps"}, "cluster": {fmt.Sprintf("ctx-%04d", i)}, "limit": {"1"}}, &one)
+				if len(one.Items) != 1 {
+					t.Fatalf("%s: ctx-%04d lists no configmap", r.id, i)
+				}
+				m := one.Items[0].Object.Metadata
+				if code := get(r, token, fmt.Sprintf("/api/v1/objects/ctx-%04d/configmaps/%s/%s", i, m.Namespace, m.Name), nil, nil); code != http.StatusOK {
+					t.Errorf("%s: a get in ctx-%04d: HTTP %d", r.id, i, code)
+				}
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			req, _ := http.NewRequestWithContext(ctx, http.MethodGet, r.url+"/api/v1/watch?resource=configmaps", nil)
+			req.Header.Set("Authorization", "Bearer "+token)
+			if resp, err := http.DefaultClient.Do(req); err == nil {
+				_, _ = io.Copy(io.Discard, resp.Body) // until the deadline
+				resp.Body.Close()
+			}
+			cancel()
+		}
+	}
+	time.Sleep(time.Second) // anything in flight to the recorder arrives
+	mu.Lock()
+	if len(got) > 0 {
+		t.Errorf("the forged replica was sent %d requests:\n%s", len(got), strings.Join(got, "\n"))
+	}
+	mu.Unlock()
+
+	// The recorder, now calling a replica itself.
+	peerGet := func(r shardReplica, header, bearer string) (int, string) {
+		req, _ := http.NewRequest(http.MethodGet, r.url+"/api/v1/objects?"+url.Values{"local": {"true"}, "resource": {"configmaps"}, "limit": {"5000"}}.Encode(), nil)
+		req.Header.Set(sharding.PeerHeader, header)
+		if bearer != "" {
+			req.Header.Set("Authorization", "Bearer "+bearer)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(body)
+	}
+	otherKey, _ := sharding.NewGroupKey([]byte(strings.Repeat("x", 32)))
+	adminClaim := func(to string, exp time.Time) sharding.Assertion {
+		return sharding.Assertion{From: "evil", To: to, Expires: exp.UnixMilli(), User: &sharding.PeerUser{Name: "admin"}}
+	}
+	forged := adminClaim(rs[0].id, time.Now().Add(time.Minute)).Encode(otherKey)
+	for name, tc := range map[string]struct{ header, bearer, want string }{
+		"forged":                     {forged, "", "signature does not match"},
+		"forged, with a token":       {forged, admin, "carries no Authorization"},
+		"garbage":                    {"forged", "", "malformed"},
+		"no user, on authentication": {sharding.Assertion{From: "evil", To: rs[0].id, Expires: time.Now().Add(time.Minute).UnixMilli()}.Encode(otherKey), "", "signature does not match"},
+	} {
+		if code, body := peerGet(rs[0], tc.header, tc.bearer); code != http.StatusUnauthorized || !strings.Contains(body, sharding.PeerHeader) || !strings.Contains(body, tc.want) {
+			t.Errorf("%s: HTTP %d %s; want 401 saying %q", name, code, body, tc.want)
+		}
+	}
+	// With the group's key (which only the replicas' namespace holds), an assertion holds:
+	// for the replica it names, while it is fresh, and within the scope it asserts.
+	secret, err := home.CoreV1().Secrets("default").Get(context.Background(), sharding.GroupKeySecretName("forged"), metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, err := sharding.NewGroupKey(secret.Data[sharding.GroupKeyData])
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, tc := range map[string]struct {
+		header string
+		want   string
+	}{
+		"expired":         {adminClaim(rs[0].id, time.Now().Add(-time.Second)).Encode(key), "expired"},
+		"another replica": {adminClaim(rs[1].id, time.Now().Add(time.Minute)).Encode(key), "made out to replica"},
+	} {
+		if code, body := peerGet(rs[0], tc.header, ""); code != http.StatusUnauthorized || !strings.Contains(body, tc.want) {
+			t.Errorf("%s: HTTP %d %s; want 401 saying %q", name, code, body, tc.want)
+		}
+	}
+	teamClaim := sharding.Assertion{From: rs[1].id, To: rs[0].id, Expires: time.Now().Add(time.Minute).UnixMilli(), User: &sharding.PeerUser{Name: "team", Grants: []auth.Grant{auth.NewGrant([]string{"ctx-0001"}, nil)}}}
+	code, body := peerGet(rs[0], teamClaim.Encode(key), "")
+	var p shardPage
+	_ = json.Unmarshal([]byte(body), &p)
+	for _, it := range p.Items {
+		if it.Cluster != "ctx-0001" {
+			t.Errorf("an assertion for ctx-0001 only sees %s", it.Cluster)
+			break
+		}
+	}
+	if code != http.StatusOK {
+		t.Errorf("a valid assertion: HTTP %d %s", code, body)
+	}
+	// Metrics say it too.
+	var metrics string
+	req, _ := http.NewRequest(http.MethodGet, rs[0].url+"/metrics", nil)
+	req.Header.Set("Authorization", "Bearer "+admin)
+	if resp, err := http.DefaultClient.Do(req); err == nil {
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		metrics = string(b)
+	}
+	for _, want := range []string{"fleetcache_shard_refused_leases 2", "fleetcache_shard_peer_assertions_refused_total 6", "fleetcache_shard_members 2"} {
+		if !strings.Contains(metrics, want+"\n") {
+			t.Errorf("/metrics lacks %q", want)
+		}
+	}
+}
+
+// TestShardedReplicasOverTLS: replicas serving HTTPS with certificates of a private CA
+// reach each other when sharding.peerCAFile names that CA, and answer for the whole
+// fleet; without it a replica cannot verify its peer and that peer's clusters are
+// partial (ReplicaUnavailable). Failed before: a replica trusted the system's roots only,
+// and the configuration had no peerCAFile.
+func TestShardedReplicasOverTLS(t *testing.T) {
+	const contexts = 6
+	sf := newShardFleet(t, contexts, "[{name: configmaps}]")
+	crt, key, err := cert.GenerateSelfSignedCertKey("localhost", []net.IP{net.IPv4(127, 0, 0, 1)}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	crtFile, keyFile := filepath.Join(sf.dir, "serving.crt"), filepath.Join(sf.dir, "serving.key")
+	for f, b := range map[string][]byte{crtFile: crt, keyFile: key} {
+		if err := os.WriteFile(f, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(crt)
+	client := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots}}}
+	getJSON := func(url string, v any) int {
+		resp, err := client.Get(url)
+		if err != nil {
+			return 0
+		}
+		defer resp.Body.Close()
+		_ = json.NewDecoder(resp.Body).Decode(v)
+		return resp.StatusCode
+	}
+	// start runs a replica of group over HTTPS, with the CA as peerCAFile or without.
+	start := func(group string, n int, peerCA bool) string {
+		addr := freeAddr(t)
+		extra := ""
+		if peerCA {
+			extra = "  peerCAFile: " + crtFile + "\n"
+		}
+		cfg := filepath.Join(sf.dir, fmt.Sprintf("%s-%d.yaml", group, n))
+		body := fmt.Sprintf(`kubeconfig: [%s]
+resources: %s
+listen: %s
+tls: {certFile: %s, keyFile: %s}
+log: {level: debug}
+sharding:
+  homeContext: %s
+  homeKubeconfig: %s
+  namespace: default
+  group: %s
+  identity: %s-%d
+  advertiseURL: https://%s
+  leaseDuration: %s
+%s`, sf.kubeconfig, sf.resources, addr, crtFile, keyFile, fleet.Clusters[0].Name, fleet.Kubeconfig, group, group, n, addr, shardLease, extra)
+		if err := os.WriteFile(cfg, []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		logPath := filepath.Join(sf.dir, fmt.Sprintf("%s-%d.log", group, n))
+		logf, err := os.Create(logPath)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cmd := exec.Command(sf.bin, "serve", "--config", cfg)
+		cmd.Stdout, cmd.Stderr = logf, logf
+		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		done := make(chan struct{})
+		go func() { _ = cmd.Wait(); close(done) }()
+		t.Cleanup(func() { _ = cmd.Process.Kill(); <-done })
+		testfleet.Eventually(t, 60*time.Second, group+" replica ready over https", func() (bool, string) {
+			select {
+			case <-done:
+				log, _ := os.ReadFile(logPath)
+				t.Fatalf("the replica exited:\n%s", log)
+			default:
+			}
+			var v any
+			code := getJSON("https://"+addr+"/readyz", &v)
+			return code == http.StatusOK, fmt.Sprintf("HTTP %d", code)
+		})
+		return "https://" + addr
+	}
+	list := func(base string) (shardPage, int) {
+		var p shardPage
+		code := getJSON(base+"/api/v1/objects?"+url.Values{"resource": {"configmaps"}, "limit": {"5000"}}.Encode(), &p)
+		return p, code
+	}
+	members := func(base string) int {
+		var v clustersView
+		getJSON(base+"/api/v1/clusters", &v)
+		if v.Sharding == nil {
+			return 0
+		}
+		return len(v.Sharding.Members)
+	}
+
+	withCA := []string{start("tlsca", 0, true), start("tlsca", 1, true)}
+	for _, base := range withCA {
+		testfleet.Eventually(t, 60*time.Second, base+" answers for every context over https", func() (bool, string) {
+			p, code := list(base)
+			return code == http.StatusOK && !p.Partial && len(p.Clusters) == contexts && members(base) == 2,
+				fmt.Sprintf("HTTP %d, partial %v, %d clusters, %d members: %+v", code, p.Partial, len(p.Clusters), members(base), p.Clusters)
+		})
+	}
+
+	withoutCA := []string{start("tlsnoca", 0, false), start("tlsnoca", 1, false)}
+	testfleet.Eventually(t, 60*time.Second, "without the CA: the peer's clusters are partial, for want of trust", func() (bool, string) {
+		p, code := list(withoutCA[0])
+		untrusted := 0
+		for _, f := range p.Clusters {
+			if f.Reason == "ReplicaUnavailable" && strings.Contains(f.Message, "certificate") {
+				untrusted++
+			}
+		}
+		return code == http.StatusOK && members(withoutCA[0]) == 2 && p.Partial && untrusted > 0 && untrusted < contexts,
+			fmt.Sprintf("HTTP %d, %d members, partial %v, %d clusters refused for the certificate", code, members(withoutCA[0]), p.Partial, untrusted)
+	})
 }

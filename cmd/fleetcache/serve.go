@@ -214,10 +214,13 @@ func serve(args []string) error {
 	var shard *shard
 	source := cfg.Source()
 	if cfg.Sharding.Enabled() {
-		if shard, err = newShard(cfg, source, func() { fleet.Reload() }, log); err != nil {
+		if shard, err = newShard(ctx, cfg, source, func() { fleet.Reload() }, log); err != nil {
 			return err
 		}
 		source = shard.source
+		// Every replica of the group verifies the others' continue tokens: a page begun
+		// through one replica continues through any other.
+		aggregator.SetTokenKey(shard.members.Key().Derive("positions"))
 	}
 	fleet = clusters.NewFleet(source, clusters.FleetOptions{Cluster: clusterOpts, Logger: log})
 	hup := make(chan os.Signal, 1)
@@ -242,6 +245,13 @@ func serve(args []string) error {
 	var router *sharding.Router
 	if shard != nil {
 		router = &sharding.Router{Source: shard.source, Scope: request.Scope, Learn: index.Learn, MaxResponseBytes: cfg.API.ResponseCap(), Logger: log}
+		if f := cfg.Sharding.PeerCAFile; f != "" {
+			roots, err := sharding.LoadPeerCA(f)
+			if err != nil {
+				return err
+			}
+			router.Client = sharding.PeerClient(roots)
+		}
 		route = router.Wrap
 		reg.MustRegister(shard.collectors(fleet)...)
 		served, shardStatus = shard.fleet(fleet), shard.source
@@ -284,6 +294,15 @@ func serve(args []string) error {
 		authn = chain
 	} else if host, _, _ := net.SplitHostPort(cfg.Listen); !config.Loopback(host) {
 		log.Warn("SERVING WITHOUT AUTHENTICATION on a non-loopback address (insecureAllowUnauthenticated): anyone who can reach it reads the whole fleet", zap.String("listen", cfg.Listen))
+	}
+	if shard != nil {
+		// Peers' requests carry the caller's identity signed with the group key, not a
+		// token; without authentication too, a request claiming to be a peer's must prove
+		// the key.
+		if authn != nil {
+			shard.peers.Inner = authn
+		}
+		authn = shard.peers
 	}
 	handler := server.New(server.Options{
 		Authenticator: authn, ServeSecrets: cfg.API.ServeSecrets, MaxResponseBytes: cfg.API.ResponseCap(),

@@ -15,17 +15,23 @@ import (
 	"github.com/fleetcache/fleetcache/internal/sharding"
 )
 
-// shard is this replica's place in a sharded group: its membership and the part of the
-// fleet's source it owns.
+// shard is this replica's place in a sharded group: its membership, the part of the
+// fleet's source it owns, and how it recognises its peers' requests.
 type shard struct {
 	members  *sharding.Membership
 	source   *sharding.Source
+	peers    *sharding.PeerAuthenticator // its Inner is set with the daemon's authenticator
 	handover prometheus.Histogram
 }
 
-// newShard joins nothing yet; Run on members does. reload is called when the members
+// groupKeyWait bounds the wait for the group key at start: past it the process exits
+// with the reason (in a pod, the startup probe would restart it about then anyway).
+const groupKeyWait = time.Minute
+
+// newShard reads the group key (creating its Secret if this is the group's first
+// replica) and joins nothing yet; Run on members does. reload is called when the members
 // change, so that the fleet picks up the clusters it gained and drops those it lost.
-func newShard(cfg *config.Config, inner clusters.Source, reload func(), log *zap.Logger) (*shard, error) {
+func newShard(ctx context.Context, cfg *config.Config, inner clusters.Source, reload func(), log *zap.Logger) (*shard, error) {
 	s := cfg.Sharding
 	home, err := cfg.HomeConfig()
 	if err != nil {
@@ -35,14 +41,27 @@ func newShard(cfg *config.Config, inner clusters.Source, reload func(), log *zap
 	if err != nil {
 		return nil, fmt.Errorf("sharding: home cluster client: %w", err)
 	}
+	group := s.Group
+	if group == "" {
+		group = sharding.DefaultGroup
+	}
+	kctx, cancel := context.WithTimeout(ctx, groupKeyWait)
+	defer cancel()
+	key, err := sharding.LoadGroupKey(kctx, s.GroupKeyFile, client, s.Namespace, group, 2*time.Second, func(err error) {
+		log.Warn("cannot read or create the sharding group key yet; retrying", zap.Error(err))
+	})
+	if err != nil {
+		return nil, fmt.Errorf("sharding: %w", err)
+	}
 	m, err := sharding.New(sharding.Options{
-		Client: client, Namespace: s.Namespace, Group: s.Group, Identity: s.Identity, Address: s.AdvertiseURL,
+		Client: client, Namespace: s.Namespace, Group: s.Group, Identity: s.Identity, Address: s.AdvertiseURL, Key: key,
 		LeaseDuration: s.LeaseDuration.Duration, Replicas: s.Replicas, OnChange: reload, Logger: log,
 	})
 	if err != nil {
 		return nil, err
 	}
 	return &shard{members: m, source: &sharding.Source{Inner: inner, Owner: m},
+		peers: &sharding.PeerAuthenticator{Key: key, Self: s.Identity, Logger: log.Named("sharding")},
 		handover: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "fleetcache_shard_handover_seconds",
 			Help:    "From a change of the live replicas until every cluster this replica then owns had finished its initial sync: how long moved clusters went uncached here.",
 			Buckets: prometheus.ExponentialBuckets(0.25, 2, 10)})}, nil
@@ -113,5 +132,11 @@ func (s *shard) collectors(f *clusters.Fleet) []prometheus.Collector {
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "fleetcache_shard_membership_changes_total",
 			Help: "Times the set of live replicas changed (a replica joined, left, or its Lease expired); each may move clusters between replicas."},
 			func() float64 { return float64(s.members.Stats().Changes) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "fleetcache_shard_refused_leases",
+			Help: "Live Leases labelled with this replica's group that are not members because they do not prove the group key (not written by a replica of the group: see the sharding block of /api/v1/clusters)."},
+			func() float64 { return float64(s.members.Stats().Refused) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "fleetcache_shard_peer_assertions_refused_total",
+			Help: "Requests refused with 401 because their replica-to-replica assertion (X-Fleetcache-Peer) did not hold: forged, expired, for another replica, or signed with another group key."},
+			func() float64 { return float64(s.peers.Refused()) }),
 	}
 }

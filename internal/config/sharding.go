@@ -1,6 +1,9 @@
 package config
 
 import (
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
 	"fmt"
 	"net"
 	"net/url"
@@ -41,7 +44,20 @@ type ShardingConfig struct {
 	// Replicas is how many replicas cache each cluster: 2 means a lost replica costs no
 	// cold relist and no partial answer. Default 1.
 	Replicas int `json:"replicas,omitempty"`
+	// GroupKeyFile holds the key the replicas of the group share (at least 32 bytes, used
+	// as they are): a replica proves its Lease with it and signs the caller's identity
+	// for its peers with it. Default: the Secret <group>-group-key in Namespace, which
+	// the first replica creates.
+	GroupKeyFile string `json:"groupKeyFile,omitempty"`
+	// PeerCAFile is a PEM bundle of the CA(s) that sign the replicas' serving
+	// certificates (tls.certFile): a replica trusts them, besides the system's roots,
+	// when it calls its peers over https.
+	PeerCAFile string `json:"peerCAFile,omitempty"`
 }
+
+// minGroupKeyBytes is internal/sharding's MinGroupKeyBytes (not imported: the
+// configuration does not depend on what it configures).
+const minGroupKeyBytes = 32
 
 // Enabled reports whether sharding is configured.
 func (s ShardingConfig) Enabled() bool { return s.HomeContext != "" }
@@ -102,7 +118,54 @@ func (c *Config) validateSharding() field.ErrorList {
 	if s.Replicas < 1 {
 		errs = append(errs, field.Invalid(p.Child("replicas"), s.Replicas, "must be at least 1"))
 	}
+	if s.GroupKeyFile != "" {
+		if b, err := os.ReadFile(s.GroupKeyFile); err != nil {
+			errs = append(errs, field.Invalid(p.Child("groupKeyFile"), s.GroupKeyFile, "cannot read: "+err.Error()))
+		} else if len(b) < minGroupKeyBytes {
+			errs = append(errs, field.Invalid(p.Child("groupKeyFile"), s.GroupKeyFile, fmt.Sprintf("holds %d bytes; the group key must have at least %d (e.g. head -c 32 /dev/urandom)", len(b), minGroupKeyBytes)))
+		}
+	} else if msgs := validation.IsDNS1123Subdomain(s.groupName() + "-group-key"); len(msgs) > 0 {
+		errs = append(errs, field.Invalid(p.Child("group"), s.Group, fmt.Sprintf("the group key Secret would be named %q, which is not a valid object name (%s): name the group in lowercase, or give sharding.groupKeyFile", s.groupName()+"-group-key", msgs[0])))
+	}
+	if s.PeerCAFile != "" {
+		if err := checkCAFile(s.PeerCAFile); err != nil {
+			errs = append(errs, field.Invalid(p.Child("peerCAFile"), s.PeerCAFile, err.Error()))
+		}
+	}
 	return errs
+}
+
+func (s ShardingConfig) groupName() string {
+	if s.Group == "" {
+		return "fleetcache" // sharding.DefaultGroup
+	}
+	return s.Group
+}
+
+// checkCAFile reports why a file is not a PEM bundle of certificates.
+func checkCAFile(path string) error {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("cannot read: %w", err)
+	}
+	n := 0
+	for rest := raw; ; {
+		var b *pem.Block
+		if b, rest = pem.Decode(rest); b == nil {
+			break
+		}
+		if b.Type != "CERTIFICATE" {
+			continue
+		}
+		if _, err := x509.ParseCertificate(b.Bytes); err != nil {
+			return fmt.Errorf("certificate %d: %w", n+1, err)
+		}
+		n++
+	}
+	if n == 0 {
+		return errors.New("no PEM certificate (-----BEGIN CERTIFICATE-----) in it")
+	}
+	return nil
 }
 
 // HomeConfig is the REST config of the sharding home cluster.

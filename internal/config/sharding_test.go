@@ -1,6 +1,8 @@
 package config
 
 import (
+	"encoding/pem"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -69,6 +71,54 @@ sharding:
 	for _, want := range []string{"sharding.namespace", "sharding.identity", "sharding.advertiseURL", "sharding.leaseDuration", "sharding.replicas"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error does not name %s:\n%v", want, err)
+		}
+	}
+}
+
+func TestShardingKeyAndCAFiles(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, content string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	key, short := write("key", strings.Repeat("k", 32)), write("short", "k")
+	notPEM := write("ca.txt", "not a certificate")
+	srv := httptest.NewTLSServer(nil) // for a real certificate
+	srv.Close()
+	ca := write("ca.pem", string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw})))
+	badCert := write("bad.pem", "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n")
+	base := func() *Config {
+		c := &Config{Kubeconfig: []string{kubeconfigFile(t)}, Sharding: ShardingConfig{HomeContext: "home", Namespace: "ns", Identity: "r0", AdvertiseURL: "https://r0:8443"}}
+		c.SetDefaults()
+		return c
+	}
+	for _, tc := range []struct {
+		name string
+		edit func(*ShardingConfig)
+		want string // "" for valid
+	}{
+		{"defaults: the Secret", func(*ShardingConfig) {}, ""},
+		{"a key file", func(s *ShardingConfig) { s.GroupKeyFile = key }, ""},
+		{"a short key file", func(s *ShardingConfig) { s.GroupKeyFile = short }, "sharding.groupKeyFile: Invalid value: \"" + short + "\": holds 1 bytes"},
+		{"a missing key file", func(s *ShardingConfig) { s.GroupKeyFile = filepath.Join(dir, "nope") }, "sharding.groupKeyFile"},
+		{"a group that cannot name the Secret", func(s *ShardingConfig) { s.Group = "Team_A" }, "sharding.group: Invalid value: \"Team_A\""},
+		{"... unless the key is a file", func(s *ShardingConfig) { s.Group, s.GroupKeyFile = "Team_A", key }, ""},
+		{"a CA file", func(s *ShardingConfig) { s.PeerCAFile = ca }, ""},
+		{"a CA file that is no PEM", func(s *ShardingConfig) { s.PeerCAFile = notPEM }, "sharding.peerCAFile: Invalid value: \"" + notPEM + "\": no PEM certificate"},
+		{"a CA file with a broken certificate", func(s *ShardingConfig) { s.PeerCAFile = badCert }, "sharding.peerCAFile: Invalid value: \"" + badCert + "\": certificate 1"},
+		{"a missing CA file", func(s *ShardingConfig) { s.PeerCAFile = filepath.Join(dir, "nope.pem") }, "sharding.peerCAFile"},
+	} {
+		c := base()
+		tc.edit(&c.Sharding)
+		err := c.Validate()
+		switch {
+		case tc.want == "" && err != nil:
+			t.Errorf("%s: %v", tc.name, err)
+		case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
+			t.Errorf("%s: %v, want an error saying %q", tc.name, err, tc.want)
 		}
 	}
 }

@@ -16,6 +16,18 @@
 // or leaves, only the clusters whose top members changed move (about 1/N of them), and
 // adding or removing a cluster moves no other cluster.
 //
+// Trust: a Lease and an address are things anyone who may write Leases in the namespace
+// can make up, so neither is trusted by itself. The replicas of a group share a key
+// (groupkey.go: the Secret <group>-group-key, which the first replica creates, or a file).
+// A replica counts as a member, and receives calls, only after proving it: its Lease
+// carries an HMAC under the key of its group, name, holder and address (ProofAnnotation);
+// a Lease without a valid one is refused and reported (Refused, the sharding block of
+// /api/v1/clusters). A replica asking a peer on a caller's behalf never sends the caller's
+// credentials: it sends the caller's identity and scope, signed with the key, made out to
+// that peer and valid for a minute (peer.go, PeerHeader), and the peer's
+// PeerAuthenticator accepts nothing else as a peer's. Continue tokens are signed with a
+// key derived from the group key, so that any replica continues a page another began.
+//
 // There is no consensus of our own: the Leases' renewals and expiry and the apiserver's
 // optimistic concurrency on each replica's own Lease are the whole mechanism. Two replicas
 // may briefly disagree on membership (each sees a Lease change when its watch delivers
@@ -23,8 +35,10 @@
 // answers say so per cluster.
 //
 // Parts:
-//   - membership.go, rendezvous.go, source.go: Leases, ownership, the clusters this
-//     replica caches.
+//   - groupkey.go, peer.go, client.go: the group key, the assertions replicas send each
+//     other instead of credentials, the client they send them with (peerCAFile).
+//   - membership.go, rendezvous.go, source.go: Leases and their proofs, ownership, the
+//     clusters this replica caches.
 //   - router.go, list.go, watch.go, cursor.go: /api/v1 through any replica (pages, counts,
 //     gets, watches and their cursors).
 //   - fleet.go, fleetwatch.go, kubeapi.go: the Kubernetes read API (/fleet merged across

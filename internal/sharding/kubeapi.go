@@ -13,7 +13,8 @@ import (
 const routedHeader = "X-Fleetcache-Routed"
 
 // cluster passes a Kubernetes API request for one cluster (/clusters/<name>/...) to a
-// replica that caches it, streams (watches) included, with the caller's credentials.
+// replica that caches it, streams (watches) included, with the caller's signed identity
+// in place of the caller's credentials.
 func (rt *Router) cluster(w http.ResponseWriter, r *http.Request, local http.Handler) {
 	name, _, _ := strings.Cut(strings.TrimPrefix(r.URL.Path, "/clusters/"), "/")
 	r2 := cloneRequest(r, r.URL.Path, func(v url.Values) { v.Set("cluster", name) })
@@ -32,6 +33,7 @@ func (rt *Router) cluster(w http.ResponseWriter, r *http.Request, local http.Han
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			pr.SetURL(target)
 			pr.Out.Header.Set(routedHeader, rt.Source.Owner.Identity())
+			rt.authorize(pr.Out, pr.In, owners[0])
 		},
 		FlushInterval: -1, // watches: every event at once
 		ErrorHandler: func(w http.ResponseWriter, _ *http.Request, err error) {

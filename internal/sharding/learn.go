@@ -42,9 +42,9 @@ func namesResources(path string) bool {
 }
 
 // learnResources starts a round of asking the peers when the last one is older than
-// learnEvery, with the caller's credentials (the peers check them). The first request
-// waits for the first round, so that it already sees what the peers know; later ones
-// never wait.
+// learnEvery, on behalf of the caller (its signed identity; the peers check it). The
+// first request waits for the first round, so that it already sees what the peers know;
+// later ones never wait.
 func (rt *Router) learnResources(r *http.Request) {
 	if rt.Learn == nil {
 		return
@@ -53,7 +53,9 @@ func (rt *Router) learnResources(r *http.Request) {
 	l.mu.Lock()
 	if l.running == nil && time.Since(l.last) >= learnEvery {
 		l.running = make(chan struct{})
-		go rt.learnRound(r.Header.Get("Authorization"), l.running)
+		// The round outlives the request: it keeps the caller (its context carries the
+		// authenticated user), not the request's deadline.
+		go rt.learnRound(r.WithContext(context.WithoutCancel(r.Context())), l.running)
 	}
 	wait := !l.finished
 	running := l.running
@@ -66,7 +68,7 @@ func (rt *Router) learnResources(r *http.Request) {
 	}
 }
 
-func (rt *Router) learnRound(authorization string, done chan struct{}) {
+func (rt *Router) learnRound(caller *http.Request, done chan struct{}) {
 	defer func() {
 		l := &rt.learner
 		l.mu.Lock()
@@ -83,7 +85,7 @@ func (rt *Router) learnRound(authorization string, done chan struct{}) {
 			continue
 		}
 		wg.Go(func() {
-			infos, err := rt.peerResources(ctx, m, authorization)
+			infos, err := rt.peerResources(ctx, m, caller)
 			if err != nil {
 				rt.Logger.Debug("cannot learn a replica's resources", zap.String("replica", m.Identity), zap.Error(err))
 				return
@@ -98,14 +100,12 @@ func (rt *Router) learnRound(authorization string, done chan struct{}) {
 	wg.Wait()
 }
 
-func (rt *Router) peerResources(ctx context.Context, m Member, authorization string) ([]aggregator.ResourceInfo, error) {
+func (rt *Router) peerResources(ctx context.Context, m Member, caller *http.Request) ([]aggregator.ResourceInfo, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimSuffix(m.Address, "/")+"/api/v1/resources", nil)
 	if err != nil {
 		return nil, err
 	}
-	if authorization != "" {
-		req.Header.Set("Authorization", authorization)
-	}
+	rt.authorize(req, caller, m)
 	req.Header.Set(routedHeader, "1")
 	resp, err := rt.Client.Do(req)
 	if err != nil {

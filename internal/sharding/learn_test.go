@@ -2,6 +2,7 @@ package sharding
 
 import (
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"sync"
@@ -12,15 +13,24 @@ import (
 	"k8s.io/client-go/kubernetes/fake"
 
 	"github.com/fleetcache/fleetcache/aggregator"
+	"github.com/fleetcache/fleetcache/internal/auth"
 )
 
-// A replica learns its peers' resources with the caller's credentials before it answers
-// the first request, skips a failing peer, and asks again only after learnEvery.
+// A replica learns its peers' resources on behalf of the caller before it answers the
+// first request, skips a failing peer, and asks again only after learnEvery. The peer gets
+// the caller's identity signed with the group key, never the caller's token.
 func TestLearnsThePeersResourcesBeforeTheFirstAnswer(t *testing.T) {
 	var asked atomic.Int32
 	peer := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		asked.Add(1)
-		if r.URL.Path != "/api/v1/resources" || r.Header.Get("Authorization") != "Bearer t" || r.Header.Get(routedHeader) == "" {
+		if r.Header.Get("Authorization") != "" {
+			t.Errorf("the caller's credentials reached a peer: %q", r.Header.Get("Authorization"))
+		}
+		a, err := VerifyAssertion(testKey, r.Header.Get(PeerHeader), "b", time.Now())
+		if err != nil || a.From != "a" || a.User == nil || a.User.Name != "alice" || len(a.User.Grants) != 1 || fmt.Sprint(a.User.Grants[0].Clusters) != "[c*]" {
+			t.Errorf("the peer was not told who asks: %+v, %v", a, err)
+		}
+		if r.URL.Path != "/api/v1/resources" || err != nil || r.Header.Get(routedHeader) == "" {
 			http.Error(w, "no", http.StatusUnauthorized)
 			return
 		}
@@ -31,7 +41,7 @@ func TestLearnsThePeersResourcesBeforeTheFirstAnswer(t *testing.T) {
 		http.Error(w, "broken", http.StatusInternalServerError)
 	}))
 	t.Cleanup(broken.Close)
-	m, err := New(Options{Client: fake.NewClientset(), Namespace: "ns", Identity: "a", Address: "http://a", Replicas: 1})
+	m, err := New(Options{Client: fake.NewClientset(), Namespace: "ns", Identity: "a", Address: "http://a", Key: testKey, Replicas: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -54,6 +64,7 @@ func TestLearnsThePeersResourcesBeforeTheFirstAnswer(t *testing.T) {
 	get := func(path string) {
 		req := httptest.NewRequest(http.MethodGet, path, nil)
 		req.Header.Set("Authorization", "Bearer t")
+		req = req.WithContext(auth.WithUser(req.Context(), auth.NewUser("alice", nil, auth.NewGrant([]string{"c*"}, nil))))
 		h.ServeHTTP(httptest.NewRecorder(), req)
 	}
 	get("/fleet/apis")

@@ -2,6 +2,7 @@ package sharding
 
 import (
 	"context"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"slices"
@@ -24,6 +25,10 @@ const (
 	GroupLabel = "fleetcache.io/shard-group"
 	// AddressAnnotation is the base URL a replica's peers reach it on.
 	AddressAnnotation = "fleetcache.io/address"
+	// ProofAnnotation proves that the Lease was written by a replica holding the group
+	// key: base64 of the key's HMAC over the group, the Lease's name, its holder and its
+	// address (leaseProof). A Lease without a valid one is not a member.
+	ProofAnnotation = "fleetcache.io/proof"
 )
 
 // Defaults, with the reason next to each.
@@ -57,6 +62,9 @@ type Options struct {
 	// Address is this replica's base URL for its peers (e.g. http://10.0.0.7:8080).
 	// Required.
 	Address string
+	// Key is the group key (groupkey.go): this replica proves its Lease with it, and a
+	// peer's Lease counts only when it proves the same key. Required.
+	Key *GroupKey
 	// LeaseDuration, default 15s; RenewInterval, default a third of it.
 	LeaseDuration time.Duration
 	RenewInterval time.Duration
@@ -83,6 +91,7 @@ type Membership struct {
 	mu          sync.RWMutex
 	seen        map[string]observed // Lease name -> last change observed
 	members     []Member            // live, sorted by identity
+	refused     []RefusedLease      // live Leases without a valid proof, sorted by name
 	lastRenewed time.Time
 	synced      bool
 	joined      bool // as of the last evaluate: Joined's value the members were last reported with
@@ -95,6 +104,17 @@ type observed struct {
 	renew           *metav1.MicroTime
 	duration        time.Duration
 	at              time.Time // on this replica's clock
+	refused         string    // why the Lease is not a member; "" when its proof holds
+}
+
+// RefusedLease is a Lease of the group that is not a member: it does not prove the group
+// key. Someone who may write Leases in the namespace wrote it (or a replica with another
+// key: a group split by a rotation).
+type RefusedLease struct {
+	Lease   string `json:"lease"`
+	Holder  string `json:"holder"`
+	Address string `json:"address"`
+	Reason  string `json:"reason"`
 }
 
 // New checks opts and returns a Membership that joins when Run is called.
@@ -116,6 +136,9 @@ func New(opts Options) (*Membership, error) {
 	}
 	if opts.Address == "" {
 		return nil, errors.New("sharding: address: required (the URL peers reach this replica on)")
+	}
+	if opts.Key == nil {
+		return nil, errors.New("sharding: no group key (the replicas prove their Leases and requests with it)")
 	}
 	if opts.LeaseDuration == 0 {
 		opts.LeaseDuration = DefaultLeaseDuration
@@ -220,7 +243,10 @@ func (m *Membership) renew(ctx context.Context) error {
 			return fmt.Errorf("read lease: %w", err)
 		}
 		l.Labels = map[string]string{GroupLabel: m.opts.Group}
-		l.Annotations = map[string]string{AddressAnnotation: m.opts.Address}
+		// Renewals copy the annotations; one altered meanwhile makes the renewal conflict,
+		// and this write sets them again.
+		l.Annotations = map[string]string{AddressAnnotation: m.opts.Address,
+			ProofAnnotation: leaseProof(m.opts.Key, m.opts.Group, m.leaseName(), m.opts.Identity, m.opts.Address)}
 		l.Spec = coordinationv1.LeaseSpec{HolderIdentity: &m.opts.Identity, LeaseDurationSeconds: &secs, AcquireTime: &now, RenewTime: &now}
 		if l.ResourceVersion == "" {
 			l, err = leases.Create(ctx, l, metav1.CreateOptions{})
@@ -275,6 +301,7 @@ func (m *Membership) observe(obj any) {
 	if l.Spec.LeaseDurationSeconds != nil {
 		o.duration = time.Duration(*l.Spec.LeaseDurationSeconds) * time.Second
 	}
+	o.refused = checkLeaseProof(m.opts.Key, m.opts.Group, l.Name, o.holder, o.address, l.Annotations[ProofAnnotation])
 	m.mu.Lock()
 	prev, had := m.seen[l.Name]
 	o.at = prev.at
@@ -285,7 +312,44 @@ func (m *Membership) observe(obj any) {
 	}
 	m.seen[l.Name] = o
 	m.mu.Unlock()
+	// Once per change of what the Lease claims, not at every renewal of it.
+	lease := zap.String("lease", l.Namespace+"/"+l.Name)
+	switch {
+	case o.refused != "" && (!had || prev.refused != o.refused || prev.holder != o.holder || prev.address != o.address):
+		m.log.Warn("a Lease of this group does not prove the group key: it is not a member and receives no requests",
+			lease, zap.String("holder", o.holder), zap.String("address", o.address), zap.String("reason", o.refused))
+	case o.refused == "" && had && prev.refused != "":
+		m.log.Info("a Lease refused before proves the group key now", lease, zap.String("holder", o.holder))
+	}
 	m.poke()
+}
+
+// leaseProof is the value of a Lease's ProofAnnotation: it binds the Lease's group, name,
+// holder and address to the key, so that neither can be changed, nor the proof copied to
+// another Lease, without the key. None of them can hold a NUL: the group is a label value,
+// the name and holder DNS names, and the address a URL (url.Parse refuses control
+// characters), so the message is unambiguous.
+func leaseProof(k *GroupKey, group, lease, holder, address string) string {
+	return base64.StdEncoding.EncodeToString(k.Sign(leaseProofMessage(group, lease, holder, address)))
+}
+
+func leaseProofMessage(group, lease, holder, address string) []byte {
+	return []byte("fleetcache-lease\x00" + group + "\x00" + lease + "\x00" + holder + "\x00" + address)
+}
+
+// checkLeaseProof returns why a Lease's proof does not hold ("" when it does).
+func checkLeaseProof(k *GroupKey, group, lease, holder, address, proof string) string {
+	if proof == "" {
+		return "no " + ProofAnnotation + " annotation: not written by a replica holding the group key"
+	}
+	sig, err := base64.StdEncoding.DecodeString(proof)
+	if err != nil {
+		return ProofAnnotation + " is not base64"
+	}
+	if !k.Verify(leaseProofMessage(group, lease, holder, address), sig) {
+		return ProofAnnotation + " does not match the Lease's group, name, holder and address under this group's key (forged, altered, copied from another Lease, or written with another group key)"
+	}
+	return ""
 }
 
 func renewEqual(a, b *metav1.MicroTime) bool {
@@ -322,6 +386,7 @@ func (m *Membership) evaluate() {
 	now := m.opts.Now()
 	m.mu.Lock()
 	var live []Member
+	var refused []RefusedLease
 	next := time.Duration(0)
 	selfLive := !m.lastRenewed.IsZero() && now.Sub(m.lastRenewed) < m.opts.LeaseDuration
 	for name, o := range m.seen {
@@ -335,8 +400,15 @@ func (m *Membership) evaluate() {
 		if next == 0 || left < next {
 			next = left
 		}
+		if o.refused != "" {
+			// Reported while it would otherwise count: an expired one claims nothing.
+			refused = append(refused, RefusedLease{Lease: name, Holder: o.holder, Address: o.address, Reason: o.refused})
+			continue
+		}
 		live = append(live, Member{Identity: o.holder, Address: o.address})
 	}
+	sort.Slice(refused, func(i, j int) bool { return refused[i].Lease < refused[j].Lease })
+	m.refused = refused
 	if selfLive {
 		live = append(live, Member{Identity: m.opts.Identity, Address: m.opts.Address})
 	}
@@ -400,16 +472,29 @@ func (m *Membership) Owns(cluster string) bool {
 	return false
 }
 
+// Refused are the live Leases of the group that are not members because they do not
+// prove the group key, sorted by name.
+func (m *Membership) Refused() []RefusedLease {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return slices.Clone(m.refused)
+}
+
+// Key is the group key.
+func (m *Membership) Key() *GroupKey { return m.opts.Key }
+
 // Stats are the figures behind the sharding metrics.
 type Stats struct {
 	Members   int
 	Changes   int
 	ChangedAt time.Time
+	// Refused counts the live Leases that are not members (Refused).
+	Refused int
 }
 
 // Stats returns the membership's figures.
 func (m *Membership) Stats() Stats {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
-	return Stats{Members: len(m.members), Changes: m.changes, ChangedAt: m.changedAt}
+	return Stats{Members: len(m.members), Changes: m.changes, ChangedAt: m.changedAt, Refused: len(m.refused)}
 }

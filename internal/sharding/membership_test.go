@@ -33,7 +33,7 @@ func join(t *testing.T, group, id string, lease time.Duration) *replica {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m, err := New(Options{Client: client, Namespace: "default", Group: group, Identity: id, Address: "http://" + id + ":8080", LeaseDuration: lease, Replicas: 1})
+	m, err := New(Options{Client: client, Namespace: "default", Group: group, Identity: id, Address: "http://" + id + ":8080", LeaseDuration: lease, Key: testKey, Replicas: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -136,8 +136,9 @@ func TestBadOptions(t *testing.T) {
 		{Options{Client: &kubernetes.Clientset{}, Identity: "a", Address: "x"}, "namespace"},
 		{Options{Client: &kubernetes.Clientset{}, Namespace: "ns", Identity: "A_b", Address: "x"}, `identity "A_b"`},
 		{Options{Client: &kubernetes.Clientset{}, Namespace: "ns", Identity: "a"}, "address"},
-		{Options{Client: &kubernetes.Clientset{}, Namespace: "ns", Identity: "a", Address: "x", LeaseDuration: time.Second, RenewInterval: 2 * time.Second}, "renewInterval"},
-		{Options{Client: &kubernetes.Clientset{}, Namespace: "ns", Identity: "a", Address: "x", Replicas: -1}, "replicas"},
+		{Options{Client: &kubernetes.Clientset{}, Namespace: "ns", Identity: "a", Address: "x"}, "no group key"},
+		{Options{Client: &kubernetes.Clientset{}, Namespace: "ns", Identity: "a", Address: "x", Key: testKey, LeaseDuration: time.Second, RenewInterval: 2 * time.Second}, "renewInterval"},
+		{Options{Client: &kubernetes.Clientset{}, Namespace: "ns", Identity: "a", Address: "x", Key: testKey, Replicas: -1}, "replicas"},
 	} {
 		_, err := New(tc.opts)
 		if err == nil || !contains(err.Error(), tc.want) {

@@ -23,13 +23,15 @@ import (
 // replica: it asks each cluster's reader (this replica when it owns the cluster, else the
 // cluster's first live owner) for its part, in parallel, and merges the answers. It sits
 // behind authentication: the caller's scope decides which clusters are asked for, and
-// the caller's own credentials go with each replica-to-replica request, so a replica never
-// shows a caller more than the caller may see. A request with local=true is answered from
-// this replica's own caches only (that is what the replicas ask each other).
+// each replica-to-replica request carries the caller's identity and scope, signed with the
+// group key (peer.go), so a replica never shows a caller more than the caller may see. The
+// caller's credentials never leave this replica, and only members that proved the group
+// key are asked. A request with local=true is answered from this replica's own caches
+// only (that is what the replicas ask each other).
 type Router struct {
 	Source *Source
 	// Client makes the replica-to-replica requests; each is bounded by its context. Default:
-	// a plain client.
+	// PeerClient's, trusting the system's roots.
 	Client *http.Client
 	// Timeout bounds one replica's part of an answer; its clusters are reported partial
 	// past it. Default 30s.
@@ -70,13 +72,7 @@ func (rt *Router) Wrap(next http.Handler) http.Handler {
 		rt.Timeout = 30 * time.Second
 	}
 	if rt.Client == nil {
-		// Each request is bounded by its context: answers (Timeout), streams (the caller).
-		// A page asks every replica twice at once (counts, and its first run), and many
-		// callers share the replicas: keep enough idle connections to each (the default
-		// transport keeps 2 per host, closing and dialling again under any concurrency).
-		tr := http.DefaultTransport.(*http.Transport).Clone()
-		tr.MaxIdleConnsPerHost = 64
-		rt.Client = &http.Client{Transport: tr}
+		rt.Client = PeerClient(nil)
 	}
 	if rt.Logger == nil {
 		rt.Logger = zap.NewNop()
@@ -324,10 +320,7 @@ func (rt *Router) openResponse(ctx context.Context, r *http.Request, rd *reader,
 	if err != nil {
 		return nil, err
 	}
-	// The caller's credentials, not this replica's: the peer checks them itself.
-	if a := r.Header.Get("Authorization"); a != "" {
-		req.Header.Set("Authorization", a)
-	}
+	rt.authorize(req, r, rd.member)
 	if a := r.Header.Get("Accept"); a != "" {
 		req.Header.Set("Accept", a)
 	}
@@ -335,6 +328,12 @@ func (rt *Router) openResponse(ctx context.Context, r *http.Request, rd *reader,
 		req.Header[k] = v
 	}
 	return rt.Client.Do(req)
+}
+
+// authorize makes req, to peer to on behalf of r's caller, carry the caller's signed
+// identity (peer.go), never the caller's credentials.
+func (rt *Router) authorize(req, r *http.Request, to Member) {
+	setPeerHeaders(req, r, rt.Source.Owner.Key(), rt.Source.Owner.Identity(), to)
 }
 
 // pipeWriter is a ResponseWriter into a pipe: this replica's part, streamed.

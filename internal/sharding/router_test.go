@@ -106,7 +106,7 @@ func routerFleet(t *testing.T, cut int) (*Router, http.Handler, map[string]*http
 			want = append(want, c+"/"+k)
 		}
 	}
-	m, err := New(Options{Client: fake.NewClientset(), Namespace: "ns", Identity: "a", Address: "http://a", Replicas: 1})
+	m, err := New(Options{Client: fake.NewClientset(), Namespace: "ns", Identity: "a", Address: "http://a", Key: testKey, Replicas: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -263,7 +263,7 @@ func TestOnlyResourceRequestsOnFleetAreWarnedAbout(t *testing.T) {
 // members it sees stay the same, or it would go on owning nothing.
 func TestJoiningIsAChange(t *testing.T) {
 	calls := 0
-	m, err := New(Options{Client: fake.NewClientset(), Namespace: "ns", Identity: "a", Address: "http://a", OnChange: func() { calls++ }})
+	m, err := New(Options{Client: fake.NewClientset(), Namespace: "ns", Identity: "a", Address: "http://a", Key: testKey, OnChange: func() { calls++ }})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -75,11 +75,14 @@ type Status struct {
 	// Owners maps every cluster of the fleet to the identities of the replicas that cache
 	// it.
 	Owners map[string][]string `json:"owners"`
+	// Refused are the live Leases of the group that are not members because they do not
+	// prove the group key: written by someone else, or by a replica with another key.
+	Refused []RefusedLease `json:"refused,omitempty"`
 }
 
 // Status returns this replica's view of the group.
 func (s *Source) Status() Status {
-	st := Status{Identity: s.Owner.Identity(), Replicas: s.Owner.Replicas(), Members: s.Owner.Members(), Owners: map[string][]string{}}
+	st := Status{Identity: s.Owner.Identity(), Replicas: s.Owner.Replicas(), Members: s.Owner.Members(), Owners: map[string][]string{}, Refused: s.Owner.Refused()}
 	for c, owners := range Assign(s.All(), st.Members, st.Replicas) {
 		ids := make([]string, len(owners))
 		for i, o := range owners {

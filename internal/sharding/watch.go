@@ -400,9 +400,7 @@ func (rt *Router) follow(ctx context.Context, r *http.Request, up *upstream, lin
 		send(upstreamLine{up: up, err: err})
 		return
 	}
-	if a := r.Header.Get("Authorization"); a != "" {
-		req.Header.Set("Authorization", a)
-	}
+	rt.authorize(req, r, up.reader)
 	resp, err := rt.Client.Do(req)
 	if err != nil {
 		send(upstreamLine{up: up, err: err})

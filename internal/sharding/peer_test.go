@@ -38,15 +38,16 @@ func TestAssertionsHoldOnlyAsSigned(t *testing.T) {
 	widened.User.Grants = []auth.Grant{{}}
 	wraw, _ := json.Marshal(widened)
 	tamperedPayload := base64.RawURLEncoding.EncodeToString(wraw) + "." + sig
-	flipped := []byte(sig)
-	flipped[3] ^= 1
+	rawSig, _ := base64.RawURLEncoding.DecodeString(sig)
+	rawSig[3] ^= 1 // in the bytes: a flipped character may fall outside base64url
+	flipped := base64.RawURLEncoding.EncodeToString(rawSig)
 	for name, tc := range map[string]struct {
 		header, audience string
 		now              time.Time
 		want             string
 	}{
 		"tampered payload":   {tamperedPayload, "b", now, "signature does not match"},
-		"tampered signature": {payload + "." + string(flipped), "b", now, "signature does not match"},
+		"tampered signature": {payload + "." + flipped, "b", now, "signature does not match"},
 		"another key":        {assertionFor("b", now.Add(AssertionTTL), alice).Encode(otherKey), "b", now, "signature does not match"},
 		"expired":            {good, "b", now.Add(AssertionTTL + time.Second), "expired 1s ago"},
 		"wrong audience":     {good, "c", now, `made out to replica "b", not to this one ("c")`},

@@ -11,7 +11,6 @@ import (
 
 	"go.uber.org/zap"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
@@ -48,26 +47,23 @@ func (lw *observedLW) ListWithContext(ctx context.Context, opts metav1.ListOptio
 	}
 	start := opts2.Clock.Now()
 	obj, err := lw.inner.ListWithContext(ctx, opts)
-	now := opts2.Clock.Now()
 	lw.rc.mu.Lock()
-	lw.rc.cnt.lists++
+	lw.rc.cnt.lists++ // requests: every page counts
 	if err != nil {
 		lw.rc.cnt.listErrors++
+	}
+	if opts.Continue == "" {
+		// A page is no proof: the list proves the cache current as of its first page's
+		// send time, once the store holds all of it (resourceCache.listed, from the
+		// store's Replace).
+		lw.rc.listStart = start
 	}
 	lw.rc.mu.Unlock()
 	if err != nil {
 		lw.rc.recordError("list", err)
 		return nil, err
 	}
-	var rv uint64
-	if l, err := meta.ListAccessor(obj); err == nil {
-		rv = ParseResourceVersion(l.GetResourceVersion())
-	}
-	lw.rc.listDone(start, now, rv)
-	lw.rc.update(func(f *resourceFacts) {
-		f.lastList = now
-		lw.rc.clearError(f)
-	})
+	lw.rc.update(func(f *resourceFacts) { lw.rc.clearError(f) })
 	return obj, nil
 }
 
@@ -277,7 +273,19 @@ func (rc *resourceCache) listed(rv string) {
 	rc.mu.Lock()
 	st := rc.stream
 	if st == nil || !st.initial || st.ended {
+		// The list path (watch-list refused or failed, or an apiserver without it): the
+		// store now holds every page of a consistent list whose first page was sent at
+		// listStart.
+		start := rc.listStart
+		rc.listStart = time.Time{}
 		rc.mu.Unlock()
+		if !start.IsZero() {
+			rc.listDone(start, now, ParseResourceVersion(rv))
+			rc.update(func(f *resourceFacts) {
+				f.lastList = now
+				rc.clearError(f)
+			})
+		}
 		return
 	}
 	st.initial = false

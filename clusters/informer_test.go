@@ -244,3 +244,140 @@ func TestRelistSendsOnlyWhatChanged(t *testing.T) {
 		t.Errorf("the relist sent %v, want only %v", relist, want)
 	}
 }
+
+// pagedAPI serves configmaps over the list path only: it refuses watch-list streams (as
+// an apiserver without the feature does), answers lists in two pages and holds the
+// second until the test releases it, and ends the first plain watch with 410 Gone once
+// the test says so.
+type pagedAPI struct {
+	page2     chan chan struct{} // each second-page request hands the test its release
+	gone      chan struct{}      // closed: the next plain watch ends with 410
+	mu        sync.Mutex
+	goneSent  bool
+	firstPage []time.Time // when each first page was asked for
+}
+
+func (s *pagedAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	w.Header().Set("Content-Type", "application/json")
+	enc := json.NewEncoder(w)
+	switch {
+	case q.Get("watch") == "true" && q.Get("sendInitialEvents") == "true":
+		w.WriteHeader(http.StatusBadRequest)
+		_ = enc.Encode(&metav1.Status{TypeMeta: metav1.TypeMeta{Kind: "Status", APIVersion: "v1"}, Status: metav1.StatusFailure, Code: 400, Reason: metav1.StatusReasonBadRequest, Message: "sendInitialEvents is not supported"})
+	case q.Get("watch") == "true":
+		w.WriteHeader(http.StatusOK)
+		w.(http.Flusher).Flush()
+		select {
+		case <-s.gone:
+		case <-r.Context().Done():
+			return
+		}
+		s.mu.Lock()
+		first := !s.goneSent
+		s.goneSent = true
+		s.mu.Unlock()
+		if first {
+			raw, _ := json.Marshal(&metav1.Status{TypeMeta: metav1.TypeMeta{Kind: "Status", APIVersion: "v1"}, Status: metav1.StatusFailure, Code: http.StatusGone, Reason: metav1.StatusReasonExpired, Message: "too old resource version"})
+			_ = enc.Encode(metav1.WatchEvent{Type: string(watch.Error), Object: runtime.RawExtension{Raw: raw}})
+			return
+		}
+		<-r.Context().Done()
+	case q.Get("continue") == "":
+		s.mu.Lock()
+		s.firstPage = append(s.firstPage, time.Now())
+		s.mu.Unlock()
+		l := cmList("10", "a", "b")
+		l.Continue = "page-2"
+		_ = enc.Encode(l)
+	default:
+		release := make(chan struct{})
+		select {
+		case s.page2 <- release:
+		case <-r.Context().Done():
+			return
+		}
+		select {
+		case <-release:
+		case <-r.Context().Done():
+			return
+		}
+		_ = enc.Encode(cmList("10", "c", "d"))
+	}
+}
+
+// TestListPathProvesOnceTheStoreHoldsTheList: on the list path (no watch-list), a page
+// proves nothing. While the second page is outstanding the cache is not proven (first
+// list) or keeps its older proof (relist); once the store holds both pages, the proof
+// is the first page's send time, and a relist of two pages counts once.
+func TestListPathProvesOnceTheStoreHoldsTheList(t *testing.T) {
+	api := &pagedAPI{page2: make(chan chan struct{}), gone: make(chan struct{})}
+	srv := httptest.NewServer(api)
+	defer srv.Close()
+	c := New(Target{Name: "fake", Config: &rest.Config{Host: srv.URL}}, Options{})
+	c.informerClient, c.conn = &rest.Config{Host: srv.URL}, srv.Client()
+	rc, err := c.newResourceCache(resolved{
+		requested: "configmaps", spec: ResourceSpec{Name: "configmaps"}, namespaced: true,
+		gvr: corev1.SchemeGroupVersion.WithResource("configmaps"), gvk: corev1.SchemeGroupVersion.WithKind("ConfigMap"),
+	}, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer func() { cancel(); <-rc.done }()
+	rc.start(ctx)
+	state := func() (time.Time, Counters) {
+		rc.mu.Lock()
+		provenAt := rc.proof.provenAt
+		rc.mu.Unlock()
+		return provenAt, rc.status().Counters
+	}
+	waitPage2 := func() chan struct{} {
+		select {
+		case release := <-api.page2:
+			return release
+		case <-time.After(30 * time.Second):
+			t.Fatal("the second page was never asked for")
+			return nil
+		}
+	}
+
+	// The first list, its second page outstanding: the first page proves nothing.
+	release := waitPage2()
+	if provenAt, k := state(); !provenAt.IsZero() || k.Relists != 0 {
+		t.Errorf("with one page of two in: proven at %v, %d relists; want unproven, 0", provenAt, k.Relists)
+	}
+	close(release)
+	err = wait.PollUntilContextTimeout(context.Background(), 10*time.Millisecond, 30*time.Second, true, func(context.Context) (bool, error) {
+		return rc.informer.HasSynced() && rc.objects.Load() == 4, nil
+	})
+	if err != nil {
+		t.Fatal("the list never reached the store")
+	}
+	proven, k := state()
+	api.mu.Lock()
+	firstPage := api.firstPage[0]
+	api.mu.Unlock()
+	if proven.IsZero() || proven.After(firstPage) || k.Relists != 0 {
+		t.Errorf("after the list: proven at %v (first page asked for at %v), %d relists; want proven no later than the first page, 0 relists", proven, firstPage, k.Relists)
+	}
+
+	// A relist (410 on the watch): until its last page is in, the older proof stands.
+	close(api.gone)
+	release = waitPage2()
+	if provenAt, k := state(); !provenAt.Equal(proven) || k.Relists != 0 {
+		t.Errorf("relist with one page of two in: proven at %v, %d relists; want %v (the first list's), 0", provenAt, k.Relists, proven)
+	}
+	close(release)
+	err = wait.PollUntilContextTimeout(context.Background(), 10*time.Millisecond, 30*time.Second, true, func(context.Context) (bool, error) {
+		_, k := state()
+		return k.Relists == 1, nil
+	})
+	if err != nil {
+		_, k := state()
+		t.Fatalf("relists %d, want 1 (two pages are one list)", k.Relists)
+	}
+	if provenAt, _ := state(); !provenAt.After(proven) {
+		t.Errorf("after the relist: proven at %v, want later than %v", provenAt, proven)
+	}
+}

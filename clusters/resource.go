@@ -48,6 +48,9 @@ type resourceCache struct {
 	stream *stream
 	// lastProbe is when a probe listing this resource was last sent.
 	lastProbe time.Time
+	// listStart is when the first page of the list in progress was sent (the list path);
+	// zero when none is.
+	listStart time.Time
 }
 
 type resourceFacts struct {

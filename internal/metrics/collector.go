@@ -82,7 +82,7 @@ func NewCollector(src StatusSource, opts ...Options) *Collector {
 	c.initialSyncDuration = d("initial_sync_duration_seconds", "Seconds from the informer's start to its first complete list; absent until then.", res...)
 	c.lists = d("lists_total", "List calls (and watch-list initial streams) made for the resource, including failed ones.", res...)
 	c.listErrors = d("list_errors_total", "List calls for the resource that failed.", res...)
-	c.relists = d("relists_total", "Successful lists after the informer's first one: the informer lost its watch position (410 Gone, errors) and listed everything again.", res...)
+	c.relists = d("relists_total", "Complete lists (every page, or a watch-list's initial events) after the informer's first one: the informer lost its watch position (410 Gone, errors) and listed everything again.", res...)
 	c.watchStarts = d("watch_starts_total", "Watch streams opened for the resource.", res...)
 	c.watchErrors = d("watch_errors_total", "Watch calls for the resource that failed, plus ERROR events received on open streams.", res...)
 	c.events = d("events_total", "Watch events received for the resource, by type (ADDED, MODIFIED, DELETED, BOOKMARK, ERROR); includes the initial events of watch-list streams.", "cluster", "resource", "type")

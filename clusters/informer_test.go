@@ -83,23 +83,10 @@ func cmList(rv string, names ...string) *corev1.ConfigMapList {
 // the cache holds the second list.
 func TestGoneWatchIsCountedAsRelist(t *testing.T) {
 	api := &scriptedAPI{lists: []*corev1.ConfigMapList{cmList("10", "a"), cmList("20", "a", "b")}}
-	srv := httptest.NewServer(api)
-	defer srv.Close()
-	c := New(Target{Name: "fake", Config: &rest.Config{Host: srv.URL}}, Options{})
-	c.informerClient, c.conn = &rest.Config{Host: srv.URL}, srv.Client()
-	rc, err := c.newResourceCache(resolved{
-		requested: "configmaps", spec: ResourceSpec{Name: "configmaps"}, namespaced: true,
-		gvr: corev1.SchemeGroupVersion.WithResource("configmaps"), gvk: corev1.SchemeGroupVersion.WithKind("ConfigMap"),
-	}, "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer func() { cancel(); <-rc.done }()
-	rc.start(ctx)
+	rc := startConfigMapCache(t, api, Options{})
 
 	var k Counters
-	err = wait.PollUntilContextTimeout(context.Background(), 20*time.Millisecond, 30*time.Second, true, func(context.Context) (bool, error) {
+	err := wait.PollUntilContextTimeout(context.Background(), 20*time.Millisecond, 30*time.Second, true, func(context.Context) (bool, error) {
 		k = rc.status().Counters
 		return k.Relists >= 1 && rc.objects.Load() == 2, nil
 	})
@@ -167,6 +154,27 @@ func TestWatchListGraceStartsWhenTheStoreHoldsTheList(t *testing.T) {
 	}
 }
 
+// startConfigMapCache runs a configmaps cache against api (a scripted apiserver) until
+// the test ends.
+func startConfigMapCache(t *testing.T, api http.Handler, opts Options) *resourceCache {
+	t.Helper()
+	srv := httptest.NewServer(api)
+	t.Cleanup(srv.Close)
+	c := New(Target{Name: "fake", Config: &rest.Config{Host: srv.URL}}, opts)
+	c.informerClient, c.conn = &rest.Config{Host: srv.URL}, srv.Client()
+	rc, err := c.newResourceCache(resolved{
+		requested: "configmaps", spec: ResourceSpec{Name: "configmaps"}, namespaced: true,
+		gvr: corev1.SchemeGroupVersion.WithResource("configmaps"), gvk: corev1.SchemeGroupVersion.WithKind("ConfigMap"),
+	}, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(func() { cancel(); <-rc.done })
+	rc.start(ctx)
+	return rc
+}
+
 // countingHandler counts the events an informer delivers, by type and object name.
 type countingHandler struct {
 	mu     sync.Mutex
@@ -211,22 +219,9 @@ func TestRelistSendsOnlyWhatChanged(t *testing.T) {
 	first = append(first, cm("changed", "6"), cm("gone", "7"))
 	second = append(second, cm("changed", "15"), cm("new", "18"))
 	api := &scriptedAPI{lists: []*corev1.ConfigMapList{list("10", first...), list("20", second...)}}
-	srv := httptest.NewServer(api)
-	defer srv.Close()
 	h := &countingHandler{}
-	c := New(Target{Name: "fake", Config: &rest.Config{Host: srv.URL}}, Options{Handler: h})
-	c.informerClient, c.conn = &rest.Config{Host: srv.URL}, srv.Client()
-	rc, err := c.newResourceCache(resolved{
-		requested: "configmaps", spec: ResourceSpec{Name: "configmaps"}, namespaced: true,
-		gvr: corev1.SchemeGroupVersion.WithResource("configmaps"), gvk: corev1.SchemeGroupVersion.WithKind("ConfigMap"),
-	}, "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer func() { cancel(); <-rc.done }()
-	rc.start(ctx)
-	err = wait.PollUntilContextTimeout(context.Background(), 20*time.Millisecond, 30*time.Second, true, func(context.Context) (bool, error) {
+	rc := startConfigMapCache(t, api, Options{Handler: h})
+	err := wait.PollUntilContextTimeout(context.Background(), 20*time.Millisecond, 30*time.Second, true, func(context.Context) (bool, error) {
 		rc.mu.Lock()
 		defer rc.mu.Unlock()
 		return rc.proof.cacheRV == 20, nil
@@ -312,20 +307,7 @@ func (s *pagedAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // is the first page's send time, and a relist of two pages counts once.
 func TestListPathProvesOnceTheStoreHoldsTheList(t *testing.T) {
 	api := &pagedAPI{page2: make(chan chan struct{}), gone: make(chan struct{})}
-	srv := httptest.NewServer(api)
-	defer srv.Close()
-	c := New(Target{Name: "fake", Config: &rest.Config{Host: srv.URL}}, Options{})
-	c.informerClient, c.conn = &rest.Config{Host: srv.URL}, srv.Client()
-	rc, err := c.newResourceCache(resolved{
-		requested: "configmaps", spec: ResourceSpec{Name: "configmaps"}, namespaced: true,
-		gvr: corev1.SchemeGroupVersion.WithResource("configmaps"), gvk: corev1.SchemeGroupVersion.WithKind("ConfigMap"),
-	}, "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer func() { cancel(); <-rc.done }()
-	rc.start(ctx)
+	rc := startConfigMapCache(t, api, Options{})
 	state := func() (time.Time, Counters) {
 		rc.mu.Lock()
 		provenAt := rc.proof.provenAt
@@ -348,7 +330,7 @@ func TestListPathProvesOnceTheStoreHoldsTheList(t *testing.T) {
 		t.Errorf("with one page of two in: proven at %v, %d relists; want unproven, 0", provenAt, k.Relists)
 	}
 	close(release)
-	err = wait.PollUntilContextTimeout(context.Background(), 10*time.Millisecond, 30*time.Second, true, func(context.Context) (bool, error) {
+	err := wait.PollUntilContextTimeout(context.Background(), 10*time.Millisecond, 30*time.Second, true, func(context.Context) (bool, error) {
 		return rc.informer.HasSynced() && rc.objects.Load() == 4, nil
 	})
 	if err != nil {

@@ -91,6 +91,30 @@ func TestAuthenticationAndScopes(t *testing.T) {
 	if code := authGet(t, p, "", "/healthz", nil, nil); code != http.StatusOK {
 		t.Errorf("healthz must stay public for probes: %d", code)
 	}
+	// /readyz stays a bare status for probes; ?verbose names clusters, so it needs the
+	// rights /api/v1/clusters needs, and shows a restricted user its clusters only.
+	readyz := func(token, query string) (int, string) {
+		req, _ := http.NewRequest(http.MethodGet, p.url+"/readyz"+query, nil)
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(body)
+	}
+	if code, body := readyz("", ""); code != http.StatusOK || strings.Contains(body, a) {
+		t.Errorf("bare /readyz: %d %q, want 200 naming no cluster", code, body)
+	}
+	if code, body := readyz("", "?verbose"); code != http.StatusUnauthorized || strings.Contains(body, a) {
+		t.Errorf("/readyz?verbose without credentials: %d, want 401 naming no cluster\n%s", code, body)
+	}
+	if code, body := readyz(alphaToken, "?verbose"); code != http.StatusOK || !strings.Contains(body, "cluster "+a+" ") || strings.Contains(body, "cluster "+fleet.Clusters[1].Name+" ") {
+		t.Errorf("/readyz?verbose for a user of %s: %d, want 200 naming %s only\n%s", a, code, a, body)
+	}
 
 	var page objectsPage
 	if code := authGet(t, p, adminToken, "/api/v1/objects", url.Values{"resource": {"pods"}, "limit": {"5000"}}, &page); code != http.StatusOK {

@@ -31,7 +31,18 @@ func (rt *Router) cluster(w http.ResponseWriter, r *http.Request, local http.Han
 	}
 	proxy := &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
+			// Built from validated parts: the path as the guard checked and decoded it
+			// (request.CheckPath), re-encoded by net/url; the query as the peer's own
+			// face will parse and check it; of the caller's headers only those that say
+			// how to answer, never its credentials.
 			pr.SetURL(target)
+			pr.Out.URL.Path, pr.Out.URL.RawPath = singleJoiningSlash(target.Path, pr.In.URL.Path), ""
+			pr.Out.Header = http.Header{}
+			for _, k := range forwardedHeaders {
+				if v := pr.In.Header.Values(k); len(v) > 0 {
+					pr.Out.Header[k] = v
+				}
+			}
 			pr.Out.Header.Set(routedHeader, rt.Source.Owner.Identity())
 			rt.authorize(pr.Out, pr.In, owners[0])
 		},
@@ -41,6 +52,14 @@ func (rt *Router) cluster(w http.ResponseWriter, r *http.Request, local http.Han
 		},
 	}
 	proxy.ServeHTTP(w, r)
+}
+
+// forwardedHeaders are the caller's headers a routed Kubernetes API request keeps: the
+// encoding asked for and cache validators. Everything else (credentials included) stays.
+var forwardedHeaders = []string{"Accept", "User-Agent", "If-None-Match", "If-Modified-Since"}
+
+func singleJoiningSlash(a, b string) string {
+	return strings.TrimSuffix(a, "/") + "/" + strings.TrimPrefix(b, "/")
 }
 
 // resourceRequest reports whether a Kubernetes API path (under /fleet) names a resource,

@@ -28,8 +28,32 @@ func TestMain(m *testing.M) {
 	if spec := os.Getenv(memoryChildEnv); spec != "" {
 		os.Exit(memoryChild(spec)) // a child of BenchmarkRealFleetMemoryVsInformers
 	}
-	testfleet.Main(m, testfleet.Options{Clusters: 3}, &fleet)
+	// Under make test the daemons are built with the race detector (raceDaemons); each
+	// writes its reports to a file of its own in raceDir, and any report fails the run.
+	raceDir, err := os.MkdirTemp("", "fleetcache-e2e-race-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	defer os.RemoveAll(raceDir)
+	if raceDaemons() {
+		os.Setenv("GORACE", "log_path="+filepath.Join(raceDir, "report")+" "+os.Getenv("GORACE"))
+	}
+	code := testfleet.Run(m, testfleet.Options{Clusters: 3}, &fleet)
+	reports, _ := filepath.Glob(filepath.Join(raceDir, "report*"))
+	for _, r := range reports {
+		if b, _ := os.ReadFile(r); len(b) > 0 {
+			fmt.Fprintf(os.Stderr, "FAIL: a fleetcache daemon reported a data race (%s):\n%s\n", r, b)
+			code = 1
+		}
+	}
+	os.RemoveAll(raceDir)
+	os.Exit(code)
 }
+
+// raceDaemons reports whether the daemons the tests start are built with -race
+// (FLEETCACHE_E2E_RACE=1, which make test sets; benchmarks run the normal build).
+func raceDaemons() bool { return os.Getenv("FLEETCACHE_E2E_RACE") == "1" }
 
 // daemon is one fleetcache process serving the fleet, shared by the package's tests.
 type daemon struct {
@@ -75,7 +99,11 @@ func launch() (*daemon, error) {
 		return nil, err
 	}
 	d := &daemon{bin: filepath.Join(dir, "fleetcache"), config: filepath.Join(dir, "config.yaml"), log: filepath.Join(dir, "fleetcache.log")}
-	if out, err := exec.Command("go", "build", "-o", d.bin, "../cmd/fleetcache").CombinedOutput(); err != nil {
+	build := []string{"build", "-o", d.bin}
+	if raceDaemons() {
+		build = append(build, "-race")
+	}
+	if out, err := exec.Command("go", append(build, "../cmd/fleetcache")...).CombinedOutput(); err != nil {
 		return nil, fmt.Errorf("build fleetcache: %v\n%s", err, out)
 	}
 	l, err := net.Listen("tcp", "127.0.0.1:0")

@@ -10,6 +10,7 @@ cache=${FLEETCACHE_CACHE:-$repo/.cache}
 export FLEETCACHE_BIN=$(hack/build-bins.sh)
 export FLEETCACHE_TEST_ROOT=$cache/test
 export KUBE_CACHE_MUTATION_DETECTOR=true
+export FLEETCACHE_E2E_RACE=1 # the e2e daemons too run under the race detector (e2e/main_test.go)
 export PATH=$FLEETCACHE_BIN:$PATH # the tests' kubectl is the one built with the apiserver
 mkdir -p "$FLEETCACHE_TEST_ROOT"
 

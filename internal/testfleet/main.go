@@ -27,6 +27,10 @@ func Main(m *testing.M, opts Options, fleet **Fleet) {
 	os.Exit(runMain(m, opts, fleet))
 }
 
+// Run is Main without the exit: it returns the tests' exit code, for a package that has
+// more to check once they ran.
+func Run(m *testing.M, opts Options, fleet **Fleet) int { return runMain(m, opts, fleet) }
+
 func runMain(m *testing.M, opts Options, fleet **Fleet) int {
 	testing.Init()
 	if !parseShort() {

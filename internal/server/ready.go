@@ -52,7 +52,8 @@ func (p ReadyPolicy) String() string {
 func ready(p ReadyPolicy, fleet Fleet, sees func(cluster string) bool) (bool, []string) {
 	if !fleet.Loaded() {
 		msg := "[-]clusters not loaded yet"
-		if err := fleet.LoadError(); err != nil {
+		// The load error names kubeconfig files and contexts: for the whole view only.
+		if err := fleet.LoadError(); err != nil && sees == nil {
 			msg += ": " + err.Error()
 		}
 		return false, []string{msg}

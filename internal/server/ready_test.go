@@ -125,6 +125,19 @@ func TestReadyzVerboseFollowsAuthentication(t *testing.T) {
 	}
 }
 
+// The kubeconfig's load error names files and contexts: only the whole view shows it.
+func TestReadyzLoadErrorOnlyForTheWholeView(t *testing.T) {
+	fleet := fakeFleet{loadErr: errors.New("kubeconfig /etc/fleet/prod-secret.yaml: context prod-db: bad certificate")}
+	_, whole := ready(ReadyPolicy{}, fleet, nil)
+	_, part := ready(ReadyPolicy{}, fleet, func(string) bool { return false })
+	if !strings.Contains(strings.Join(whole, "\n"), "prod-secret.yaml") {
+		t.Errorf("the whole view hides the load error: %v", whole)
+	}
+	if strings.Contains(strings.Join(part, "\n"), "prod") {
+		t.Errorf("a partial view shows the load error: %v", part)
+	}
+}
+
 func writeTokens(t *testing.T, content string) *auth.TokenFile {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "tokens.yaml")

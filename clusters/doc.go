@@ -32,6 +32,8 @@
 //     labels, owners; index values).
 //   - status.go, counters.go: phases, conditions, status types; call counters and
 //     histograms for metrics.
+//   - openapi.go: the one request a caller's words reach a member apiserver through
+//     (NewOpenAPIRequest: an OpenAPI v3 document, built from validated parts only).
 //
 // Each context has one shared informer factory (informers.SharedInformerFactory) per
 // namespace scope; a built-in resource's informer is registered through the factory's

@@ -14,9 +14,12 @@
 //   - errors.go: the one mapping of errors to HTTP status codes and reasons (Status), and
 //     WriteError, which encodes it as the face of the request speaks (a Kubernetes Status
 //     for /fleet and /clusters, {code, reason, message} for /api/v1).
+//   - path.go: the one path rule (CheckPath), asked by the server's guard before any
+//     route: a path that could mean two things is 400, a URL past MaxURLBytes 414.
 //   - detect.go: what a request is from its URL alone (IsWatch, FaceOf), for the
 //     in-flight and watch caps and the HTTP metrics: one watch detection, as
-//     kube-apiserver's (watch=1, watch=true, ... on a collection or a named object).
+//     kube-apiserver's (watch=1, watch=true, ... on a collection or a named object; on
+//     no other path).
 //   - list.go: a list admitted, queried and streamed through a face's ListEncoder, cut at
 //     MaxResponseBytes with a continue token (the Budget); a whole list is read from the
 //     index a chunk at a time as it is written.

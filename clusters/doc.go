@@ -32,6 +32,8 @@
 //     labels, owners; index values).
 //   - status.go, counters.go: phases, conditions, status types; call counters and
 //     histograms for metrics.
+//   - cells.go: the table cells of built-in kinds, computed once when an object is
+//     stored, as the apiserver's own table printer prints them.
 //   - openapi.go: the one request a caller's words reach a member apiserver through
 //     (NewOpenAPIRequest: an OpenAPI v3 document, built from validated parts only).
 //

@@ -231,20 +231,34 @@ func newMatcher(q Query) matcher {
 // entryMatcher is a matcher for one scan over entries: it reads namespaces from keys and
 // labels from their flattened form, so that a non-matching object is never touched.
 type entryMatcher struct {
-	m       matcher
-	cluster string // the shard's: scopes differ from cluster to cluster
-	lm      labelMatcher
+	m      matcher
+	seesNS func(ns string) bool // the scope in the shard's cluster; nil: no scope
+	lm     labelMatcher
+}
+
+// namespacesIn is a Scope that answers for one cluster at once (auth.User): a scan then
+// matches the cluster against the caller's view once, not per object.
+type namespacesIn interface {
+	NamespacesIn(cluster string) func(ns string) bool
 }
 
 func (m matcher) forScan(cluster string) *entryMatcher {
-	return &entryMatcher{m: m, cluster: cluster, lm: labelMatcher{sel: m.labels}}
+	em := &entryMatcher{m: m, lm: labelMatcher{sel: m.labels}}
+	switch sc := m.scope.(type) {
+	case nil:
+	case namespacesIn:
+		em.seesNS = sc.NamespacesIn(cluster)
+	default:
+		em.seesNS = func(ns string) bool { return sc.SeesNamespace(cluster, ns) }
+	}
+	return em
 }
 
 func (em *entryMatcher) matches(e *entry) bool {
 	m := &em.m
 	if m.ns != "" || m.scope != nil {
 		ns := e.namespace()
-		if m.ns != "" && ns != m.ns || m.scope != nil && !m.scope.SeesNamespace(em.cluster, ns) {
+		if m.ns != "" && ns != m.ns || em.seesNS != nil && !em.seesNS(ns) {
 			return false
 		}
 	}

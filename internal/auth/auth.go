@@ -142,6 +142,32 @@ func (u *User) SeesNamespace(cluster, ns string) bool {
 	return false
 }
 
+// NamespacesIn is SeesNamespace for one cluster with the cluster matched against the
+// grants once, not per object: a scan over a cluster's objects asks it for each.
+func (u *User) NamespacesIn(cluster string) func(ns string) bool {
+	if u == nil {
+		return func(string) bool { return true }
+	}
+	if u.grants == nil {
+		g := u.own()
+		return g.seesNamespace
+	}
+	var in []*Grant
+	for i := range u.grants {
+		if u.grants[i].seesCluster(cluster) {
+			in = append(in, &u.grants[i])
+		}
+	}
+	return func(ns string) bool {
+		for _, g := range in {
+			if g.seesNamespace(ns) {
+				return true
+			}
+		}
+		return false
+	}
+}
+
 // Restricted reports whether the user sees less than everything.
 func (u *User) Restricted() bool {
 	if u == nil {

@@ -106,6 +106,9 @@ func TestTokenReview(t *testing.T) {
 		if got := u.SeesNamespace(c.cluster, c.ns); got != c.want {
 			t.Errorf("alice sees %s/%q: %v, want %v", c.cluster, c.ns, got, c.want)
 		}
+		if got := u.NamespacesIn(c.cluster)(c.ns); got != c.want {
+			t.Errorf("alice's scan of %s sees %q: %v, want %v", c.cluster, c.ns, got, c.want)
+		}
 	}
 	if u.Name != "alice" || !u.SeesCluster("dev") || !u.SeesCluster("prod-eu") || !u.Restricted() {
 		t.Errorf("alice: %+v, want clusters prod-* and dev (through viewers), restricted", u)

@@ -88,9 +88,29 @@ func sendRaw(t *testing.T, base, target string) (int, string) {
 	return resp.StatusCode, string(body)
 }
 
+// fetch GETs url with headers (name, value pairs) and returns the status and the body.
+func fetch(t testing.TB, url string, headers ...string) (int, string) {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodGet, url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i+1 < len(headers); i += 2 {
+		req.Header.Set(headers[i], headers[i+1])
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(body)
+}
+
 // fleetcacheTraffic is what fleetcache itself asks a member for (discovery, lists,
 // watches and probes of the cached resources) and the OpenAPI documents explain reads.
-var fleetcacheTraffic = regexp.MustCompile(`^/(version|api|apis|api/v1|apis/[a-z0-9.-]+/[a-z0-9]+|api/v1/(pods|configmaps)|openapi/v3(/api/v1|/apis/[a-z0-9.-]+/[a-z0-9]+)?)(\?[^;\\]*)?$`)
+// OpenAPI documents carry at most a hex hash from the caller.
+var fleetcacheTraffic = regexp.MustCompile(`^(/(version|api|apis|api/v1|apis/[a-z0-9.-]+/[a-z0-9]+|api/v1/(pods|configmaps))(\?[^;\\]*)?|/openapi/v3(/api/v1|/apis/[a-z0-9.-]+/[a-z0-9]+)?(\?hash=[0-9A-Fa-f]+)?)$`)
 
 // #24's attack on a daemon of a real cluster, with the credentials of the cluster's
 // admin: no crafted path, on either face, makes fleetcache send the member anything but

@@ -7,7 +7,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"net/url"
 	"os"
@@ -94,17 +93,10 @@ func TestAuthenticationAndScopes(t *testing.T) {
 	// /readyz stays a bare status for probes; ?verbose names clusters, so it needs the
 	// rights /api/v1/clusters needs, and shows a restricted user its clusters only.
 	readyz := func(token, query string) (int, string) {
-		req, _ := http.NewRequest(http.MethodGet, p.url+"/readyz"+query, nil)
-		if token != "" {
-			req.Header.Set("Authorization", "Bearer "+token)
+		if token == "" {
+			return fetch(t, p.url+"/readyz"+query)
 		}
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		body, _ := io.ReadAll(resp.Body)
-		return resp.StatusCode, string(body)
+		return fetch(t, p.url+"/readyz"+query, "Authorization", "Bearer "+token)
 	}
 	if code, body := readyz("", ""); code != http.StatusOK || strings.Contains(body, a) {
 		t.Errorf("bare /readyz: %d %q, want 200 naming no cluster", code, body)
@@ -318,16 +310,9 @@ func TestTokenReviewMode(t *testing.T) {
 		"/fleet/api/v1/pods", "/clusters/" + a.Name + "/api/v1/pods", "/fleet/api", "/fleet/openapi/v3",
 		"/readyz?verbose", "/metrics",
 	} {
-		req, _ := http.NewRequest(http.MethodGet, p.url+path, nil)
-		req.Header.Set("Authorization", "Bearer "+unrelated)
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		body, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusForbidden || !strings.Contains(string(body), "system:serviceaccount:default:unrelated") {
-			t.Errorf("an unrelated service account on %s: %d, want 403 naming it\n%.300s", path, resp.StatusCode, body)
+		code, body := fetch(t, p.url+path, "Authorization", "Bearer "+unrelated)
+		if code != http.StatusForbidden || !strings.Contains(body, "system:serviceaccount:default:unrelated") {
+			t.Errorf("an unrelated service account on %s: %d, want 403 naming it\n%.300s", path, code, body)
 		}
 	}
 

@@ -1276,18 +1276,11 @@ func TestAForgedLeaseIsNoReplica(t *testing.T) {
 
 	// The recorder, now calling a replica itself.
 	peerGet := func(r shardReplica, header, bearer string) (int, string) {
-		req, _ := http.NewRequest(http.MethodGet, r.url+"/api/v1/objects?"+url.Values{"local": {"true"}, "resource": {"configmaps"}, "limit": {"5000"}}.Encode(), nil)
-		req.Header.Set(sharding.PeerHeader, header)
+		target := r.url + "/api/v1/objects?" + url.Values{"local": {"true"}, "resource": {"configmaps"}, "limit": {"5000"}}.Encode()
 		if bearer != "" {
-			req.Header.Set("Authorization", "Bearer "+bearer)
+			return fetch(t, target, sharding.PeerHeader, header, "Authorization", "Bearer "+bearer)
 		}
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		body, _ := io.ReadAll(resp.Body)
-		return resp.StatusCode, string(body)
+		return fetch(t, target, sharding.PeerHeader, header)
 	}
 	otherKey, _ := sharding.NewGroupKey([]byte(strings.Repeat("x", 32)))
 	adminClaim := func(to string, exp time.Time) sharding.Assertion {

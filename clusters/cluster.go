@@ -40,8 +40,6 @@ type Cluster struct {
 	// dialer.CloseAll moves every stream to a new connection.
 	conn   *http.Client
 	dialer *connrotation.Dialer
-	// probeNext picks the resource the next probe lists (round robin).
-	probeNext int
 
 	// factories are the context's shared informer factories, one per namespace scope
 	// (a factory's namespace is its own); see factoryFor.

@@ -96,6 +96,13 @@ func (lw *observedLW) WatchWithContext(ctx context.Context, opts metav1.ListOpti
 	rc.mu.Lock()
 	rc.stream = st
 	rc.mu.Unlock()
+	if !initial && time.Duration(*opts.TimeoutSeconds)*time.Second <= shortWatch && !rc.probedRecently(st.start) {
+		// A short watch's bookmark comes about 2s after the apiserver receives the watch:
+		// probe now, beside it, so that the probe's revision is taken before that
+		// bookmark. A probe timed from the stream's establishment comes too late once the
+		// way back is slow (a 2s one-way delay: never, and the resource never proven).
+		go rc.cluster.probeResource(wctx, rc)
+	}
 	// Only establishing the stream is bounded; the stream itself lives until the server
 	// ends it (its timeoutSeconds) or the informer stops.
 	timer := time.AfterFunc(o.RequestTimeout, cancel)
@@ -129,14 +136,18 @@ func (lw *observedLW) WatchWithContext(ctx context.Context, opts metav1.ListOpti
 	})
 	rc.mu.Lock()
 	if !initial {
-		// The apiserver sends a bookmark two seconds before the watch's timeout; probing
-		// the resource just before makes that bookmark prove it current.
-		st.deadline = st.start.Add(time.Duration(*opts.TimeoutSeconds) * time.Second)
-		st.timer = time.AfterFunc(time.Duration(*opts.TimeoutSeconds)*time.Second-preBookmarkLead, func() {
-			if !rc.probedRecently(o.Clock.Now()) { // else the probe loop's probe did it
-				rc.cluster.probeResource(wctx, rc)
-			}
-		})
+		// The apiserver sends a bookmark two seconds before the watch's timeout, counted
+		// from when it received the watch (about st.start: the way there is the probe's
+		// way too); probing the resource just before makes that bookmark prove it current.
+		timeout := time.Duration(*opts.TimeoutSeconds) * time.Second
+		st.deadline = st.start.Add(timeout)
+		if timeout > shortWatch { // a short watch was probed as it started
+			st.timer = time.AfterFunc(st.deadline.Add(-preBookmarkLead).Sub(o.Clock.Now()), func() {
+				if !rc.probedRecently(o.Clock.Now()) { // else the probe loop's probe did it
+					rc.cluster.probeResource(wctx, rc)
+				}
+			})
+		}
 	}
 	ended := st.ended
 	rc.mu.Unlock()
@@ -255,6 +266,10 @@ func (rc *resourceCache) observeEvent(ev *metav1.WatchEvent) {
 		rc.cnt.lastBookmark = now
 	case watch.Error:
 		rc.cnt.watchErrors++
+	default:
+		if st := rc.stream; st == nil || !st.initial { // a watch-list's initial events are its list
+			rc.changes++
+		}
 	}
 	rc.mu.Unlock()
 	if watch.EventType(ev.Type) == watch.Error {

@@ -21,10 +21,13 @@ import (
 )
 
 // Probes (see freshness.go for what they prove). Every ProbeInterval the cluster lists
-// one object of one of its synced resources, in turn, with a consistent read over the
-// connection its watches use. The answer's revision is recorded for every resource; a
-// probe that fails marks every resource disrupted, and one that times out closes the
-// cluster's connections so that its watches move to new ones.
+// one object of one of its synced resources with a consistent read over the connection
+// its watches use, and each watch's resource is probed again just before the watch's
+// closing bookmark. A probe's revision proves only the resource it listed: resources
+// kept in another etcd (kube-apiserver's --etcd-servers-overrides) or served by an
+// aggregated apiserver count revisions of their own, and the storage layout is not
+// visible through the API. A probe that fails marks every resource disrupted, and one
+// that times out closes the cluster's connections so that its watches move to new ones.
 
 // versionInterval is how often the apiserver's version is read again (it changes only
 // on upgrades); the fleet's request budget stretches it like the probe interval (read
@@ -41,10 +44,12 @@ var errConnectionStalled = errors.New("a request on the cluster's connection tim
 
 func (c *Cluster) probeLoop(ctx context.Context) {
 	for {
+		start := c.opts.Clock.Now()
 		c.probeOnce(ctx)
-		// Jittered, so that clusters started together do not probe together; re-read
-		// each time: the fleet's request budget may have stretched it.
-		t := time.NewTimer(wait.Jitter(c.probeInterval(), 0.1))
+		// One probe per interval from send to send, so that a slow way back does not
+		// stretch it; jittered, so that clusters started together do not probe together;
+		// re-read each time: the fleet's request budget may have stretched it.
+		t := time.NewTimer(max(wait.Jitter(c.probeInterval(), 0.1)-c.opts.Clock.Since(start), 0))
 		select {
 		case <-ctx.Done():
 			t.Stop()
@@ -82,10 +87,13 @@ func (c *Cluster) probeOnce(ctx context.Context) {
 	c.reportProgress()
 }
 
-// nextProbeTarget returns the next synced resource to probe, or nil: the one whose watch
-// ends soonest, within a probe interval, and that was not probed in the last one (its
-// watch's closing bookmark then proves it, and its own pre-bookmark probe is skipped:
-// one request does both jobs); else the next one in turn.
+// nextProbeTarget returns the next synced resource to probe, or nil: the resource probed
+// longest ago among those that changed since their last probe (their bound is the one
+// that moves; an idle resource is proven by its watch's closing bookmark each idle proof
+// interval); else the one whose watch ends soonest, within a probe interval, and that
+// was not probed in the last one (its closing bookmark then proves it, and its own
+// pre-bookmark probe is skipped: one request does both jobs); else the one probed
+// longest ago.
 func (c *Cluster) nextProbeTarget() *resourceCache {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -98,17 +106,28 @@ func (c *Cluster) nextProbeTarget() *resourceCache {
 	if len(synced) == 0 {
 		return nil
 	}
+	// Map order is random; sorted, ties go the same way every time.
+	sort.Slice(synced, func(i, j int) bool {
+		a, b := synced[i], synced[j]
+		return a.display < b.display || a.display == b.display && a.namespace < b.namespace
+	})
 	now, interval := c.opts.Clock.Now(), c.probeInterval()
-	var soonest *resourceCache
-	var soonestEnd time.Time
+	var soonest, changed, oldest *resourceCache
+	var soonestEnd, changedProbe, oldestProbe time.Time
 	for _, rc := range synced {
 		rc.mu.Lock()
-		st, probed := rc.stream, rc.lastProbe
+		st, probed, dirty := rc.stream, rc.lastProbe, rc.changes != rc.changesAtProbe
 		var end time.Time
 		if st != nil && !st.ended && !st.initial {
 			end = st.deadline
 		}
 		rc.mu.Unlock()
+		if oldest == nil || probed.Before(oldestProbe) {
+			oldest, oldestProbe = rc, probed
+		}
+		if dirty && (changed == nil || probed.Before(changedProbe)) {
+			changed, changedProbe = rc, probed
+		}
 		if end.IsZero() || end.Sub(now) < preBookmarkLead || end.Sub(now) > interval+preBookmarkLead || now.Sub(probed) < interval {
 			continue
 		}
@@ -116,16 +135,13 @@ func (c *Cluster) nextProbeTarget() *resourceCache {
 			soonest, soonestEnd = rc, end
 		}
 	}
-	if soonest != nil {
+	switch {
+	case changed != nil:
+		return changed
+	case soonest != nil:
 		return soonest
 	}
-	// Map order is random; sort for a fair rotation.
-	sort.Slice(synced, func(i, j int) bool {
-		a, b := synced[i], synced[j]
-		return a.display < b.display || a.display == b.display && a.namespace < b.namespace
-	})
-	c.probeNext = (c.probeNext + 1) % len(synced)
-	return synced[c.probeNext]
+	return oldest
 }
 
 // probedRecently reports whether rc was probed since its last disruption and within the
@@ -143,14 +159,14 @@ func (rc *resourceCache) isSynced() bool {
 }
 
 // probeResource lists one object of rc with a consistent read and records the answer's
-// revision for every resource of the cluster: a cluster's revisions are one sequence.
+// revision for rc alone (see the top of this file).
 func (c *Cluster) probeResource(ctx context.Context, rc *resourceCache) error {
 	pctx, cancel := context.WithTimeout(ctx, c.opts.RequestTimeout)
 	defer cancel()
 	sent := c.opts.Clock.Now()
 	c.probes.Add(1)
 	rc.mu.Lock()
-	rc.lastProbe = sent
+	rc.lastProbe, rc.changesAtProbe = sent, rc.changes
 	rc.mu.Unlock()
 	obj, err := rc.lister.ListWithContext(pctx, metav1.ListOptions{Limit: 1, ResourceVersion: ""})
 	if err != nil {
@@ -165,10 +181,12 @@ func (c *Cluster) probeResource(ctx context.Context, rc *resourceCache) error {
 		return nil // not an etcd revision: nothing to compare
 	}
 	now := c.opts.Clock.Now()
-	for _, r := range c.informers() {
-		r.mu.Lock()
-		r.proof.probed(sent, rv, now)
-		r.mu.Unlock()
+	rc.mu.Lock()
+	rc.proof.probed(sent, rv, now)
+	cacheRV := rc.proof.cacheRV
+	rc.mu.Unlock()
+	if ce := c.log.Check(zap.DebugLevel, "probe answered"); ce != nil {
+		ce.Write(zap.String("resource", rc.display), zap.Uint64("revision", rv), zap.Uint64("cacheRevision", cacheRV), zap.Duration("took", now.Sub(sent)))
 	}
 	return nil
 }

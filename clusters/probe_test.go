@@ -1,10 +1,14 @@
 package clusters
 
 import (
+	"context"
 	"testing"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
 	clocktesting "k8s.io/utils/clock/testing"
@@ -48,15 +52,76 @@ func TestProbeLoopProbesTheWatchEndingNext(t *testing.T) {
 	if b.probedRecently(clk.Now()) {
 		t.Error("b's own probe skipped although its watch broke after the loop's probe")
 	}
-	// Nothing ends soon: in turn, every resource.
+	// Nothing ends soon: every resource in turn, the one probed longest ago first.
 	for _, rc := range c.resources {
 		rc.stream = nil
 	}
 	seen := map[string]bool{}
 	for range len(c.resources) {
-		seen[c.nextProbeTarget().display] = true
+		rc := c.nextProbeTarget()
+		seen[rc.display] = true
+		clk.Step(time.Second)
+		rc.lastProbe = clk.Now()
 	}
 	if len(seen) != len(c.resources) {
 		t.Errorf("rotation probed %v, want all %d resources", seen, len(c.resources))
+	}
+	// A resource that changed since its last probe goes first, even if probed recently.
+	cm.changes++
+	if got := c.nextProbeTarget(); got != cm {
+		t.Errorf("probed %s, want c (it changed since its last probe)", got.display)
+	}
+}
+
+// TestProbeProvesOnlyTheResourceItListed: resources of one cluster may count revisions
+// of their own (another etcd, an aggregated apiserver). A probe of ConfigMaps that returns
+// revision 50 proves ConfigMaps, whose cache is at 50, and not Secrets, whose cache is at
+// 900 in another sequence: before, that probe "proved" Secrets current as of its send time.
+func TestProbeProvesOnlyTheResourceItListed(t *testing.T) {
+	clk := clocktesting.NewFakeClock(t0)
+	c := New(Target{Name: "fake", Config: &rest.Config{}}, Options{Clock: clk})
+	lister := func(rv string) *cache.ListWatch {
+		return &cache.ListWatch{ListWithContextFunc: func(context.Context, metav1.ListOptions) (runtime.Object, error) {
+			return &corev1.ConfigMapList{ListMeta: metav1.ListMeta{ResourceVersion: rv}}, nil
+		}}
+	}
+	add := func(name string, cacheRV uint64, l *cache.ListWatch) *resourceCache {
+		rc := &resourceCache{cluster: c, display: name, log: c.log, cnt: newCounters(t0), proof: newProof(),
+			codec: &codec{gvk: corev1.SchemeGroupVersion.WithKind("ConfigMap")}, lister: l, informer: &reflectorInformer{}}
+		rc.facts.synced = true
+		rc.proof.advance(cacheRV, t0)
+		c.resources[name+"/"] = rc
+		return rc
+	}
+	cms := add("configmaps", 50, lister("50"))
+	secrets := add("secrets", 900, lister("900"))
+	if err := c.probeResource(context.Background(), cms); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := cms.proof.staleness(clk.Now()); !ok {
+		t.Error("ConfigMaps not proven by their own probe")
+	}
+	if st, ok := secrets.proof.staleness(clk.Now()); ok {
+		t.Errorf("Secrets proven (staleness %s) by a probe of ConfigMaps", st)
+	}
+}
+
+// TestChangesCountOnlyWatchedChanges: a watch-list's initial events are its list, not
+// changes; counted, every resource looked changed after a start and the busy ones waited
+// behind them for their probes (a 2s one-way delay: bound up to 14s for ~30s).
+func TestChangesCountOnlyWatchedChanges(t *testing.T) {
+	c := New(Target{Name: "fake", Config: &rest.Config{}}, Options{Clock: clocktesting.NewFakeClock(t0)})
+	rc := &resourceCache{cluster: c, display: "configmaps", log: c.log, cnt: newCounters(t0), proof: newProof()}
+	rc.stream = &stream{rc: rc, initial: true}
+	rc.observeEvent(&metav1.WatchEvent{Type: string(watch.Added)})
+	if rc.changes != 0 {
+		t.Fatalf("an initial event counted as a change: %d", rc.changes)
+	}
+	rc.stream.initial = false
+	for _, ty := range []watch.EventType{watch.Added, watch.Modified, watch.Deleted, watch.Bookmark} {
+		rc.observeEvent(&metav1.WatchEvent{Type: string(ty)})
+	}
+	if rc.changes != 3 {
+		t.Fatalf("changes %d after ADDED, MODIFIED, DELETED and a BOOKMARK, want 3", rc.changes)
 	}
 }

@@ -48,6 +48,10 @@ type resourceCache struct {
 	stream *stream
 	// lastProbe is when a probe listing this resource was last sent.
 	lastProbe time.Time
+	// changes counts the changes (ADDED, MODIFIED, DELETED) its watches delivered;
+	// changesAtProbe is that count when the last probe was sent. A resource that changed
+	// since is probed first: its bound is the one that moves.
+	changes, changesAtProbe uint64
 	// listStart is when the first page of the list in progress was sent (the list path);
 	// zero when none is.
 	listStart time.Time

@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -46,6 +47,16 @@ type proxiedDaemon struct {
 
 func startProxiedDaemon(t testing.TB) *proxiedDaemon {
 	t.Helper()
+	// The request timeout exceeds the 2s delay the tests inject.
+	return startProxiedDaemonWith(t, "resources: [{name: configmaps}, {name: pods}, {name: namespaces}]\n"+
+		fmt.Sprintf("cluster: {probeInterval: %s, requestTimeout: 4s, idleProofInterval: %s, rediscoveryInterval: 5s}\n",
+			freshnessProbeInterval, freshnessIdleProof))
+}
+
+// startProxiedDaemonWith starts a daemon with settings (YAML lines) added to its
+// kubeconfig and contexts; with none, every setting is the default.
+func startProxiedDaemonWith(t testing.TB, settings string) *proxiedDaemon {
+	t.Helper()
 	shared := startDaemon(t) // seeds the fleet and builds the binary
 	victim := fleet.Clusters[0]
 	proxy, err := victim.StartProxy()
@@ -75,10 +86,8 @@ func startProxiedDaemon(t testing.TB) *proxiedDaemon {
 	for _, c := range fleet.Clusters {
 		fmt.Fprintf(&cfg, "    %s-reader: %s\n", c.Name, c.Name)
 	}
-	fmt.Fprintf(&cfg, "resources: [{name: configmaps}, {name: pods}, {name: namespaces}]\n")
-	// The request timeout exceeds the 2s delay the tests inject.
-	fmt.Fprintf(&cfg, "cluster: {probeInterval: %s, requestTimeout: 4s, idleProofInterval: %s, rediscoveryInterval: 5s}\nlog: {level: debug}\n",
-		freshnessProbeInterval, freshnessIdleProof)
+	cfg.WriteString(settings)
+	cfg.WriteString("log: {level: debug}\n")
 	config := filepath.Join(dir, "config.yaml")
 	if err := os.WriteFile(config, []byte(cfg.String()), 0o600); err != nil {
 		t.Fatal(err)
@@ -98,6 +107,7 @@ type claim struct {
 	resReason string
 	staleness *float64
 	items     map[string]string // namespace/name -> resourceVersion
+	seqs      map[string]string // namespace/name -> the patcher's "seq" annotation
 }
 
 func (d *proxiedDaemon) claim(t testing.TB) claim {
@@ -120,7 +130,7 @@ func (d *proxiedDaemon) claim(t testing.TB) claim {
 		} `json:"items"`
 		Continue string `json:"continue"`
 	}
-	c := claim{sent: time.Now(), items: map[string]string{}}
+	c := claim{sent: time.Now(), items: map[string]string{}, seqs: map[string]string{}}
 	dd := &daemon{url: d.url}
 	if code := dd.getJSON(t, "/api/v1/objects", q, &page); code != http.StatusOK {
 		t.Fatalf("objects: %d", code)
@@ -133,6 +143,9 @@ func (d *proxiedDaemon) claim(t testing.TB) claim {
 	for _, it := range page.Items {
 		m := it.Object.Metadata
 		c.items[m.Namespace+"/"+m.Name] = m.ResourceVersion
+		if v, ok := m.Annotations["seq"]; ok {
+			c.seqs[m.Namespace+"/"+m.Name] = v
+		}
 	}
 	return c
 }
@@ -190,8 +203,9 @@ func diff(got, want map[string]string) (lost, ghosts []string) {
 type patcher struct {
 	name  string
 	write sync.Mutex // held during each write; pause takes it
-	mu    sync.Mutex // guards sent
+	mu    sync.Mutex // guards sent and acked
 	sent  map[string]time.Time
+	acked []time.Time   // acked[i-1]: when the write of value i was acknowledged (zero: failed)
 	took  time.Duration // total time the successful writes took
 	stop  context.CancelFunc
 	done  chan struct{}
@@ -238,12 +252,16 @@ func startPatcher(t testing.TB, c *testfleet.Cluster, perSecond int) *patcher {
 			start := time.Now()
 			_, err := cs.CoreV1().ConfigMaps("default").Patch(wctx, name, types.MergePatchType, []byte(patch), metav1.PatchOptions{})
 			wcancel()
+			p.mu.Lock()
+			for len(p.acked) < i {
+				p.acked = append(p.acked, time.Time{})
+			}
 			if err == nil {
 				p.count++
-				p.mu.Lock()
+				p.acked[i-1] = time.Now()
 				p.took += time.Since(start)
-				p.mu.Unlock()
 			}
+			p.mu.Unlock()
 			p.write.Unlock()
 		}
 	}()
@@ -258,6 +276,28 @@ func (p *patcher) resume()          { p.write.Unlock() }
 func (p *patcher) halt() {
 	p.stop()
 	<-p.done
+}
+
+// ackedBefore returns the newest value whose write was acknowledged before t (0: none).
+func (p *patcher) ackedBefore(t time.Time) int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for i := len(p.acked); i > 0; i-- {
+		if at := p.acked[i-1]; !at.IsZero() && at.Before(t) {
+			return i
+		}
+	}
+	return 0
+}
+
+// ackedAt returns when the write of value v was acknowledged.
+func (p *patcher) ackedAt(v int) time.Time {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if v < 1 || v > len(p.acked) {
+		return time.Time{}
+	}
+	return p.acked[v-1]
 }
 
 // sentAt returns when the write of value v was sent.
@@ -300,38 +340,102 @@ func syncLag(t testing.TB, d *daemon, cluster string) (sum, count float64) {
 }
 
 // TestStalenessBoundUnderOneWayDelay delays everything the victim's apiserver sends to
-// fleetcache by 2s: every change reaches the cache 2s late. The reported sync lag must say
-// so (within [2.0s, 3.0s]), the staleness bound must never read less than the true lag,
-// and once the delay is gone the first answer that claims to be current must be.
+// fleetcache by 2s for 60s, every freshness setting at its default, while a writer patches
+// a ConfigMap 5 times a second straight at the apiserver. Every 0.5s it reads the
+// ConfigMaps' staleness bound from /metrics, then an answer of the API that holds the
+// ConfigMap and its own bound. A bound B read at time s claims that the cache holds every
+// write acknowledged before s-B; the answer, read after s, shows what the cache held (it
+// only moves forward): a write acknowledged before s-B and missing from it proves the
+// bound too small. A resource reported Synced must have a bound. The reported sync lag
+// must say the delay (mean within [2s, 3s]), and once the delay is gone the first answer
+// that claims to be current must be.
 func TestStalenessBoundUnderOneWayDelay(t *testing.T) {
-	d := startProxiedDaemon(t)
+	d := startProxiedDaemonWith(t, "")
 	dd := &daemon{url: d.url}
 	p := startPatcher(t, d.victim, 5)
+	key := "default/" + p.name
+	labels := map[string]string{"cluster": d.victim.Name, "resource": "configmaps"}
+	for deadline := time.Now().Add(time.Minute); ; time.Sleep(100 * time.Millisecond) {
+		if c := d.claim(t); c.seqs[key] != "" && c.resPhase == "Synced" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the patched ConfigMap never reached a Synced cache: %s", d.claim(t))
+		}
+	}
+	sum0, count0 := syncLag(t, dd, d.victim.Name)
 	const delay = 2 * time.Second
 	d.proxy.SetDelay(delay)
-	// Warm up: probes sent before the delay are resolved.
-	time.Sleep(delay + 2*freshnessProbeInterval)
-	sum0, count0 := syncLag(t, dd, d.victim.Name)
-	// Probes are sequential: under the delay each takes 2s, so one resolves every ~3s.
-	var minBound float64 = 1e9
-	for range 48 {
+	delayedAt := time.Now()
+	minSettled := 1e9 // the smallest bound read once the delay was in place for 2s
+	var (
+		minBound          = map[string]float64{"metrics": 1e9, "api": 1e9}
+		readings, unbound int
+		maxLag            time.Duration // the largest lag seen: an acknowledged write missing from an answer
+		synced, degraded  int
+	)
+	for range 120 {
+		scrapedAt := time.Now()
+		mb, mok := value(dd.scrape(t), "fleetcache_staleness_seconds", labels)
 		c := d.claim(t)
-		if c.staleness != nil {
-			minBound = min(minBound, *c.staleness)
+		held, err := strconv.Atoi(c.seqs[key])
+		if err != nil {
+			t.Fatalf("answer without the patched ConfigMap's value: %s", c)
 		}
-		time.Sleep(250 * time.Millisecond)
+		if next := p.ackedAt(held + 1); !next.IsZero() {
+			maxLag = max(maxLag, c.sent.Sub(next))
+		}
+		check := func(from string, at time.Time, bound float64) {
+			readings++
+			minBound[from] = min(minBound[from], bound)
+			if at.Sub(delayedAt) > delay {
+				minSettled = min(minSettled, bound)
+			}
+			coveredUntil := at.Add(-time.Duration(bound * float64(time.Second)))
+			if want := p.ackedBefore(coveredUntil); held < want {
+				t.Errorf("%s: a staleness bound of %.3fs read at %s claims every write acknowledged before %s, but write %d (acknowledged %s before the reading) is missing; the cache holds %d",
+					from, bound, at.Format("15:04:05.000"), coveredUntil.Format("15:04:05.000"), want, at.Sub(p.ackedAt(want)).Round(time.Millisecond), held)
+			}
+		}
+		if testing.Verbose() {
+			t.Logf("%s metrics %.3f (%v) api %s holds %d, newest acked %d",
+				scrapedAt.Format("15:04:05.000"), mb, mok, c, held, p.ackedBefore(c.sent))
+		}
+		if mok {
+			check("metrics", scrapedAt, mb)
+		}
+		if c.staleness != nil {
+			check("api", c.sent, *c.staleness)
+		} else {
+			unbound++
+		}
+		switch c.resPhase {
+		case "Synced":
+			synced++
+			if c.staleness == nil {
+				t.Errorf("ConfigMaps reported Synced without a staleness bound: %s", c)
+			}
+		default:
+			degraded++
+		}
+		time.Sleep(500*time.Millisecond - time.Since(scrapedAt))
 	}
 	sum1, count1 := syncLag(t, dd, d.victim.Name)
-	if count1-count0 < 3 {
-		t.Fatalf("only %v probes resolved in 12s", count1-count0)
+	if os.Getenv("FRESHNESS_DEBUG") != "" {
+		logs, _ := os.ReadFile(d.log)
+		for _, l := range strings.Split(string(logs), "\n") {
+			if strings.Contains(l, "probe") || strings.Contains(l, "phase") {
+				t.Log(l)
+			}
+		}
 	}
-	mean := (sum1 - sum0) / (count1 - count0)
-	t.Logf("2s one-way delay: mean sync lag %.3fs over %v probes, smallest staleness bound read %.3fs", mean, count1-count0, minBound)
-	if mean < delay.Seconds() || mean > 3 {
+	t.Logf("2s one-way delay, 60s: %d readings checked, %d answers without a bound; smallest bound %.3fs (metrics), %.3fs (API), %.3fs from 2s after the delay began; largest lag seen %s; ConfigMaps Synced in %d answers, not Synced in %d",
+		readings, unbound, minBound["metrics"], minBound["api"], minSettled, maxLag.Round(time.Millisecond), synced, degraded)
+	if count1-count0 < 5 {
+		t.Fatalf("only %v probes resolved in 60s", count1-count0)
+	}
+	if mean := (sum1 - sum0) / (count1 - count0); mean < delay.Seconds() || mean > 3 {
 		t.Errorf("mean sync lag %.3fs under a 2s one-way delay, want within [2.0s, 3.0s]", mean)
-	}
-	if minBound < delay.Seconds() {
-		t.Errorf("a staleness bound of %.3fs was reported while every change arrived 2s late", minBound)
 	}
 	d.proxy.SetDelay(0)
 	pausedAt := p.pause()

@@ -55,7 +55,7 @@ func startProxiedDaemon(t testing.TB) *proxiedDaemon {
 
 // startProxiedDaemonWith starts a daemon with settings (YAML lines) added to its
 // kubeconfig and contexts; with none, every setting is the default.
-func startProxiedDaemonWith(t testing.TB, settings string) *proxiedDaemon {
+func startProxiedDaemonWith(t testing.TB, settings string, env ...string) *proxiedDaemon {
 	t.Helper()
 	shared := startDaemon(t) // seeds the fleet and builds the binary
 	victim := fleet.Clusters[0]
@@ -92,7 +92,7 @@ func startProxiedDaemonWith(t testing.TB, settings string) *proxiedDaemon {
 	if err := os.WriteFile(config, []byte(cfg.String()), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	p := startProcess(t, shared.bin, nil, "--config", config)
+	p := startProcess(t, shared.bin, env, "--config", config)
 	return &proxiedDaemon{process: p, proxy: proxy, victim: victim}
 }
 
@@ -341,96 +341,20 @@ func syncLag(t testing.TB, d *daemon, cluster string) (sum, count float64) {
 
 // TestStalenessBoundUnderOneWayDelay delays everything the victim's apiserver sends to
 // fleetcache by 2s for 60s, every freshness setting at its default, while a writer patches
-// a ConfigMap 5 times a second straight at the apiserver. Every 0.5s it reads the
-// ConfigMaps' staleness bound from /metrics, then an answer of the API that holds the
-// ConfigMap and its own bound. A bound B read at time s claims that the cache holds every
-// write acknowledged before s-B; the answer, read after s, shows what the cache held (it
-// only moves forward): a write acknowledged before s-B and missing from it proves the
-// bound too small. A resource reported Synced must have a bound. The reported sync lag
-// must say the delay (mean within [2s, 3s]), and once the delay is gone the first answer
-// that claims to be current must be.
+// a ConfigMap 5 times a second straight at the apiserver (boundChecker says what is
+// checked every 0.5s). The reported sync lag must say the delay (mean within [2s, 3s]),
+// and once the delay is gone the first answer that claims to be current must be.
 func TestStalenessBoundUnderOneWayDelay(t *testing.T) {
 	d := startProxiedDaemonWith(t, "")
 	dd := &daemon{url: d.url}
 	p := startPatcher(t, d.victim, 5)
-	key := "default/" + p.name
-	labels := map[string]string{"cluster": d.victim.Name, "resource": "configmaps"}
-	for deadline := time.Now().Add(time.Minute); ; time.Sleep(100 * time.Millisecond) {
-		if c := d.claim(t); c.seqs[key] != "" && c.resPhase == "Synced" {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the patched ConfigMap never reached a Synced cache: %s", d.claim(t))
-		}
-	}
+	b := newBoundChecker(t, d, p)
 	sum0, count0 := syncLag(t, dd, d.victim.Name)
 	const delay = 2 * time.Second
 	d.proxy.SetDelay(delay)
-	delayedAt := time.Now()
-	minSettled := 1e9 // the smallest bound read once the delay was in place for 2s
-	var (
-		minBound          = map[string]float64{"metrics": 1e9, "api": 1e9}
-		readings, unbound int
-		maxLag            time.Duration // the largest lag seen: an acknowledged write missing from an answer
-		synced, degraded  int
-	)
-	for range 120 {
-		scrapedAt := time.Now()
-		mb, mok := value(dd.scrape(t), "fleetcache_staleness_seconds", labels)
-		c := d.claim(t)
-		held, err := strconv.Atoi(c.seqs[key])
-		if err != nil {
-			t.Fatalf("answer without the patched ConfigMap's value: %s", c)
-		}
-		if next := p.ackedAt(held + 1); !next.IsZero() {
-			maxLag = max(maxLag, c.sent.Sub(next))
-		}
-		check := func(from string, at time.Time, bound float64) {
-			readings++
-			minBound[from] = min(minBound[from], bound)
-			if at.Sub(delayedAt) > delay {
-				minSettled = min(minSettled, bound)
-			}
-			coveredUntil := at.Add(-time.Duration(bound * float64(time.Second)))
-			if want := p.ackedBefore(coveredUntil); held < want {
-				t.Errorf("%s: a staleness bound of %.3fs read at %s claims every write acknowledged before %s, but write %d (acknowledged %s before the reading) is missing; the cache holds %d",
-					from, bound, at.Format("15:04:05.000"), coveredUntil.Format("15:04:05.000"), want, at.Sub(p.ackedAt(want)).Round(time.Millisecond), held)
-			}
-		}
-		if testing.Verbose() {
-			t.Logf("%s metrics %.3f (%v) api %s holds %d, newest acked %d",
-				scrapedAt.Format("15:04:05.000"), mb, mok, c, held, p.ackedBefore(c.sent))
-		}
-		if mok {
-			check("metrics", scrapedAt, mb)
-		}
-		if c.staleness != nil {
-			check("api", c.sent, *c.staleness)
-		} else {
-			unbound++
-		}
-		switch c.resPhase {
-		case "Synced":
-			synced++
-			if c.staleness == nil {
-				t.Errorf("ConfigMaps reported Synced without a staleness bound: %s", c)
-			}
-		default:
-			degraded++
-		}
-		time.Sleep(500*time.Millisecond - time.Since(scrapedAt))
-	}
+	b.run(60*time.Second, nil)
+	b.report("2s one-way delay, 60s", delay)
 	sum1, count1 := syncLag(t, dd, d.victim.Name)
-	if os.Getenv("FRESHNESS_DEBUG") != "" {
-		logs, _ := os.ReadFile(d.log)
-		for _, l := range strings.Split(string(logs), "\n") {
-			if strings.Contains(l, "probe") || strings.Contains(l, "phase") {
-				t.Log(l)
-			}
-		}
-	}
-	t.Logf("2s one-way delay, 60s: %d readings checked, %d answers without a bound; smallest bound %.3fs (metrics), %.3fs (API), %.3fs from 2s after the delay began; largest lag seen %s; ConfigMaps Synced in %d answers, not Synced in %d",
-		readings, unbound, minBound["metrics"], minBound["api"], minSettled, maxLag.Round(time.Millisecond), synced, degraded)
 	if count1-count0 < 5 {
 		t.Fatalf("only %v probes resolved in 60s", count1-count0)
 	}
@@ -442,6 +366,160 @@ func TestStalenessBoundUnderOneWayDelay(t *testing.T) {
 	defer p.resume()
 	took := firstTruthfulClaim(t, d, pausedAt, 30*time.Second)
 	t.Logf("after the delay ended and writes paused, the first current claim came %s later and was true", took.Round(time.Millisecond))
+}
+
+// TestStalenessBoundOnTheListPathThroughARelist runs fleetcache with client-go's
+// watch-list off (KUBE_FEATURE_WatchListClient=false: the LIST path, as against an
+// apiserver without watch-list), delays everything the victim sends by 2s, and restarts
+// the victim's apiserver twice while writes go on: each restart makes the informer list
+// again (its watch cache starts past the informer's position: 410), a paginated list
+// whose pages arrive 2s late while the cache still serves the old objects. The bound,
+// read every 0.5s from /metrics and the API, must never claim more than the cache holds.
+func TestStalenessBoundOnTheListPathThroughARelist(t *testing.T) {
+	d := startProxiedDaemonWith(t, "", "KUBE_FEATURE_WatchListClient=false")
+	dd := &daemon{url: d.url}
+	p := startPatcher(t, d.victim, 5)
+	b := newBoundChecker(t, d, p)
+	labels := map[string]string{"cluster": d.victim.Name, "resource": "configmaps"}
+	relists0, _ := value(dd.scrape(t), "fleetcache_relists_total", labels)
+	const delay = 2 * time.Second
+	d.proxy.SetDelay(delay)
+	restarts := 0
+	b.run(60*time.Second, func(elapsed time.Duration) {
+		if (restarts == 0 && elapsed > 10*time.Second) || (restarts == 1 && elapsed > 35*time.Second) {
+			restarts++
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			if err := d.victim.Restart(ctx); err != nil {
+				t.Fatalf("restart the victim: %v", err)
+			}
+		}
+	})
+	b.report("list path, 2s one-way delay, 2 apiserver restarts, 60s", delay)
+	relists1, _ := value(dd.scrape(t), "fleetcache_relists_total", labels)
+	if relists1 <= relists0 {
+		t.Fatalf("the victim's ConfigMaps were not listed again (relists %v -> %v): the test proved nothing about relists", relists0, relists1)
+	}
+	t.Logf("ConfigMaps relisted %v times", relists1-relists0)
+	d.proxy.SetDelay(0)
+	pausedAt := p.pause()
+	defer p.resume()
+	took := firstTruthfulClaim(t, d, pausedAt, 60*time.Second)
+	t.Logf("after the delay ended and writes paused, the first current claim came %s later and was true", took.Round(time.Millisecond))
+}
+
+// boundChecker reads the victim's ConfigMaps' staleness bound every 0.5s from /metrics,
+// then an answer of the API that holds the patched ConfigMap and its own bound. A bound B
+// read at time s claims that the cache holds every write acknowledged before s-B; the
+// answer, read after s, shows what the cache held (it only moves forward, relists
+// included: a list is at least as new as the cache it replaces): a write acknowledged
+// before s-B and missing from it proves the bound too small. A resource reported Synced
+// must have a bound.
+type boundChecker struct {
+	t      testing.TB
+	d      *proxiedDaemon
+	p      *patcher
+	key    string
+	labels map[string]string
+	start  time.Time
+
+	minBound          map[string]float64
+	minSettled        float64 // from 2s after the run began
+	readings, unbound int
+	maxLag            time.Duration // the largest lag seen: an acknowledged write missing from an answer
+	synced, notSynced int
+	maxBound          float64
+}
+
+// newBoundChecker waits until the patched ConfigMap is in a Synced cache.
+func newBoundChecker(t testing.TB, d *proxiedDaemon, p *patcher) *boundChecker {
+	t.Helper()
+	b := &boundChecker{t: t, d: d, p: p, key: "default/" + p.name, minBound: map[string]float64{"metrics": 1e9, "api": 1e9}, minSettled: 1e9,
+		labels: map[string]string{"cluster": d.victim.Name, "resource": "configmaps"}}
+	for deadline := time.Now().Add(time.Minute); ; time.Sleep(100 * time.Millisecond) {
+		if c := d.claim(t); c.seqs[b.key] != "" && c.resPhase == "Synced" {
+			return b
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the patched ConfigMap never reached a Synced cache: %s", d.claim(t))
+		}
+	}
+}
+
+// run reads for d, calling each (if not nil) before every reading.
+func (b *boundChecker) run(d time.Duration, each func(elapsed time.Duration)) {
+	t := b.t
+	t.Helper()
+	b.start = time.Now()
+	dd := &daemon{url: b.d.url}
+	for time.Since(b.start) < d {
+		if each != nil {
+			each(time.Since(b.start))
+		}
+		scrapedAt := time.Now()
+		mb, mok := value(dd.scrape(t), "fleetcache_staleness_seconds", b.labels)
+		c := b.d.claim(t)
+		held := 0
+		if v, ok := c.seqs[b.key]; ok {
+			n, err := strconv.Atoi(v)
+			if err != nil {
+				t.Fatalf("bad seq %q", v)
+			}
+			held = n
+		}
+		if next := b.p.ackedAt(held + 1); !next.IsZero() {
+			b.maxLag = max(b.maxLag, c.sent.Sub(next))
+		}
+		if testing.Verbose() {
+			t.Logf("%s metrics %.3f (%v) api %s holds %d, newest acked %d",
+				scrapedAt.Format("15:04:05.000"), mb, mok, c, held, b.p.ackedBefore(c.sent))
+		}
+		if mok {
+			b.check("metrics", scrapedAt, mb, held)
+		}
+		if c.staleness != nil {
+			b.check("api", c.sent, *c.staleness, held)
+		} else {
+			b.unbound++
+		}
+		if c.resPhase == "Synced" {
+			b.synced++
+			if c.staleness == nil {
+				t.Errorf("ConfigMaps reported Synced without a staleness bound: %s", c)
+			}
+		} else {
+			b.notSynced++
+		}
+		time.Sleep(500*time.Millisecond - time.Since(scrapedAt))
+	}
+}
+
+func (b *boundChecker) check(from string, at time.Time, bound float64, held int) {
+	b.readings++
+	b.minBound[from] = min(b.minBound[from], bound)
+	b.maxBound = max(b.maxBound, bound)
+	if at.Sub(b.start) > 2*time.Second {
+		b.minSettled = min(b.minSettled, bound)
+	}
+	coveredUntil := at.Add(-time.Duration(bound * float64(time.Second)))
+	if want := b.p.ackedBefore(coveredUntil); held < want {
+		b.t.Errorf("%s: a staleness bound of %.3fs read at %s claims every write acknowledged before %s, but write %d (acknowledged %s before the reading) is missing; the cache holds %d",
+			from, bound, at.Format("15:04:05.000"), coveredUntil.Format("15:04:05.000"), want, at.Sub(b.p.ackedAt(want)).Round(time.Millisecond), held)
+	}
+}
+
+func (b *boundChecker) report(what string, delay time.Duration) {
+	b.t.Helper()
+	if os.Getenv("FRESHNESS_DEBUG") != "" {
+		logs, _ := os.ReadFile(b.d.log)
+		for _, l := range strings.Split(string(logs), "\n") {
+			if strings.Contains(l, "probe") || strings.Contains(l, "phase") {
+				b.t.Log(l)
+			}
+		}
+	}
+	b.t.Logf("%s: %d readings checked, %d answers without a bound; smallest bound %.3fs (metrics), %.3fs (API), %.3fs from %s after the start; largest %.3fs; largest lag seen %s; ConfigMaps Synced in %d answers, not Synced in %d",
+		what, b.readings, b.unbound, b.minBound["metrics"], b.minBound["api"], b.minSettled, delay, b.maxBound, b.maxLag.Round(time.Millisecond), b.synced, b.notSynced)
 }
 
 // TestFrozenConnectionIsReportedStaleAndRecovers freezes the connection fleetcache's

@@ -16,7 +16,8 @@ build:
 	CGO_ENABLED=0 go build -trimpath -ldflags "$(LDFLAGS)" -o $(BINDIR)/fleetcache ./cmd/fleetcache
 	ln -sf fleetcache $(BINDIR)/kubectl-fleet
 
-## bins: etcd, kube-apiserver and kubectl into .cache/bin (cold: ~6 min; then cached)
+## bins: etcd, kube-apiserver, kubectl and the mixed fleet's kube-apiserver-1.32 into
+## .cache/bin (cold: ~6 min, plus the old apiserver; then cached)
 bins:
 	@hack/build-bins.sh >/dev/null
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# make demo: a local fleet of 3 real clusters, seeded, and fleetcache serving it in the
-# foreground (Ctrl-C stops fleetcache; the fleet keeps running until hack/fleet.sh down).
+# make demo: a local fleet of 3 real clusters (mixed: see internal/testfleet), seeded, and
+# fleetcache serving it in the foreground (Ctrl-C stops fleetcache; the fleet keeps running
+# until hack/fleet.sh down).
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$repo"
@@ -33,6 +34,10 @@ fleetcache is starting on http://$listen with $dir/fleetcache.yaml. In another t
   curl -s http://$listen/metrics | grep ^fleetcache_
   hack/fleet.sh stop bravo                     # freeze a cluster; watch bravo turn Unreachable
   hack/fleet.sh cont bravo
+  hack/fleet.sh kill-configmaps-etcd bravo     # only bravo's ConfigMaps fail (their own etcd)
+  hack/fleet.sh start-configmaps-etcd bravo
+The fleet is mixed: charlie runs kube-apiserver v1.32 with watch-list off (informers LIST
+then WATCH), bravo keeps its ConfigMaps on a second etcd (hack/fleet.sh status).
 Ctrl-C stops fleetcache; hack/fleet.sh down stops the clusters.
 
 MSG

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Runs the local fleet of real kube-apiservers (one etcd each) on loopback.
+# Runs the local fleet of real kube-apiservers on loopback: a mixed fleet (see
+# internal/testfleet.Options): one v1.32 cluster with watch-list off, one with its
+# ConfigMaps on a second etcd.
 #   hack/fleet.sh up | down | status | seed [--pods N] | kubeconfig [--contexts N] | destroy | reap
-#   hack/fleet.sh stop|cont|kill|restart|kill-etcd|start-etcd CLUSTER
+#   hack/fleet.sh stop|cont|kill|restart|kill-etcd|start-etcd|kill-configmaps-etcd|start-configmaps-etcd CLUSTER
 # State, kubeconfig and logs live in $FLEET_DIR (default .cache/fleet).
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -12,6 +14,7 @@ flags=() args=()
 while [[ $# -gt 0 ]]; do
   case $1 in
     --pods|--clusters|--dir|--bin|--contexts) flags+=("$1" "$2"); shift 2 ;;
+    --uniform) flags+=("$1"); shift ;;
     --*=*) flags+=("$1"); shift ;;
     *) args+=("$1"); shift ;;
   esac

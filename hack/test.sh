@@ -14,7 +14,7 @@ export FLEETCACHE_E2E_RACE=1 # the e2e daemons too run under the race detector (
 export PATH=$FLEETCACHE_BIN:$PATH # the tests' kubectl is the one built with the apiserver
 mkdir -p "$FLEETCACHE_TEST_ROOT"
 
-leftovers() { pgrep -af -- "$FLEETCACHE_TEST_ROOT" | grep -E '/(etcd|kube-apiserver) ' || true; }
+leftovers() { pgrep -af -- "$FLEETCACHE_TEST_ROOT" | grep -E '/(etcd|kube-apiserver(-[0-9.]+)?) ' || true; }
 trap 'go run ./hack/fleetctl --dir "$FLEETCACHE_TEST_ROOT" reap >/dev/null 2>&1 || true' EXIT
 
 unformatted=$(gofmt -l $(git ls-files '*.go' | grep -v '^hack/tools/'))

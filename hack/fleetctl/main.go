@@ -37,8 +37,14 @@ Fault verbs for one cluster:
   cont C            SIGCONT it
   kill C            SIGKILL its kube-apiserver
   restart C         kill (if running) and start again, wait until ready
-  kill-etcd C       SIGKILL its etcd
+  kill-etcd C       SIGKILL its etcd (the main one)
   start-etcd C      start its etcd again
+  kill-configmaps-etcd C   SIGKILL the second etcd that keeps its ConfigMaps (bravo's)
+  start-configmaps-etcd C  start it again
+
+The fleet is mixed (see internal/testfleet.Options): charlie runs kube-apiserver v1.32 with
+watch-list off, bravo keeps its ConfigMaps on a second etcd, the others are plain v1.37.
+--uniform makes every cluster alike (a new fleet only; up refuses to change an existing one).
 
 Flags:
 `
@@ -49,6 +55,7 @@ func main() {
 	bin := flag.String("bin", os.Getenv("FLEETCACHE_BIN"), "folder with etcd and kube-apiserver (env FLEETCACHE_BIN)")
 	pods := flag.Int("pods", 0, "seed: pods per cluster (0: the small default plan)")
 	contexts := flag.Int("contexts", 0, "kubeconfig: write a kubeconfig with this many contexts spread over the clusters and print its path")
+	uniform := flag.Bool("uniform", false, "up: every cluster kube-apiserver v1.37 on one etcd, instead of the mixed fleet")
 	flag.Usage = func() { fmt.Fprint(os.Stderr, usage); flag.PrintDefaults() }
 	flag.Parse()
 	if flag.NArg() == 0 {
@@ -62,7 +69,7 @@ func main() {
 		fmt.Fprintln(os.Stderr, "fleet:", err)
 		os.Exit(1)
 	}
-	opts := testfleet.Options{Dir: abs, Clusters: *clusters, BinDir: *bin, Detach: true}
+	opts := testfleet.Options{Dir: abs, Clusters: *clusters, BinDir: *bin, Detach: true, Uniform: *uniform}
 	if err := run(ctx, opts, flag.Arg(0), flag.Args()[1:], *pods, *contexts); err != nil {
 		fmt.Fprintln(os.Stderr, "fleet:", err)
 		os.Exit(1)
@@ -79,7 +86,7 @@ func run(ctx context.Context, opts testfleet.Options, verb string, args []string
 		}
 		fmt.Printf("fleet of %d clusters ready in %s\n", len(f.Clusters), time.Since(start).Round(time.Millisecond))
 		printStatus(ctx, f)
-		fmt.Printf("\nkubeconfig: %s\nlogs:       %s/<cluster>/{kube-apiserver,etcd}.log\n", f.Kubeconfig, f.Dir)
+		fmt.Printf("\nkubeconfig: %s\nlogs:       %s/<cluster>/{kube-apiserver,etcd,etcd-configmaps}.log\n", f.Kubeconfig, f.Dir)
 		return nil
 	case "reap":
 		killed, err := testfleet.Reap(opts.Dir)
@@ -139,6 +146,10 @@ func run(ctx context.Context, opts testfleet.Options, verb string, args []string
 		return c.KillEtcd()
 	case "start-etcd":
 		return c.StartEtcd()
+	case "kill-configmaps-etcd":
+		return c.KillConfigMapsEtcd()
+	case "start-configmaps-etcd":
+		return c.StartConfigMapsEtcd()
 	}
 	return fmt.Errorf("unknown verb %q (try: hack/fleet.sh help)", verb)
 }
@@ -174,15 +185,25 @@ func seed(ctx context.Context, f *testfleet.Fleet, pods int) error {
 }
 
 func printStatus(ctx context.Context, f *testfleet.Fleet) {
+	if f.Layout != testfleet.Layout {
+		fmt.Printf("note: this fleet has the older layout %d (every cluster alike); up refuses it: hack/fleet.sh destroy, then up, makes the mixed fleet (layout %d)\n\n", f.Layout, testfleet.Layout)
+	}
 	w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(w, "CLUSTER\tSERVER\tAPISERVER PID\tETCD PID\tREADY")
+	fmt.Fprintln(w, "CLUSTER\tSERVER\tVERSION\tAPISERVER PID\tETCD PID\tREADY\tNOTES")
 	for _, c := range f.Clusters {
 		s := c.Status(ctx)
 		ready := "yes"
 		if !s.Ready {
 			ready = "no: " + s.ReadyzProblem
 		}
-		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\n", s.Name, s.Server, pid(s.APIServerPID), pid(s.EtcdPID), ready)
+		var notes []string
+		if !c.WatchList() {
+			notes = append(notes, "--feature-gates="+c.FeatureGates+": informers LIST then WATCH")
+		}
+		if s.HasConfigMapsEtcd {
+			notes = append(notes, fmt.Sprintf("configmaps on a second etcd :%d, pid %s", c.ConfigMapsEtcdPort, pid(s.ConfigMapsEtcdPID)))
+		}
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", s.Name, s.Server, s.Version, pid(s.APIServerPID), pid(s.EtcdPID), ready, strings.Join(notes, "; "))
 	}
 	w.Flush()
 }

@@ -2,10 +2,12 @@ package testfleet
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -17,7 +19,8 @@ import (
 	"k8s.io/client-go/rest"
 )
 
-// Cluster is one control plane of the fleet: an etcd and a kube-apiserver on loopback.
+// Cluster is one control plane of the fleet: an etcd and a kube-apiserver on loopback (and,
+// in one cluster of a mixed fleet, a second etcd for its ConfigMaps).
 // Its methods are safe to call from one goroutine at a time.
 type Cluster struct {
 	Name     string
@@ -26,11 +29,39 @@ type Cluster struct {
 	APIPort  int
 	EtcdPort int
 	PeerPort int
+	// Version is the gitVersion the apiserver reports in /version (CurrentVersion or
+	// OldVersion).
+	Version string
+	// FeatureGates is the apiserver's --feature-gates; empty: its version's defaults.
+	FeatureGates string
+	// ConfigMapsEtcdPort and ConfigMapsPeerPort are the ports of the second etcd that
+	// keeps the cluster's ConfigMaps (--etcd-servers-overrides); 0 when there is none.
+	ConfigMapsEtcdPort int
+	ConfigMapsPeerPort int
 
-	creds        *credentials
-	apiserver    *proc
-	etcd         *proc
-	readyTimeout time.Duration
+	creds          *credentials
+	apiserver      *proc
+	etcd           *proc
+	configMapsEtcd *proc // nil unless ConfigMapsEtcdPort
+	readyTimeout   time.Duration
+}
+
+// WatchList reports whether the apiserver serves watch-list streams (sendInitialEvents):
+// false on the mixed fleet's old cluster, whose informers take the LIST path.
+func (c *Cluster) WatchList() bool {
+	return !strings.Contains(c.FeatureGates, "WatchList=false")
+}
+
+// ConfigMapsOnSecondEtcd reports whether the cluster's ConfigMaps live on an etcd of their
+// own, with a revision sequence separate from the rest of the cluster's.
+func (c *Cluster) ConfigMapsOnSecondEtcd() bool { return c.configMapsEtcd != nil }
+
+// etcds are the cluster's etcd processes, the main one first.
+func (c *Cluster) etcds() []*proc {
+	if c.configMapsEtcd != nil {
+		return []*proc{c.etcd, c.configMapsEtcd}
+	}
+	return []*proc{c.etcd}
 }
 
 // ReaderClusterRole is the get/list/watch ClusterRole bound to ReaderUser in every cluster.
@@ -63,7 +94,7 @@ func (c *Cluster) restConfig(token string) *rest.Config {
 
 func (c *Cluster) apiserverArgs() []string {
 	pki := filepath.Join(c.Dir, "pki")
-	return []string{
+	args := []string{
 		"--etcd-servers=http://127.0.0.1:" + strconv.Itoa(c.EtcdPort),
 		"--bind-address=127.0.0.1",
 		"--secure-port=" + strconv.Itoa(c.APIPort),
@@ -83,19 +114,27 @@ func (c *Cluster) apiserverArgs() []string {
 		"--allow-privileged=true",
 		"--profiling=false",
 	}
+	if c.FeatureGates != "" {
+		args = append(args, "--feature-gates="+c.FeatureGates)
+	}
+	if c.ConfigMapsEtcdPort != 0 {
+		// group/resource#servers; the core group is empty.
+		args = append(args, "--etcd-servers-overrides=/configmaps#http://127.0.0.1:"+strconv.Itoa(c.ConfigMapsEtcdPort))
+	}
+	return args
 }
 
-func (c *Cluster) etcdArgs() []string {
-	client := "http://127.0.0.1:" + strconv.Itoa(c.EtcdPort)
-	peer := "http://127.0.0.1:" + strconv.Itoa(c.PeerPort)
+func etcdArgs(name, dataDir string, clientPort, peerPort int) []string {
+	client := "http://127.0.0.1:" + strconv.Itoa(clientPort)
+	peer := "http://127.0.0.1:" + strconv.Itoa(peerPort)
 	return []string{
-		"--name=" + c.Name,
-		"--data-dir=" + filepath.Join(c.Dir, "etcd"),
+		"--name=" + name,
+		"--data-dir=" + dataDir,
 		"--listen-client-urls=" + client,
 		"--advertise-client-urls=" + client,
 		"--listen-peer-urls=" + peer,
 		"--initial-advertise-peer-urls=" + peer,
-		"--initial-cluster=" + c.Name + "=" + peer,
+		"--initial-cluster=" + name + "=" + peer,
 		// Test data: a killed process keeps its writes in the page cache, and skipping
 		// fsync makes seeding several times faster.
 		"--unsafe-no-fsync",
@@ -103,8 +142,8 @@ func (c *Cluster) etcdArgs() []string {
 	}
 }
 
-// Start starts whichever of etcd and kube-apiserver is not running, then waits until the
-// apiserver is ready and the reader's RBAC is in place.
+// Start starts whichever of its etcds and kube-apiserver is not running, then waits until
+// the apiserver is ready and the reader's RBAC is in place.
 func (c *Cluster) Start(ctx context.Context) error {
 	if err := c.startProcesses(ctx); err != nil {
 		return err
@@ -112,12 +151,14 @@ func (c *Cluster) Start(ctx context.Context) error {
 	return c.ensureReaderRBAC(ctx)
 }
 
-// startProcesses starts whichever of etcd and kube-apiserver is not running and waits
-// until the apiserver is ready.
+// startProcesses starts whichever of its etcds and kube-apiserver is not running and
+// waits until the apiserver is ready.
 func (c *Cluster) startProcesses(ctx context.Context) error {
-	if _, ok := c.etcd.pid(); !ok {
-		if err := c.etcd.start(); err != nil {
-			return fmt.Errorf("cluster %s: %w", c.Name, err)
+	for _, e := range c.etcds() {
+		if _, ok := e.pid(); !ok {
+			if err := e.start(); err != nil {
+				return fmt.Errorf("cluster %s: %w", c.Name, err)
+			}
 		}
 	}
 	if _, ok := c.apiserver.pid(); !ok {
@@ -214,7 +255,7 @@ func (c *Cluster) Cont() error { return c.wrap("cont", c.apiserver.signal(syscal
 // Kill SIGKILLs the apiserver; its etcd keeps running and keeps the data.
 func (c *Cluster) Kill() error { return c.wrap("kill", c.apiserver.kill()) }
 
-// Restart kills the apiserver (if running), starts it (and etcd, if that is down) and
+// Restart kills the apiserver (if running), starts it (and its etcds, if down) and
 // waits until it is ready. It leaves RBAC as it is (a fault test may have unbound the
 // reader).
 func (c *Cluster) Restart(ctx context.Context) error {
@@ -224,11 +265,11 @@ func (c *Cluster) Restart(ctx context.Context) error {
 	return c.startProcesses(ctx)
 }
 
-// KillEtcd SIGKILLs the cluster's etcd: the apiserver stays up but its requests hang or
-// fail and /readyz reports etcd failing.
+// KillEtcd SIGKILLs the cluster's (main) etcd: the apiserver stays up but its requests
+// hang or fail and /readyz reports etcd failing.
 func (c *Cluster) KillEtcd() error { return c.wrap("kill etcd", c.etcd.kill()) }
 
-// StartEtcd starts the cluster's etcd again after KillEtcd.
+// StartEtcd starts the cluster's (main) etcd again after KillEtcd.
 func (c *Cluster) StartEtcd() error {
 	if _, ok := c.etcd.pid(); ok {
 		return nil
@@ -236,31 +277,66 @@ func (c *Cluster) StartEtcd() error {
 	return c.wrap("start etcd", c.etcd.start())
 }
 
-// Down kills both processes. The data folder is kept.
+// errNoConfigMapsEtcd: the cluster keeps its ConfigMaps on its main etcd.
+var errNoConfigMapsEtcd = errors.New("its ConfigMaps are on its main etcd: there is no second etcd")
+
+// KillConfigMapsEtcd SIGKILLs the etcd that keeps the cluster's ConfigMaps: ConfigMap
+// requests fail or hang, the other resources are served as before.
+func (c *Cluster) KillConfigMapsEtcd() error {
+	if c.configMapsEtcd == nil {
+		return c.wrap("kill configmaps etcd", errNoConfigMapsEtcd)
+	}
+	return c.wrap("kill configmaps etcd", c.configMapsEtcd.kill())
+}
+
+// StartConfigMapsEtcd starts the ConfigMaps' etcd again after KillConfigMapsEtcd.
+func (c *Cluster) StartConfigMapsEtcd() error {
+	if c.configMapsEtcd == nil {
+		return c.wrap("start configmaps etcd", errNoConfigMapsEtcd)
+	}
+	if _, ok := c.configMapsEtcd.pid(); ok {
+		return nil
+	}
+	return c.wrap("start configmaps etcd", c.configMapsEtcd.start())
+}
+
+// Down kills every process of the cluster. The data folders are kept.
 func (c *Cluster) Down() error {
 	var errs *multierror.Error
-	errs = multierror.Append(errs, c.apiserver.kill(), c.etcd.kill())
+	errs = multierror.Append(errs, c.apiserver.kill())
+	for _, e := range c.etcds() {
+		errs = multierror.Append(errs, e.kill())
+	}
 	return c.wrap("down", errs.ErrorOrNil())
 }
 
 // Status describes the cluster's processes and whether its apiserver answers.
 type Status struct {
-	Name          string
-	Server        string
-	APIServerPID  int // 0 when not running
-	EtcdPID       int
-	Ready         bool
-	ReadyzProblem string
+	Name         string
+	Server       string
+	Version      string
+	APIServerPID int // 0 when not running
+	EtcdPID      int
+	// ConfigMapsEtcdPID is the second etcd's, in a cluster that has one (HasConfigMapsEtcd).
+	ConfigMapsEtcdPID int
+	HasConfigMapsEtcd bool
+	Ready             bool
+	ReadyzProblem     string
 }
 
 // Status probes /readyz with a short timeout.
 func (c *Cluster) Status(ctx context.Context) Status {
-	s := Status{Name: c.Name, Server: c.Server()}
+	s := Status{Name: c.Name, Server: c.Server(), Version: c.Version, HasConfigMapsEtcd: c.configMapsEtcd != nil}
 	if pid, ok := c.apiserver.pid(); ok {
 		s.APIServerPID = pid
 	}
 	if pid, ok := c.etcd.pid(); ok {
 		s.EtcdPID = pid
+	}
+	if c.configMapsEtcd != nil {
+		if pid, ok := c.configMapsEtcd.pid(); ok {
+			s.ConfigMapsEtcdPID = pid
+		}
 	}
 	cfg := c.AdminConfig()
 	cfg.Timeout = time.Second

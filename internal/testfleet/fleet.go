@@ -26,7 +26,22 @@ type Options struct {
 	// Clusters is how many clusters Up makes sure exist. Default 3. A fleet that already
 	// has more keeps them.
 	Clusters int
-	// BinDir holds etcd and kube-apiserver. Default: $FLEETCACHE_BIN.
+	// Uniform makes every cluster alike: kube-apiserver CurrentVersion with watch-list on,
+	// one etcd. By default the fleet is mixed, so that the tests and the demo meet more than
+	// one kind of cluster (see MixedOldIndex and MixedSplitIndex):
+	//   - the cluster at MixedOldIndex (the third, "charlie") runs the older kube-apiserver
+	//     OldVersion with --feature-gates=WatchList=false: it refuses watch-list streams
+	//     (sendInitialEvents), so client-go informers fall back to LIST then WATCH, as
+	//     they do against any apiserver before 1.32 or with the gate off;
+	//   - the cluster at MixedSplitIndex (the second, "bravo") keeps its ConfigMaps on a
+	//     second etcd of its own (--etcd-servers-overrides): their resourceVersions are a
+	//     sequence separate from the rest of that cluster's, as in clusters that put busy
+	//     resources on a dedicated etcd.
+	// The first cluster ("alpha"), the victim of the fault tests, stays plain. A fleet
+	// of fewer clusters has only the positions it has.
+	Uniform bool
+	// BinDir holds etcd, kube-apiserver and, for a mixed fleet, OldAPIServer.
+	// Default: $FLEETCACHE_BIN.
 	BinDir string
 	// Detach lets the processes outlive the calling process (hack/fleet.sh). Otherwise
 	// they are killed when it dies, however it dies.
@@ -59,6 +74,35 @@ func (o *Options) setDefaults() error {
 	return nil
 }
 
+// The kube-apiservers hack/build-bins.sh builds: keep these in step with it.
+const (
+	// CurrentVersion is what kube-apiserver reports in /version.
+	CurrentVersion = "v1.37.2"
+	// OldVersion is what OldAPIServer reports: the older minor of the mixed fleet.
+	OldVersion = "v1.32.13"
+	// OldAPIServer is the older kube-apiserver's file name in BinDir.
+	OldAPIServer = "kube-apiserver-1.32"
+)
+
+// Positions of the clusters of a mixed fleet (Options.Uniform false) that differ from the
+// others.
+const (
+	// MixedSplitIndex is the cluster whose ConfigMaps live on a second etcd.
+	MixedSplitIndex = 1
+	// MixedOldIndex is the cluster that runs OldAPIServer with watch-list off.
+	MixedOldIndex = 2
+)
+
+// oldFeatureGates turns watch-list off on the old cluster (the gate exists from 1.27 and
+// is on by default from 1.32).
+const oldFeatureGates = "WatchList=false"
+
+// Layout is the version of fleet.json's layout this package writes: 1 (a file without
+// a layout) had every cluster alike; 2 records each cluster's apiserver binary, version,
+// feature gates and second etcd. Up refuses a fleet of another layout (its folder must be
+// destroyed and made again); Open loads any, so that its processes can still be stopped.
+const Layout = 2
+
 // Names are the cluster names, in order; a fleet larger than this list uses "cN".
 var Names = []string{"alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india", "juliett"}
 
@@ -76,10 +120,22 @@ type Fleet struct {
 	// cluster (the read-only user). The current context is the first cluster.
 	Kubeconfig string
 	Clusters   []*Cluster
+	// Layout is the layout of the fleet's fleet.json (see the constant Layout): an older
+	// one was loaded by Open to be stopped or destroyed, and Up refuses it.
+	Layout int
 }
 
 type state struct {
+	// Layout is absent (0) in files of layout 1.
+	Layout   int            `json:"layout,omitempty"`
 	Clusters []clusterState `json:"clusters"`
+}
+
+func (st state) layout() int {
+	if st.Layout == 0 {
+		return 1
+	}
+	return st.Layout
 }
 
 type clusterState struct {
@@ -87,7 +143,65 @@ type clusterState struct {
 	APIPort  int    `json:"apiPort"`
 	EtcdPort int    `json:"etcdPort"`
 	PeerPort int    `json:"peerPort"`
+	clusterSpec
 }
+
+// clusterSpec is what makes a cluster differ from the others.
+type clusterSpec struct {
+	// APIServer is the kube-apiserver binary's file name in BinDir.
+	APIServer string `json:"apiServer,omitempty"`
+	// Version is the gitVersion it reports.
+	Version string `json:"version,omitempty"`
+	// FeatureGates is its --feature-gates; empty: the version's defaults.
+	FeatureGates string `json:"featureGates,omitempty"`
+	// ConfigMapsEtcdPort and ConfigMapsPeerPort are the ports of the second etcd that
+	// keeps the cluster's ConfigMaps; 0 when they are on the main etcd.
+	ConfigMapsEtcdPort int `json:"configMapsEtcdPort,omitempty"`
+	ConfigMapsPeerPort int `json:"configMapsPeerPort,omitempty"`
+}
+
+// specFor is the spec Up gives a new cluster at index; ports are picked once, here.
+func specFor(index int, opts Options) (clusterSpec, error) {
+	sp := clusterSpec{APIServer: "kube-apiserver", Version: CurrentVersion}
+	if opts.Uniform {
+		return sp, nil
+	}
+	switch index {
+	case MixedOldIndex:
+		sp.APIServer, sp.Version, sp.FeatureGates = OldAPIServer, OldVersion, oldFeatureGates
+	case MixedSplitIndex:
+		ports, err := freePorts(2)
+		if err != nil {
+			return sp, err
+		}
+		sp.ConfigMapsEtcdPort, sp.ConfigMapsPeerPort = ports[0], ports[1]
+	}
+	return sp, nil
+}
+
+// describe says what a spec is, for errors and status.
+func (sp clusterSpec) describe() string {
+	s := sp.APIServer + " " + sp.Version
+	if sp.FeatureGates != "" {
+		s += " --feature-gates=" + sp.FeatureGates
+	}
+	if sp.ConfigMapsEtcdPort != 0 {
+		s += ", configmaps on a second etcd"
+	} else {
+		s += ", one etcd"
+	}
+	return s
+}
+
+// sameKind reports whether two specs make the same kind of cluster (ports aside).
+func (sp clusterSpec) sameKind(o clusterSpec) bool {
+	return sp.APIServer == o.APIServer && sp.Version == o.Version && sp.FeatureGates == o.FeatureGates &&
+		(sp.ConfigMapsEtcdPort != 0) == (o.ConfigMapsEtcdPort != 0)
+}
+
+// ErrLayout is returned (wrapped) by Up for a fleet folder made with another layout or
+// other options: it is refused as it is, not changed under its data.
+var ErrLayout = errors.New("testfleet: the fleet folder was made differently")
 
 // Open loads the fleet recorded in opts.Dir without starting anything.
 func Open(opts Options) (*Fleet, error) {
@@ -124,12 +238,25 @@ func Up(ctx context.Context, opts Options) (*Fleet, error) {
 	} else if !errors.Is(err, fs.ErrNotExist) {
 		return nil, err
 	}
+	if err := checkLayout(statePath, st, opts); err != nil {
+		return nil, err
+	}
 	for i := len(st.Clusters); i < opts.Clusters; i++ {
 		ports, err := freePorts(3)
 		if err != nil {
 			return nil, err
 		}
-		st.Clusters = append(st.Clusters, clusterState{Name: clusterName(i), APIPort: ports[0], EtcdPort: ports[1], PeerPort: ports[2]})
+		sp, err := specFor(i, opts)
+		if err != nil {
+			return nil, err
+		}
+		st.Clusters = append(st.Clusters, clusterState{Name: clusterName(i), APIPort: ports[0], EtcdPort: ports[1], PeerPort: ports[2], clusterSpec: sp})
+	}
+	st.Layout = Layout
+	for _, cs := range st.Clusters {
+		if _, err := os.Stat(filepath.Join(opts.BinDir, cs.APIServer)); err != nil {
+			return nil, fmt.Errorf("testfleet: cluster %s runs %s: %w (run hack/build-bins.sh)", cs.Name, cs.APIServer, err)
+		}
 	}
 	raw, _ := json.MarshalIndent(st, "", "  ")
 	if err := os.WriteFile(statePath, raw, 0o644); err != nil {
@@ -148,9 +275,35 @@ func Up(ctx context.Context, opts Options) (*Fleet, error) {
 	return f, nil
 }
 
-func load(opts Options, st state) (*Fleet, error) {
-	f := &Fleet{Dir: opts.Dir, Kubeconfig: filepath.Join(opts.Dir, "kubeconfig")}
+// checkLayout refuses to start a recorded fleet that this package would not make the same
+// way: one of an older layout, or whose clusters differ from what opts ask for.
+func checkLayout(path string, st state, opts Options) error {
+	if len(st.Clusters) == 0 {
+		return nil
+	}
+	fix := fmt.Sprintf("stop and delete it with `FLEET_DIR=%s hack/fleet.sh destroy` (its data goes), then start again", filepath.Dir(path))
+	if st.layout() != Layout {
+		return fmt.Errorf("%w: %s has layout %d (every cluster kube-apiserver on one etcd, before the mixed fleet); this version makes layout %d (a mixed fleet: see testfleet.Options): %s",
+			ErrLayout, path, st.layout(), Layout, fix)
+	}
 	for i, cs := range st.Clusters {
+		want, err := specFor(i, opts)
+		if err != nil {
+			return err
+		}
+		if !cs.sameKind(want) {
+			return fmt.Errorf("%w: %s: cluster %s is %s, the options ask for %s: %s", ErrLayout, path, cs.Name, cs.describe(), want.describe(), fix)
+		}
+	}
+	return nil
+}
+
+func load(opts Options, st state) (*Fleet, error) {
+	f := &Fleet{Dir: opts.Dir, Kubeconfig: filepath.Join(opts.Dir, "kubeconfig"), Layout: st.layout()}
+	for i, cs := range st.Clusters {
+		if cs.APIServer == "" { // layout 1
+			cs.APIServer, cs.Version = "kube-apiserver", CurrentVersion
+		}
 		dir := filepath.Join(opts.Dir, cs.Name)
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			return nil, err
@@ -162,14 +315,23 @@ func load(opts Options, st state) (*Fleet, error) {
 		c := &Cluster{
 			Name: cs.Name, Index: i, Dir: dir,
 			APIPort: cs.APIPort, EtcdPort: cs.EtcdPort, PeerPort: cs.PeerPort,
+			Version: cs.Version, FeatureGates: cs.FeatureGates,
+			ConfigMapsEtcdPort: cs.ConfigMapsEtcdPort, ConfigMapsPeerPort: cs.ConfigMapsPeerPort,
 			creds: creds, readyTimeout: opts.ReadyTimeout,
 		}
 		c.etcd = &proc{
-			bin: filepath.Join(opts.BinDir, "etcd"), args: c.etcdArgs(), detach: opts.Detach,
+			bin: filepath.Join(opts.BinDir, "etcd"), args: etcdArgs(c.Name, filepath.Join(dir, "etcd"), c.EtcdPort, c.PeerPort), detach: opts.Detach,
 			pidFile: filepath.Join(dir, "etcd.pid"), logFile: filepath.Join(dir, "etcd.log"),
 		}
+		if c.ConfigMapsEtcdPort != 0 {
+			c.configMapsEtcd = &proc{
+				bin:  filepath.Join(opts.BinDir, "etcd"),
+				args: etcdArgs(c.Name+"-configmaps", filepath.Join(dir, "etcd-configmaps"), c.ConfigMapsEtcdPort, c.ConfigMapsPeerPort), detach: opts.Detach,
+				pidFile: filepath.Join(dir, "etcd-configmaps.pid"), logFile: filepath.Join(dir, "etcd-configmaps.log"),
+			}
+		}
 		c.apiserver = &proc{
-			bin: filepath.Join(opts.BinDir, "kube-apiserver"), args: c.apiserverArgs(), detach: opts.Detach,
+			bin: filepath.Join(opts.BinDir, cs.APIServer), args: c.apiserverArgs(), detach: opts.Detach,
 			pidFile: filepath.Join(dir, "kube-apiserver.pid"), logFile: filepath.Join(dir, "kube-apiserver.log"),
 		}
 		f.Clusters = append(f.Clusters, c)

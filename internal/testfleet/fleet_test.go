@@ -3,10 +3,12 @@ package testfleet
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"errors"
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -68,14 +70,101 @@ func TestEveryContextAnswers(t *testing.T) {
 			if err != nil {
 				t.Fatalf("context %s: %v", ctxName, err)
 			}
-			if v.GitVersion != "v1.37.2" {
-				t.Errorf("context %s: server version %q, want v1.37.2", ctxName, v.GitVersion)
+			if v.GitVersion != c.Version {
+				t.Errorf("context %s: server version %q, want %s", ctxName, v.GitVersion, c.Version)
 			}
 			if cfg.Host != c.Server() {
 				t.Errorf("context %s points at %s, want %s", ctxName, cfg.Host, c.Server())
 			}
 		}
 	}
+}
+
+// TestFleetIsMixed: the default fleet has its old cluster and its split cluster where
+// Options documents them, and the others are plain.
+func TestFleetIsMixed(t *testing.T) {
+	needFleet(t)
+	for i, c := range fleet.Clusters {
+		wantVersion, wantWatchList, wantSplit := CurrentVersion, true, false
+		switch i {
+		case MixedOldIndex:
+			wantVersion, wantWatchList = OldVersion, false
+		case MixedSplitIndex:
+			wantSplit = true
+		}
+		if c.Version != wantVersion || c.WatchList() != wantWatchList || c.ConfigMapsOnSecondEtcd() != wantSplit {
+			t.Errorf("cluster %d (%s): version %s, watch-list %v, configmaps on a second etcd %v; want %s, %v, %v",
+				i, c.Name, c.Version, c.WatchList(), c.ConfigMapsOnSecondEtcd(), wantVersion, wantWatchList, wantSplit)
+		}
+		if s := c.Status(context.Background()); s.HasConfigMapsEtcd != wantSplit || wantSplit && s.ConfigMapsEtcdPID == 0 {
+			t.Errorf("cluster %s: status %+v", c.Name, s)
+		}
+	}
+}
+
+// TestUpRefusesAnotherLayout: Up does not start a fleet folder made by an older testfleet
+// (every cluster alike) or with other options; Open still loads it, so that it can be
+// stopped and destroyed.
+func TestUpRefusesAnotherLayout(t *testing.T) {
+	bin := t.TempDir()
+	for _, b := range []string{"etcd", "kube-apiserver", OldAPIServer} {
+		if err := os.WriteFile(filepath.Join(bin, b), nil, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	layout1 := `{"clusters": [{"name": "alpha", "apiPort": 1, "etcdPort": 2, "peerPort": 3}, {"name": "bravo", "apiPort": 4, "etcdPort": 5, "peerPort": 6}, {"name": "charlie", "apiPort": 7, "etcdPort": 8, "peerPort": 9}]}`
+	uniform2 := `{"layout": 2, "clusters": [{"name": "alpha", "apiPort": 1, "etcdPort": 2, "peerPort": 3, "apiServer": "kube-apiserver", "version": "v1.37.2"}]}`
+	for _, tc := range []struct {
+		name, state string
+		opts        Options
+		want        string
+	}{
+		{"layout 1", layout1, Options{}, "has layout 1"},
+		{"layout 2, uniform cluster in a mixed fleet", strings.Replace(uniform2, `]}`, `, {"name": "bravo", "apiPort": 4, "etcdPort": 5, "peerPort": 6, "apiServer": "kube-apiserver", "version": "v1.37.2"}]}`, 1), Options{Clusters: 2}, "cluster bravo is kube-apiserver v1.37.2, one etcd, the options ask for kube-apiserver v1.37.2, configmaps on a second etcd"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			if err := os.WriteFile(filepath.Join(dir, "fleet.json"), []byte(tc.state), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			opts := tc.opts
+			opts.Dir, opts.BinDir = dir, bin
+			_, err := Up(context.Background(), opts)
+			if !errors.Is(err, ErrLayout) || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), "hack/fleet.sh destroy") {
+				t.Fatalf("Up: %v; want ErrLayout saying %q and how to destroy the folder", err, tc.want)
+			}
+			raw, _ := os.ReadFile(filepath.Join(dir, "fleet.json"))
+			if string(raw) != tc.state {
+				t.Errorf("Up rewrote the refused fleet.json:\n%s", raw)
+			}
+			f, err := Open(opts)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, c := range f.Clusters {
+				if c.Version != CurrentVersion || !c.WatchList() || c.ConfigMapsOnSecondEtcd() {
+					t.Errorf("Open: cluster %s: %s, watch-list %v, split %v; want what it was made as", c.Name, c.Version, c.WatchList(), c.ConfigMapsOnSecondEtcd())
+				}
+			}
+		})
+	}
+	// A uniform fleet of the current layout is what Options{Uniform: true} asks for.
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "fleet.json"), []byte(uniform2), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := checkLayout(filepath.Join(dir, "fleet.json"), mustState(t, uniform2), Options{Uniform: true, Clusters: 1}); err != nil {
+		t.Errorf("a uniform fleet refused for Options.Uniform: %v", err)
+	}
+}
+
+func mustState(t *testing.T, raw string) state {
+	t.Helper()
+	var st state
+	if err := json.Unmarshal([]byte(raw), &st); err != nil {
+		t.Fatal(err)
+	}
+	return st
 }
 
 func TestClustersAreIndependent(t *testing.T) {

@@ -177,7 +177,7 @@ func Reap(dir string) ([]int, error) {
 		}
 		argv0, _, _ := bytes.Cut(cmdline, []byte{0})
 		base := string(argv0[bytes.LastIndexByte(argv0, '/')+1:])
-		if base != "etcd" && base != "kube-apiserver" {
+		if base != "etcd" && !strings.HasPrefix(base, "kube-apiserver") { // kube-apiserver-1.32 too
 			continue
 		}
 		if err := syscall.Kill(pid, syscall.SIGKILL); err == nil {

@@ -57,8 +57,15 @@ func startProxiedDaemon(t testing.TB) *proxiedDaemon {
 // kubeconfig and contexts; with none, every setting is the default.
 func startProxiedDaemonWith(t testing.TB, settings string, env ...string) *proxiedDaemon {
 	t.Helper()
+	return startProxiedDaemonFor(t, 0, settings, env...)
+}
+
+// startProxiedDaemonFor is startProxiedDaemonWith with fleet.Clusters[victim] behind the
+// proxy.
+func startProxiedDaemonFor(t testing.TB, victimIndex int, settings string, env ...string) *proxiedDaemon {
+	t.Helper()
 	shared := startDaemon(t) // seeds the fleet and builds the binary
-	victim := fleet.Clusters[0]
+	victim := fleet.Clusters[victimIndex]
 	proxy, err := victim.StartProxy()
 	if err != nil {
 		t.Fatal(err)
@@ -368,44 +375,56 @@ func TestStalenessBoundUnderOneWayDelay(t *testing.T) {
 	t.Logf("after the delay ended and writes paused, the first current claim came %s later and was true", took.Round(time.Millisecond))
 }
 
-// TestStalenessBoundOnTheListPathThroughARelist runs fleetcache with client-go's
-// watch-list off (KUBE_FEATURE_WatchListClient=false: the LIST path, as against an
-// apiserver without watch-list), delays everything the victim sends by 2s, and restarts
-// the victim's apiserver twice while writes go on: each restart makes the informer list
-// again (its watch cache starts past the informer's position: 410), a paginated list
-// whose pages arrive 2s late while the cache still serves the old objects. The bound,
-// read every 0.5s from /metrics and the API, must never claim more than the cache holds.
+// TestStalenessBoundOnTheListPathThroughARelist takes the LIST path two ways: against
+// the fleet's v1.32 cluster, whose apiserver refuses watch-list, and against a v1.37 one
+// with client-go's watch-list turned off in fleetcache (KUBE_FEATURE_WatchListClient=false).
+// It delays everything the victim sends by 2s and restarts the victim's apiserver twice
+// while writes go on: each restart makes the informer list again (its watch cache starts
+// past the informer's position: 410), a paginated list whose pages arrive 2s late while
+// the cache still serves the old objects. The bound, read every 0.5s from /metrics and
+// the API, must never claim more than the cache holds.
 func TestStalenessBoundOnTheListPathThroughARelist(t *testing.T) {
-	d := startProxiedDaemonWith(t, "", "KUBE_FEATURE_WatchListClient=false")
-	dd := &daemon{url: d.url}
-	p := startPatcher(t, d.victim, 5)
-	b := newBoundChecker(t, d, p)
-	labels := map[string]string{"cluster": d.victim.Name, "resource": "configmaps"}
-	relists0, _ := value(dd.scrape(t), "fleetcache_relists_total", labels)
-	const delay = 2 * time.Second
-	d.proxy.SetDelay(delay)
-	restarts := 0
-	b.run(60*time.Second, func(elapsed time.Duration) {
-		if (restarts == 0 && elapsed > 10*time.Second) || (restarts == 1 && elapsed > 35*time.Second) {
-			restarts++
-			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-			defer cancel()
-			if err := d.victim.Restart(ctx); err != nil {
-				t.Fatalf("restart the victim: %v", err)
+	for _, tc := range []struct {
+		name   string
+		victim int
+		env    []string
+	}{
+		{"v1.32 apiserver without watch-list", 2, nil},
+		{"client without watch-list", 0, []string{"KUBE_FEATURE_WatchListClient=false"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			d := startProxiedDaemonFor(t, tc.victim, "", tc.env...)
+			dd := &daemon{url: d.url}
+			p := startPatcher(t, d.victim, 5)
+			b := newBoundChecker(t, d, p)
+			labels := map[string]string{"cluster": d.victim.Name, "resource": "configmaps"}
+			relists0, _ := value(dd.scrape(t), "fleetcache_relists_total", labels)
+			const delay = 2 * time.Second
+			d.proxy.SetDelay(delay)
+			restarts := 0
+			b.run(60*time.Second, func(elapsed time.Duration) {
+				if (restarts == 0 && elapsed > 10*time.Second) || (restarts == 1 && elapsed > 35*time.Second) {
+					restarts++
+					ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+					defer cancel()
+					if err := d.victim.Restart(ctx); err != nil {
+						t.Fatalf("restart the victim: %v", err)
+					}
+				}
+			})
+			b.report(tc.name+", 2s one-way delay, 2 apiserver restarts, 60s", delay)
+			relists1, _ := value(dd.scrape(t), "fleetcache_relists_total", labels)
+			if relists1 <= relists0 {
+				t.Fatalf("the victim's ConfigMaps were not listed again (relists %v -> %v): the test proved nothing about relists", relists0, relists1)
 			}
-		}
-	})
-	b.report("list path, 2s one-way delay, 2 apiserver restarts, 60s", delay)
-	relists1, _ := value(dd.scrape(t), "fleetcache_relists_total", labels)
-	if relists1 <= relists0 {
-		t.Fatalf("the victim's ConfigMaps were not listed again (relists %v -> %v): the test proved nothing about relists", relists0, relists1)
+			t.Logf("ConfigMaps relisted %v times", relists1-relists0)
+			d.proxy.SetDelay(0)
+			pausedAt := p.pause()
+			defer p.resume()
+			took := firstTruthfulClaim(t, d, pausedAt, 60*time.Second)
+			t.Logf("after the delay ended and writes paused, the first current claim came %s later and was true", took.Round(time.Millisecond))
+		})
 	}
-	t.Logf("ConfigMaps relisted %v times", relists1-relists0)
-	d.proxy.SetDelay(0)
-	pausedAt := p.pause()
-	defer p.resume()
-	took := firstTruthfulClaim(t, d, pausedAt, 60*time.Second)
-	t.Logf("after the delay ended and writes paused, the first current claim came %s later and was true", took.Round(time.Millisecond))
 }
 
 // boundChecker reads the victim's ConfigMaps' staleness bound every 0.5s from /metrics,

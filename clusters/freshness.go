@@ -136,6 +136,12 @@ func (p *proof) current(now time.Time, staleAfter time.Duration) bool {
 	return !p.provenAt.IsZero() && p.provenAt.After(p.disruptedAt) && now.Sub(p.provenAt) <= staleAfter
 }
 
+// awaiting reports whether a probe answered since the last disruption waits for the
+// cache to reach its revision: the next event or bookmark proves the cache.
+func (p *proof) awaiting() bool {
+	return len(p.pending) > 0 && p.pending[len(p.pending)-1].sent.After(p.disruptedAt)
+}
+
 // revisionLag is how many revisions the newest probe is ahead of the cache.
 func (p *proof) revisionLag() int64 {
 	if p.probedRV > p.cacheRV {

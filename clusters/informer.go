@@ -84,6 +84,19 @@ func (lw *observedLW) WatchWithContext(ctx context.Context, opts metav1.ListOpti
 		timeout := rc.watchTimeout()
 		opts.TimeoutSeconds = &timeout
 	}
+	if !initial && time.Duration(*opts.TimeoutSeconds)*time.Second <= shortWatch {
+		rc.mu.Lock()
+		awaiting := rc.proof.awaiting()
+		rc.mu.Unlock()
+		if !awaiting {
+			// Probe first, then watch: the watch's bookmark, about 2s after the apiserver
+			// receives it, is then taken after the probe was answered and reaches the
+			// probe's revision, however slow the apiserver or the way back. (A probe sent
+			// beside the watch lost that race on a loaded machine, and the resource stayed
+			// unproven.) A failed probe is the probe loop's to report.
+			_ = rc.cluster.probeResource(ctx, rc)
+		}
+	}
 	wctx, cancel := context.WithCancel(ctx)
 	st := &stream{rc: rc, initial: initial, cancel: cancel, start: o.Clock.Now()}
 	st.release = sync.OnceFunc(func() {
@@ -96,13 +109,6 @@ func (lw *observedLW) WatchWithContext(ctx context.Context, opts metav1.ListOpti
 	rc.mu.Lock()
 	rc.stream = st
 	rc.mu.Unlock()
-	if !initial && time.Duration(*opts.TimeoutSeconds)*time.Second <= shortWatch && !rc.probedRecently(st.start) {
-		// A short watch's bookmark comes about 2s after the apiserver receives the watch:
-		// probe now, beside it, so that the probe's revision is taken before that
-		// bookmark. A probe timed from the stream's establishment comes too late once the
-		// way back is slow (a 2s one-way delay: never, and the resource never proven).
-		go rc.cluster.probeResource(wctx, rc)
-	}
 	// Only establishing the stream is bounded; the stream itself lives until the server
 	// ends it (its timeoutSeconds) or the informer stops.
 	timer := time.AfterFunc(o.RequestTimeout, cancel)
@@ -180,8 +186,11 @@ func (rc *resourceCache) watchTimeout() int64 {
 	o := rc.cluster.opts
 	rc.mu.Lock()
 	current := rc.proof.current(o.Clock.Now(), rc.cluster.staleAfter())
+	awaiting := rc.proof.awaiting()
 	rc.mu.Unlock()
-	if !current {
+	if !current || awaiting {
+		// Not proven, or a probe waits for the cache (the last watch's closing bookmark
+		// came before the probe's answer): a short watch's bookmark proves it in ~2s.
 		return int64(shortWatch / time.Second)
 	}
 	// Jittered, so that a cluster's watches do not all renew at the same moment.

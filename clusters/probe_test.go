@@ -125,3 +125,27 @@ func TestChangesCountOnlyWatchedChanges(t *testing.T) {
 		t.Fatalf("changes %d after ADDED, MODIFIED, DELETED and a BOOKMARK, want 3", rc.changes)
 	}
 }
+
+// TestAProbeWaitingForTheCacheGetsAShortWatch: when a watch's closing bookmark came before
+// its pre-bookmark probe was answered (a loaded apiserver), the probe waits for the cache;
+// the next watch is a short one, whose bookmark (taken after that answer) proves it within
+// seconds, instead of a full idle proof interval later, past staleAfter.
+func TestAProbeWaitingForTheCacheGetsAShortWatch(t *testing.T) {
+	clk := clocktesting.NewFakeClock(t0)
+	c := New(Target{Name: "fake", Config: &rest.Config{}}, Options{Clock: clk})
+	rc := &resourceCache{cluster: c, display: "configmaps", log: c.log, cnt: newCounters(t0), proof: newProof()}
+	rc.proof.advance(100, t0)
+	rc.proof.probed(t0, 100, t0) // proven at t0
+	if got := rc.watchTimeout(); time.Duration(got)*time.Second <= shortWatch {
+		t.Fatalf("a proven resource got a %ds watch", got)
+	}
+	clk.Step(10 * time.Second)
+	rc.proof.probed(clk.Now(), 120, clk.Now()) // the cache is at 100: waiting
+	if got := rc.watchTimeout(); time.Duration(got)*time.Second != shortWatch {
+		t.Errorf("a resource whose probe waits for the cache got a %ds watch, want %s", got, shortWatch)
+	}
+	rc.proof.advance(120, clk.Now())
+	if got := rc.watchTimeout(); time.Duration(got)*time.Second <= shortWatch {
+		t.Errorf("a resource proven again got a %ds watch", got)
+	}
+}

@@ -148,7 +148,7 @@ func launch() (*daemon, error) {
 
 // waitReady polls a fleetcache's /readyz for up to a minute; the error carries its log.
 func waitReady(url, logPath string) error {
-	err := wait.PollUntilContextTimeout(context.Background(), 100*time.Millisecond, 60*time.Second, true, func(context.Context) (bool, error) {
+	err := wait.PollUntilContextTimeout(context.Background(), 100*time.Millisecond, 3*time.Minute, true, func(context.Context) (bool, error) {
 		resp, err := http.Get(url + "/readyz")
 		if err != nil {
 			return false, nil

@@ -1045,7 +1045,7 @@ func (fr *fleetReflector) createAndWait(t *testing.T, prefix string) {
 		}
 	}
 	sort.Strings(fr.want)
-	testfleet.Eventually(t, 30*time.Second, "the reflector through "+fr.via+" holds the "+prefix+" objects of every cluster", func() (bool, string) {
+	testfleet.Eventually(t, 2*time.Minute, "the reflector through "+fr.via+" holds the "+prefix+" objects of every cluster", func() (bool, string) {
 		got := fr.store.ListKeys()
 		sort.Strings(got)
 		resp, err := http.Get(fr.url + "/fleet/api/v1/configmaps?labelSelector=shard-fleet%3Dyes")

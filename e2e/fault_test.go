@@ -323,17 +323,22 @@ func kubectlSetRV(t *testing.T, resource string) []string {
 }
 
 // sequenceChecker flags impossible event sequences: a change after the deletion of the
-// same object (by uid), or a cluster's stream going back in resourceVersion.
+// same object (by uid), an object ADDED twice, an object going back to an older (or
+// repeating the same) resourceVersion, or a cluster's stream going back in its positions.
+// fleetcache numbers each cluster's events in order whatever the objects say (a relist
+// that replays an older object is numbered after the last event), so only the objects'
+// own resourceVersions show a cache that went back.
 type sequenceChecker struct {
 	mu      sync.Mutex
-	deleted map[string]bool // cluster/uid
-	lastRV  map[string]uint64
+	deleted map[string]bool   // cluster/uid
+	objRV   map[string]uint64 // cluster/uid -> the object's resourceVersion last seen
+	lastRV  map[string]uint64 // cluster -> the stream's position
 	bad     []string
 	events  atomic.Int64
 }
 
 func newSequenceChecker() *sequenceChecker {
-	return &sequenceChecker{deleted: map[string]bool{}, lastRV: map[string]uint64{}}
+	return &sequenceChecker{deleted: map[string]bool{}, objRV: map[string]uint64{}, lastRV: map[string]uint64{}}
 }
 
 func (s *sequenceChecker) see(l watchLine) {
@@ -343,19 +348,28 @@ func (s *sequenceChecker) see(l watchLine) {
 	s.events.Add(1)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	key := l.Cluster + "/" + string(l.Object.Metadata.UID)
-	switch l.Type {
-	case "DELETED":
-		s.deleted[key] = true
-	default:
-		if s.deleted[key] {
-			s.bad = append(s.bad, fmt.Sprintf("%s after DELETED for %s %s", l.Type, key, l.Object.Metadata.Name))
-		}
-	}
-	var rv uint64
+	m := l.Object.Metadata
+	key := l.Cluster + "/" + string(m.UID)
+	var objRV, rv uint64
+	fmt.Sscan(m.ResourceVersion, &objRV)
 	fmt.Sscan(l.ResourceVersion, &rv)
-	if rv < s.lastRV[l.Cluster] {
-		s.bad = append(s.bad, fmt.Sprintf("cluster %s went back from %d to %d", l.Cluster, s.lastRV[l.Cluster], rv))
+	prev, seen := s.objRV[key]
+	switch {
+	case s.deleted[key]:
+		s.bad = append(s.bad, fmt.Sprintf("%s after DELETED for %s %s", l.Type, key, m.Name))
+	case l.Type == "ADDED" && seen:
+		s.bad = append(s.bad, fmt.Sprintf("%s %s ADDED again at %d (seen at %d)", key, m.Name, objRV, prev))
+	case l.Type == "MODIFIED" && seen && objRV <= prev:
+		s.bad = append(s.bad, fmt.Sprintf("%s %s MODIFIED from resourceVersion %d to %d", key, m.Name, prev, objRV))
+	case l.Type == "DELETED" && seen && objRV < prev:
+		s.bad = append(s.bad, fmt.Sprintf("%s %s DELETED at resourceVersion %d after %d", key, m.Name, objRV, prev))
+	}
+	s.objRV[key] = objRV
+	if l.Type == "DELETED" {
+		s.deleted[key] = true
+	}
+	if rv <= s.lastRV[l.Cluster] {
+		s.bad = append(s.bad, fmt.Sprintf("cluster %s's stream went from position %d to %d", l.Cluster, s.lastRV[l.Cluster], rv))
 	}
 	s.lastRV[l.Cluster] = rv
 }

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"os"
+	"path/filepath"
 	"sort"
 	"strings"
 	"sync"
@@ -17,6 +19,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/fleetcache/fleetcache/internal/testfleet"
 )
@@ -32,11 +35,15 @@ type fault struct {
 }
 
 // TestFaultSuite runs faults against the real fleet while a bounded query load and a
-// writer run, and after each recovery compares fleetcache's index with a fresh LIST from
-// every cluster: no object lost, no ghost, every resourceVersion current; a watch over the
-// whole run must never see an impossible sequence. It logs a report.
+// writer run. Once fleetcache shows a fault, its connections to the victims are cut off
+// (a proxy stops passing what they send), the victims are repaired and written to
+// (creates, updates and deletes fleetcache cannot see), and then fleetcache may reach them
+// again: its first answer that claims to be current must hold those writes. Each such
+// answer is compared with a fresh LIST from every cluster: no object lost, no ghost, every
+// resourceVersion current; a watch over the whole run must never see an impossible
+// sequence. It logs a report.
 func TestFaultSuite(t *testing.T) {
-	d := startDaemon(t)
+	d, proxies := startPartitionableDaemon(t)
 	a, b, c := fleet.Clusters[0], fleet.Clusters[1], fleet.Clusters[2]
 	ctx, cancel := context.WithCancel(context.Background())
 
@@ -59,24 +66,36 @@ func TestFaultSuite(t *testing.T) {
 		}
 	})
 
-	// A writer keeps configmaps changing in every cluster. Each write holds gate for
-	// reading; a comparison takes it for writing, which waits for the writes in flight.
+	// A writer keeps configmaps changing in every cluster, and counts the writes each
+	// cluster acknowledged. Each write holds gate for reading; a comparison takes it for
+	// writing, which waits for the writes in flight.
 	var gate sync.RWMutex
+	written := map[string]*writeCounts{}
 	for _, cl := range fleet.Clusters {
 		cs := kubernetes.NewForConfigOrDie(cl.AdminConfig())
+		counts := &writeCounts{}
+		written[cl.Name] = counts
 		wg.Go(func() {
 			for i := 0; ctx.Err() == nil; i++ {
 				gate.RLock()
 				wctx, wcancel := context.WithTimeout(ctx, time.Second)
+				// Each name is created, updated, then deleted, in turn with the others.
 				name := fmt.Sprintf("churn-%d", i%5)
 				cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "default", Labels: map[string]string{"e2e": "fault"}}, Data: map[string]string{"i": fmt.Sprint(i)}}
-				switch i % 3 {
+				var err error
+				switch i / 5 % 3 {
 				case 0:
-					_, _ = cs.CoreV1().ConfigMaps("default").Create(wctx, cm, metav1.CreateOptions{})
+					if _, err = cs.CoreV1().ConfigMaps("default").Create(wctx, cm, metav1.CreateOptions{}); err == nil {
+						counts.created.Add(1)
+					}
 				case 1:
-					_, _ = cs.CoreV1().ConfigMaps("default").Update(wctx, cm, metav1.UpdateOptions{})
+					if _, err = cs.CoreV1().ConfigMaps("default").Update(wctx, cm, metav1.UpdateOptions{}); err == nil {
+						counts.updated.Add(1)
+					}
 				case 2:
-					_ = cs.CoreV1().ConfigMaps("default").Delete(wctx, name, metav1.DeleteOptions{})
+					if err = cs.CoreV1().ConfigMaps("default").Delete(wctx, name, metav1.DeleteOptions{}); err == nil {
+						counts.deleted.Add(1)
+					}
 				}
 				wcancel()
 				gate.RUnlock()
@@ -174,17 +193,42 @@ func TestFaultSuite(t *testing.T) {
 		f.apply(t)
 		waitFor(t, 60*time.Second, f.name+": status shows the fault", func() (bool, string) { return f.shows(d, t), "not yet" })
 		shown := time.Since(start)
-		// Writes went on during the fault (to the clusters that took them); they stop now,
-		// and the repair is made: from then on the clusters do not change.
-		gate.Lock()
+		// fleetcache is cut off from the victims; they are repaired, and take writes it
+		// cannot see until it reaches them again.
+		for _, v := range f.victims {
+			proxies[v.Name].SetDelay(partitioned)
+		}
 		recoverAt := time.Now()
 		f.recover(t)
-		repaired := time.Now()
-		lost, ghosts := firstCurrentAnswerIsTrue(t, d, repaired)
+		before := map[string]writes{}
+		for _, v := range f.victims {
+			before[v.Name] = written[v.Name].read()
+		}
+		waitFor(t, 60*time.Second, f.name+": victims created, updated and deleted ConfigMaps while cut off", func() (bool, string) {
+			var msg []string
+			for _, v := range f.victims {
+				w := written[v.Name].read().since(before[v.Name])
+				if w.created < outageWrites || w.updated < outageWrites || w.deleted < outageWrites {
+					msg = append(msg, fmt.Sprintf("%s: %s", v.Name, w))
+				}
+			}
+			return len(msg) == 0, strings.Join(msg, ", ")
+		})
+		// The writes stop, and fleetcache reaches the victims again: from then on the
+		// clusters do not change.
+		gate.Lock()
+		var during []string
+		for _, v := range f.victims {
+			during = append(during, v.Name+" "+written[v.Name].read().since(before[v.Name]).String())
+			proxies[v.Name].SetDelay(0)
+			proxies[v.Name].Cut() // with what they held back
+		}
+		healed := time.Now()
+		lost, ghosts := firstCurrentAnswerIsTrue(t, d, healed)
 		recovered := time.Since(recoverAt)
 		gate.Unlock()
-		line := fmt.Sprintf("%-38s status showed it after %6s, current again %6s after repair, lost %d, ghosts %d",
-			f.name, shown.Round(100*time.Millisecond), recovered.Round(100*time.Millisecond), lost, ghosts)
+		line := fmt.Sprintf("%-38s status showed it after %6s, current again %6s after repair; while cut off, %s; lost %d, ghosts %d",
+			f.name, shown.Round(100*time.Millisecond), recovered.Round(100*time.Millisecond), strings.Join(during, ", "), lost, ghosts)
 		report = append(report, line)
 		if lost+ghosts > 0 {
 			t.Errorf("%s", line)
@@ -203,6 +247,69 @@ func TestFaultSuite(t *testing.T) {
 	if rssEnd > 2*rssStart+200<<20 {
 		t.Errorf("memory grew from %.0f MiB to %.0f MiB", rssStart/(1<<20), rssEnd/(1<<20))
 	}
+}
+
+// partitioned is the proxies' delay while fleetcache is cut off from a cluster: nothing
+// the cluster sends reaches it (the connections are cut when the partition ends).
+const partitioned = time.Hour
+
+// outageWrites is how many creates, updates and deletes each victim acknowledges while
+// fleetcache is cut off from it.
+const outageWrites = 3
+
+// startPartitionableDaemon starts a fleetcache configured as the shared one, whose
+// connection to each cluster goes through a proxy of its own.
+func startPartitionableDaemon(t *testing.T) (*daemon, map[string]*testfleet.Proxy) {
+	t.Helper()
+	shared := startDaemon(t) // seeds the fleet and builds the binary
+	kc, err := clientcmd.LoadFromFile(fleet.Kubeconfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxies := map[string]*testfleet.Proxy{}
+	for _, c := range fleet.Clusters {
+		proxy, err := c.StartProxy()
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { proxy.Close() })
+		proxies[c.Name] = proxy
+		ctx := kc.Contexts[c.Name+"-reader"]
+		if ctx == nil {
+			t.Fatalf("no context %s-reader", c.Name)
+		}
+		entry := kc.Clusters[ctx.Cluster].DeepCopy()
+		entry.Server = proxy.Server()
+		kc.Clusters["proxied-"+c.Name] = entry
+		ctx.Cluster = "proxied-" + c.Name
+	}
+	dir := t.TempDir()
+	kubeconfig, config := filepath.Join(dir, "kubeconfig"), filepath.Join(dir, "config.yaml")
+	if err := clientcmd.WriteToFile(*kc, kubeconfig); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(config, []byte(daemonConfig(kubeconfig)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p := startProcess(t, shared.bin, nil, "--config", config)
+	return &daemon{url: p.url}, proxies
+}
+
+// writeCounts counts the writes a cluster acknowledged.
+type writeCounts struct{ created, updated, deleted atomic.Int64 }
+
+type writes struct{ created, updated, deleted int64 }
+
+func (c *writeCounts) read() writes {
+	return writes{c.created.Load(), c.updated.Load(), c.deleted.Load()}
+}
+
+func (w writes) since(b writes) writes {
+	return writes{w.created - b.created, w.updated - b.updated, w.deleted - b.deleted}
+}
+
+func (w writes) String() string {
+	return fmt.Sprintf("%d created, %d updated, %d deleted", w.created, w.updated, w.deleted)
 }
 
 // faultResources are the resources the fault suite compares with the clusters.
@@ -323,17 +430,22 @@ func kubectlSetRV(t *testing.T, resource string) []string {
 }
 
 // sequenceChecker flags impossible event sequences: a change after the deletion of the
-// same object (by uid), or a cluster's stream going back in resourceVersion.
+// same object (by uid), an object ADDED twice, an object going back to an older (or
+// repeating the same) resourceVersion, or a cluster's stream going back in its positions.
+// fleetcache numbers each cluster's events in order whatever the objects say (a relist
+// that replays an older object is numbered after the last event), so only the objects'
+// own resourceVersions show a cache that went back.
 type sequenceChecker struct {
 	mu      sync.Mutex
-	deleted map[string]bool // cluster/uid
-	lastRV  map[string]uint64
+	deleted map[string]bool   // cluster/uid
+	objRV   map[string]uint64 // cluster/uid -> the object's resourceVersion last seen
+	lastRV  map[string]uint64 // cluster -> the stream's position
 	bad     []string
 	events  atomic.Int64
 }
 
 func newSequenceChecker() *sequenceChecker {
-	return &sequenceChecker{deleted: map[string]bool{}, lastRV: map[string]uint64{}}
+	return &sequenceChecker{deleted: map[string]bool{}, objRV: map[string]uint64{}, lastRV: map[string]uint64{}}
 }
 
 func (s *sequenceChecker) see(l watchLine) {
@@ -343,19 +455,28 @@ func (s *sequenceChecker) see(l watchLine) {
 	s.events.Add(1)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	key := l.Cluster + "/" + string(l.Object.Metadata.UID)
-	switch l.Type {
-	case "DELETED":
-		s.deleted[key] = true
-	default:
-		if s.deleted[key] {
-			s.bad = append(s.bad, fmt.Sprintf("%s after DELETED for %s %s", l.Type, key, l.Object.Metadata.Name))
-		}
-	}
-	var rv uint64
+	m := l.Object.Metadata
+	key := l.Cluster + "/" + string(m.UID)
+	var objRV, rv uint64
+	fmt.Sscan(m.ResourceVersion, &objRV)
 	fmt.Sscan(l.ResourceVersion, &rv)
-	if rv < s.lastRV[l.Cluster] {
-		s.bad = append(s.bad, fmt.Sprintf("cluster %s went back from %d to %d", l.Cluster, s.lastRV[l.Cluster], rv))
+	prev, seen := s.objRV[key]
+	switch {
+	case s.deleted[key]:
+		s.bad = append(s.bad, fmt.Sprintf("%s after DELETED for %s %s", l.Type, key, m.Name))
+	case l.Type == "ADDED" && seen:
+		s.bad = append(s.bad, fmt.Sprintf("%s %s ADDED again at %d (seen at %d)", key, m.Name, objRV, prev))
+	case l.Type == "MODIFIED" && seen && objRV <= prev:
+		s.bad = append(s.bad, fmt.Sprintf("%s %s MODIFIED from resourceVersion %d to %d", key, m.Name, prev, objRV))
+	case l.Type == "DELETED" && seen && objRV < prev:
+		s.bad = append(s.bad, fmt.Sprintf("%s %s DELETED at resourceVersion %d after %d", key, m.Name, objRV, prev))
+	}
+	s.objRV[key] = objRV
+	if l.Type == "DELETED" {
+		s.deleted[key] = true
+	}
+	if rv <= s.lastRV[l.Cluster] {
+		s.bad = append(s.bad, fmt.Sprintf("cluster %s's stream went from position %d to %d", l.Cluster, s.lastRV[l.Cluster], rv))
 	}
 	s.lastRV[l.Cluster] = rv
 }

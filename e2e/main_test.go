@@ -114,17 +114,7 @@ func launch() (*daemon, error) {
 	l.Close()
 	d.url = "http://" + addr
 
-	var cfg strings.Builder
-	fmt.Fprintf(&cfg, "listen: %s\nkubeconfig: [%s]\ncontexts:\n  include: ['*-reader']\n  aliases:\n", addr, fleet.Kubeconfig)
-	for _, c := range fleet.Clusters {
-		fmt.Fprintf(&cfg, "    %s-reader: %s\n", c.Name, c.Name)
-	}
-	cfg.WriteString("resources:\n")
-	for _, r := range e2eResources {
-		fmt.Fprintf(&cfg, "  - name: %s\n", r)
-	}
-	fmt.Fprintf(&cfg, "cluster: {probeInterval: 1s, requestTimeout: 2s, idleProofInterval: 5s, rediscoveryInterval: 1s, initialSyncTimeout: 20s}\napi: {continueTTL: %s}\nreadiness: {policy: atLeast, minClusters: %d}\nlog: {level: debug}\n", continueTTL, len(fleet.Clusters))
-	if err := os.WriteFile(d.config, []byte(cfg.String()), 0o600); err != nil {
+	if err := os.WriteFile(d.config, []byte("listen: "+addr+"\n"+daemonConfig(fleet.Kubeconfig)), 0o600); err != nil {
 		return nil, err
 	}
 	logf, err := os.Create(d.log)
@@ -144,6 +134,23 @@ func launch() (*daemon, error) {
 		return nil, err
 	}
 	return d, nil
+}
+
+// daemonConfig is the shared daemon's configuration (without its listen address) over a
+// kubeconfig with the fleet's contexts: the reader contexts, aliased to the clusters'
+// names, and e2eResources.
+func daemonConfig(kubeconfig string) string {
+	var cfg strings.Builder
+	fmt.Fprintf(&cfg, "kubeconfig: [%s]\ncontexts:\n  include: ['*-reader']\n  aliases:\n", kubeconfig)
+	for _, c := range fleet.Clusters {
+		fmt.Fprintf(&cfg, "    %s-reader: %s\n", c.Name, c.Name)
+	}
+	cfg.WriteString("resources:\n")
+	for _, r := range e2eResources {
+		fmt.Fprintf(&cfg, "  - name: %s\n", r)
+	}
+	fmt.Fprintf(&cfg, "cluster: {probeInterval: 1s, requestTimeout: 2s, idleProofInterval: 5s, rediscoveryInterval: 1s, initialSyncTimeout: 20s}\napi: {continueTTL: %s}\nreadiness: {policy: atLeast, minClusters: %d}\nlog: {level: debug}\n", continueTTL, len(fleet.Clusters))
+	return cfg.String()
 }
 
 // waitReady polls a fleetcache's /readyz for up to a minute; the error carries its log.

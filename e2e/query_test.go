@@ -362,6 +362,8 @@ func TestBadInputGetsClearErrors(t *testing.T) {
 		{"continue of another query", "/api/v1/objects", url.Values{"resource": {"pods"}, "namespace": {"search"}, "continue": {page.Continue}}, 400, []string{"different query"}},
 		{"bad groupBy", "/api/v1/count", url.Values{"resource": {"pods"}, "groupBy": {"colour"}}, 400, []string{"groupBy", "colour"}},
 		{"bad cursor", "/api/v1/watch", url.Values{"resource": {"pods"}, "cursor": {"!!"}}, 400, []string{"cursor"}},
+		{"watch of a cluster not in the configuration", "/api/v1/watch", url.Values{"resource": {"pods"}, "only": {"nowhere"}}, 400, []string{"only", "nowhere"}},
+		{"watch of a known and an unknown cluster", "/api/v1/watch", url.Values{"resource": {"pods"}, "only": {fleet.Clusters[0].Name + ",nowhere"}}, 400, []string{"only", "nowhere"}},
 		{"unknown object", "/api/v1/objects/" + fleet.Clusters[0].Name + "/pods/default/nope", nil, 404, []string{"nope"}},
 		{"object in unknown cluster", "/api/v1/objects/nowhere/pods/default/nope", nil, 404, []string{"nowhere"}},
 	}

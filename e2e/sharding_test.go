@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -755,6 +756,75 @@ func pageRows(t testing.TB, r shardReplica, q url.Values) []string {
 	}
 	t.Fatalf("%s: more than 1000 pages", r.id)
 	return nil
+}
+
+// TestShardedWatchOnlyTellsUnknownFromElsewhere: a replica asked (as a router asks it,
+// local=true&only=...) to watch a cluster another replica caches answers 503, which the
+// router retries; one asked for a cluster the fleet's configuration does not have answers
+// 400, which is definitive. Sent as curl sends them; a watch routed to the other replica
+// is answered.
+func TestShardedWatchOnlyTellsUnknownFromElsewhere(t *testing.T) {
+	rs, _, _ := startShards(t, "only", 2, 1)
+	testfleet.Eventually(t, 60*time.Second, "every context cached by one replica", func() (bool, string) {
+		wrong := coverage(t, rs, 1)
+		return len(wrong) == 0, strings.Join(wrong, " ")
+	})
+	a := rs[0]
+	var mine, theirs string
+	owners := a.view(t).Sharding.Owners
+	for _, c := range slices.Sorted(maps.Keys(owners)) {
+		switch {
+		case owners[c][0] == a.id && mine == "":
+			mine = c
+		case owners[c][0] != a.id && theirs == "":
+			theirs = c
+		}
+	}
+	if mine == "" || theirs == "" {
+		t.Fatalf("%s owns %q, the other replica %q: %v", a.id, mine, theirs, owners)
+	}
+	for _, tc := range []struct {
+		only   string
+		code   int
+		reason string
+		words  []string
+	}{
+		{theirs, http.StatusServiceUnavailable, "ServiceUnavailable", []string{theirs}},
+		{"nowhere", http.StatusBadRequest, "BadRequest", []string{`"only"`, `"nowhere"`}},
+		{mine + ",nowhere", http.StatusBadRequest, "BadRequest", []string{`"only"`, `"nowhere"`}},
+	} {
+		code, body := sendRaw(t, a.url, "/api/v1/watch?local=true&resource=configmaps&only="+tc.only)
+		var e struct {
+			Code            int
+			Reason, Message string
+		}
+		_ = json.Unmarshal([]byte(body), &e)
+		if code != tc.code || e.Reason != tc.reason {
+			t.Errorf("only=%s through %s: %d %s, want %d %s", tc.only, a.id, code, body, tc.code, tc.reason)
+			continue
+		}
+		for _, w := range tc.words {
+			if !strings.Contains(e.Message, w) {
+				t.Errorf("only=%s: message %q does not say %s", tc.only, e.Message, w)
+			}
+		}
+	}
+	// What a replica caches it watches; the other's clusters through the router.
+	for _, q := range []url.Values{
+		{"local": {"true"}, "resource": {"configmaps"}, "only": {mine}},
+		{"resource": {"configmaps"}, "cluster": {theirs}},
+	} {
+		ch, stop := openWatch(t, &daemon{url: a.url}, q)
+		select {
+		case l, ok := <-ch:
+			if !ok || l.Type != "BOOKMARK" {
+				t.Errorf("watch %s through %s: first line %+v (open %v), want a BOOKMARK", q.Encode(), a.id, l, ok)
+			}
+		case <-time.After(30 * time.Second):
+			t.Errorf("watch %s through %s: no line within 30s", q.Encode(), a.id)
+		}
+		stop()
+	}
 }
 
 // TestShardedAnswersKeepTheCallersScope: a replica asks its peers with the caller's own

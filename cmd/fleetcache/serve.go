@@ -240,7 +240,7 @@ func serve(args []string) error {
 	}))
 	var served server.Fleet = fleet
 	ready := server.ReadyPolicy{Mode: cfg.Readiness.Policy, Min: cfg.Readiness.MinClusters, AllowEmpty: cfg.Readiness.AllowEmpty}
-	var shardStatus interface{ Status() sharding.Status }
+	var shardStatus server.Sharding
 	var route func(http.Handler) http.Handler
 	var router *sharding.Router
 	if shard != nil {

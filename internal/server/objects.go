@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/fleetcache/fleetcache/aggregator"
 	"github.com/fleetcache/fleetcache/clusters"
+	"github.com/fleetcache/fleetcache/internal/glob"
 	"github.com/fleetcache/fleetcache/internal/request"
 	"github.com/fleetcache/fleetcache/internal/wire"
 )
@@ -273,28 +275,9 @@ func (a *api) watch(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	if len(q.Only) > 0 {
-		// A sharding router takes a cluster over from this replica's watch only once the
-		// cluster is synced here: before that its "current state" would be empty.
-		probe := q
-		probe.Limit = 1
-		res, err := a.ix.List(probe)
-		if err != nil {
-			request.WriteError(w, r, err)
-			return
-		}
-		if len(res.Clusters) < len(q.Only) {
-			request.WriteError(w, r, request.Failure(http.StatusServiceUnavailable, metav1.StatusReasonServiceUnavailable,
-				fmt.Sprintf("%d of the %d clusters asked for are not cached here yet", len(q.Only)-len(res.Clusters), len(q.Only))))
-			return
-		}
-		for _, f := range res.Clusters {
-			if phase := f.ResourcePhase; phase != clusters.PhaseSynced && (phase != "" || f.Phase != clusters.PhaseSynced) {
-				request.WriteError(w, r, request.Failure(http.StatusServiceUnavailable, metav1.StatusReasonServiceUnavailable,
-					fmt.Sprintf("cluster %s is %s here, not Synced yet", f.Cluster, f.Phase)))
-				return
-			}
-		}
+	if err := a.onlyHere(q); err != nil {
+		request.WriteError(w, r, err)
+		return
 	}
 	// initialEvents=true starts with the current state (ADDED events, then the first
 	// BOOKMARK): what a sharding router needs when a cluster moves to another replica.
@@ -343,6 +326,66 @@ func (a *api) watch(w http.ResponseWriter, r *http.Request) {
 		}
 		return write(line)
 	})
+}
+
+// onlyHere checks a watch's only: a sharding router takes a cluster over from this
+// replica's watch only once the cluster is synced here, since before that its "current
+// state" would be empty. A cluster of only that is not in the configuration (the same on
+// every replica), or that the caller may not see, or that the cluster parameter excludes,
+// is bad input: 400. One that is configured but not cached or not Synced here yet (it
+// has not started, or another replica owns it), or any before the cluster source has been
+// read, is 503: a router tries again.
+func (a *api) onlyHere(q aggregator.Query) error {
+	if len(q.Only) == 0 {
+		return nil
+	}
+	probe := q
+	probe.Limit = 1
+	res, err := a.ix.List(probe)
+	if err != nil {
+		return err
+	}
+	here := map[string]bool{}
+	for _, f := range res.Clusters {
+		here[f.Cluster] = true
+	}
+	loaded := a.opts.Fleet == nil || a.opts.Fleet.Loaded()
+	var notHere []string
+	for _, c := range q.Only {
+		if here[c] {
+			continue
+		}
+		if loaded && !a.configured(q, c) {
+			return request.BadParam{Name: "only", Msg: fmt.Sprintf("cluster %q is not in this fleet's configuration, or not selected", c)}
+		}
+		notHere = append(notHere, c)
+	}
+	if len(notHere) > 0 {
+		return request.Failure(http.StatusServiceUnavailable, metav1.StatusReasonServiceUnavailable,
+			fmt.Sprintf("%d of the %d clusters asked for are not cached here yet: %s", len(notHere), len(q.Only), strings.Join(notHere, ", ")))
+	}
+	for _, f := range res.Clusters {
+		if phase := f.ResourcePhase; phase != clusters.PhaseSynced && (phase != "" || f.Phase != clusters.PhaseSynced) {
+			return request.Failure(http.StatusServiceUnavailable, metav1.StatusReasonServiceUnavailable,
+				fmt.Sprintf("cluster %s is %s here, not Synced yet", f.Cluster, f.Phase))
+		}
+	}
+	return nil
+}
+
+// configured reports whether the query may select cluster, a cluster this daemon does not
+// cache: one of the fleet's configured clusters that other replicas cache, visible to the
+// caller and matched by the cluster parameter. Without sharding every configured cluster
+// is cached here, and an answer lists it even before it has started.
+func (a *api) configured(q aggregator.Query, cluster string) bool {
+	if a.opts.Sharding == nil {
+		return false
+	}
+	if q.Scope != nil && !q.Scope.SeesCluster(cluster) || q.Clusters != "" && !glob.Match(q.Clusters, cluster) {
+		return false
+	}
+	_, found := slices.BinarySearch(a.opts.Sharding.All(), cluster)
+	return found
 }
 
 // appendLine appends line as json.Marshal writes it; the object, already JSON, is spliced

@@ -35,7 +35,7 @@ type Fleet interface {
 type Options struct {
 	Fleet Fleet
 	// Sharding, when set, adds the replica group's view to /api/v1/clusters.
-	Sharding interface{ Status() sharding.Status }
+	Sharding Sharding
 	// Route, when set, wraps the API routes behind authentication (the sharding router,
 	// which answers for clusters other replicas cache).
 	Route    func(http.Handler) http.Handler
@@ -59,6 +59,15 @@ type Options struct {
 	// ServeSecrets allows Secrets (always without values) to be served. Default: refused.
 	ServeSecrets bool
 }
+
+// Sharding is what the server needs of a sharded replica's group (*sharding.Source).
+type Sharding interface {
+	Status() sharding.Status
+	// All names every cluster of the fleet, cached here or by another replica, sorted.
+	All() []string
+}
+
+var _ Sharding = (*sharding.Source)(nil)
 
 // Server is the daemon's HTTP handler.
 type Server struct {

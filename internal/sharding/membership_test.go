@@ -60,6 +60,11 @@ func TestMembersSeeEachOtherAndAgree(t *testing.T) {
 			return r.Joined() && identities(r.Members()) == "[r0 r1 r2]", identities(r.Members())
 		})
 	}
+	// Once x0 has joined and sees itself, it has read every Lease of its group: the other
+	// group's three are there to be seen, and must not be.
+	testfleet.Eventually(t, 15*time.Second, "x0 joined and sees itself", func() (bool, string) {
+		return other.Joined() && strings.Contains(identities(other.Members()), "x0"), identities(other.Members())
+	})
 	if got := identities(other.Members()); got != "[x0]" {
 		t.Errorf("a replica of another group sees %s", got)
 	}

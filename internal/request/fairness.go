@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"github.com/fleetcache/fleetcache/internal/auth"
-	"github.com/fleetcache/fleetcache/internal/wire"
+	"github.com/fleetcache/fleetcache/internal/cores"
 )
 
 // Cheap answers stay cheap under load, after the apiserver's API Priority and Fairness:
@@ -20,7 +20,7 @@ import (
 // that find no seat wait in per-client queues served in turn, so one client's pages
 // never starve another's, and a core stays free for the cheap requests. While cheap
 // requests are running, a list encodes on one core; alone, on all of them
-// (wire.WithParallelism).
+// (cores.Limit).
 
 var (
 	errQueueFull = errors.New("too many of this client's lists are waiting")
@@ -232,7 +232,7 @@ func (a *admission) admit(r *http.Request, limit int) (context.Context, func(), 
 	}
 	a.admitted.Add(1)
 	var once sync.Once
-	return wire.WithParallelism(r.Context(), a.parallelism), func() {
+	return cores.Limit(r.Context(), a.parallelism), func() {
 		once.Do(func() { a.admitted.Add(-1); release() })
 	}, nil
 }

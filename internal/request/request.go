@@ -240,7 +240,8 @@ func (p *Pipeline) Get(r *http.Request, cluster, resource, namespace, name strin
 	return p.ix.Get(cluster, resource, namespace, name, Scope(r))
 }
 
-// Count counts what a read selects, grouped.
-func (p *Pipeline) Count(q aggregator.Query, groupBy []string) (*aggregator.CountResult, error) {
-	return p.ix.Count(q, groupBy)
+// Count counts what a read selects, grouped, under the request's context (a count that
+// scans stops once its client is gone).
+func (p *Pipeline) Count(r *http.Request, q aggregator.Query, groupBy []string) (*aggregator.CountResult, error) {
+	return p.ix.Count(r.Context(), q, groupBy)
 }

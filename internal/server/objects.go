@@ -228,7 +228,7 @@ func (a *api) count(w http.ResponseWriter, r *http.Request) {
 		request.WriteError(w, r, request.BadParam{Name: "groupBy", Msg: err.Error()})
 		return
 	}
-	res, err := a.p.Count(q, groupBy)
+	res, err := a.p.Count(r, q, groupBy)
 	if err != nil {
 		request.WriteError(w, r, err)
 		return
@@ -278,7 +278,7 @@ func (a *api) watch(w http.ResponseWriter, r *http.Request) {
 		// cluster is synced here: before that its "current state" would be empty.
 		probe := q
 		probe.Limit = 1
-		res, err := a.ix.List(probe)
+		res, err := a.ix.List(r.Context(), probe)
 		if err != nil {
 			request.WriteError(w, r, err)
 			return

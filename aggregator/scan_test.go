@@ -302,3 +302,25 @@ func TestFieldQueriesAnswerAsDecoding(t *testing.T) {
 		}
 	}
 }
+
+// Only fields no index holds make a query read objects.
+func TestReadsObjects(t *testing.T) {
+	f := seedFixture(t)
+	for _, tc := range []struct {
+		fields  string
+		groupBy []string
+		want    bool
+	}{
+		{"", []string{"cluster", "namespace", "label:app"}, false},
+		{"metadata.name=a1,metadata.namespace!=web", nil, false},
+		{"spec.nodeName=n1,status.phase!=Running", []string{"field:status.phase"}, false},
+		{"spec.schedulerName=x", nil, true},
+		{"", []string{"cluster", "field:spec.restartPolicy"}, true},
+		{"spec.nodeName=n1,spec.hostNetwork=true", nil, true},
+	} {
+		q := Query{Resource: "pods", FieldSelector: mustFields(t, tc.fields)}
+		if got := f.ix.ReadsObjects(q, tc.groupBy); got != tc.want {
+			t.Errorf("%q %v: %v, want %v", tc.fields, tc.groupBy, got, tc.want)
+		}
+	}
+}

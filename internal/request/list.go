@@ -46,7 +46,7 @@ func (p *Pipeline) StreamList(r *http.Request, q aggregator.Query) (*Answer, err
 }
 
 func (p *Pipeline) list(r *http.Request, q aggregator.Query, chunked bool) (*Answer, error) {
-	ctx, release, err := p.adm.admit(r, q.Limit)
+	ctx, release, err := p.adm.admit(r, "list", q.Limit)
 	if err != nil {
 		return nil, err
 	}

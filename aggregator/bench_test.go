@@ -1,6 +1,7 @@
 package aggregator
 
 import (
+	"context"
 	"fmt"
 	"runtime"
 	"sync"
@@ -101,7 +102,7 @@ func BenchmarkList(b *testing.B) {
 				b.ResetTimer()
 				var items int
 				for range b.N {
-					res, err := ix.List(tc.q)
+					res, err := ix.List(context.Background(), tc.q)
 					if err != nil {
 						b.Fatal(err)
 					}
@@ -129,7 +130,7 @@ func BenchmarkCount(b *testing.B) {
 				b.ReportAllocs()
 				b.ResetTimer()
 				for range b.N {
-					res, err := ix.Count(tc.q, tc.groupBy)
+					res, err := ix.Count(context.Background(), tc.q, tc.groupBy)
 					if err != nil {
 						b.Fatal(err)
 					}

@@ -1,6 +1,7 @@
 package aggregator
 
 import (
+	"context"
 	"testing"
 	"time"
 
@@ -56,7 +57,7 @@ func TestAnswersArePartialUnlessEveryClusterIsProvenCurrent(t *testing.T) {
 				t.Fatal(err)
 			}
 			ix.OnAdd(ref, obj)
-			res, err := ix.List(Query{Resource: "configmaps"})
+			res, err := ix.List(context.Background(), Query{Resource: "configmaps"})
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -1,6 +1,7 @@
 package aggregator
 
 import (
+	"context"
 	"testing"
 	"time"
 
@@ -63,11 +64,11 @@ func FuzzSelectors(f *testing.F) {
 			return
 		}
 		q := Query{Resource: "pods", LabelSelector: lsel, FieldSelector: fsel}
-		res, err := fx.ix.List(q)
+		res, err := fx.ix.List(context.Background(), q)
 		if err != nil {
 			t.Fatal(err)
 		}
-		all, _ := fx.ix.List(Query{Resource: "pods"})
+		all, _ := fx.ix.List(context.Background(), Query{Resource: "pods"})
 		q.normalize()
 		m := newMatcher(q)
 		want := 0
@@ -81,7 +82,7 @@ func FuzzSelectors(f *testing.F) {
 		}
 		// Counting scans entries (flattened labels, interned namespaces), not objects.
 		for _, groupBy := range [][]string{{"cluster", "namespace"}, {"label:app"}, {"namespace", "label:tier"}} {
-			c, err := fx.ix.Count(q, groupBy)
+			c, err := fx.ix.Count(context.Background(), q, groupBy)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -111,13 +111,19 @@ type resourceIndex struct {
 	watchers map[*watcher]struct{}
 }
 
-// shard is one resource in one cluster.
+// shard is one resource in one cluster. Its entries, and the objects they point at, are
+// never modified once stored (a change stores a new entry): a scan reads them without
+// the lock, from a view taken under it (scan.go). mu is held for writing only by ingest
+// (upsert, delete, stop) and, for reading, only for bounded work: a lookup, a view, the
+// maintained counters.
 type shard struct {
 	cluster string
 
 	mu    sync.RWMutex
 	tree  *btree.BTreeG[*entry]
 	byKey map[string]*entry // the same entries, for O(1) Get
+	// cloneMu serializes snapshots of tree taken under the read lock (scan.go).
+	cloneMu sync.Mutex
 
 	// Objects are indexed by label set, and label sets by label: the objects alike (pods
 	// of a ReplicaSet) are one entry per object in their set's map, not one per label.

@@ -106,7 +106,7 @@ func TestListSelectorsAndOrder(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			tc.q.Resource = "pods"
-			res, err := f.ix.List(tc.q)
+			res, err := f.ix.List(context.Background(), tc.q)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -136,17 +136,17 @@ func mustFields(t testing.TB, s string) fields.Selector {
 func TestResourceNames(t *testing.T) {
 	f := seedFixture(t)
 	for _, name := range []string{"pods", "pod", "po"} {
-		if res, err := f.ix.List(Query{Resource: name}); err != nil || len(res.Items) != 5 {
+		if res, err := f.ix.List(context.Background(), Query{Resource: name}); err != nil || len(res.Items) != 5 {
 			t.Errorf("%s: %v", name, err)
 		}
 	}
-	if _, err := f.ix.List(Query{Resource: "gizmos"}); !errors.Is(err, ErrUnknownResource) {
+	if _, err := f.ix.List(context.Background(), Query{Resource: "gizmos"}); !errors.Is(err, ErrUnknownResource) {
 		t.Errorf("unknown resource: %v", err)
 	}
-	if _, err := f.ix.List(Query{Resource: "pods", Clusters: "zz"}); !errors.Is(err, ErrUnknownCluster) {
+	if _, err := f.ix.List(context.Background(), Query{Resource: "pods", Clusters: "zz"}); !errors.Is(err, ErrUnknownCluster) {
 		t.Errorf("unknown cluster: %v", err)
 	}
-	if res, err := f.ix.List(Query{Resource: "pods", Clusters: "z*"}); err != nil || len(res.Items) != 0 {
+	if res, err := f.ix.List(context.Background(), Query{Resource: "pods", Clusters: "z*"}); err != nil || len(res.Items) != 0 {
 		t.Errorf("a glob matching nothing is an empty answer, not an error: %v", err)
 	}
 }
@@ -169,7 +169,7 @@ func TestLearnAddsWhatNoInformerReported(t *testing.T) {
 		if !ok || got.Kind != "Widget" || got.APIVersion != "example.com/v1" || !got.Namespaced || len(got.Columns) != 1 || got.Columns[0].Name != "Size" {
 			t.Errorf("%s resolves to %+v (%v)", name, got, ok)
 		}
-		if res, err := f.ix.List(Query{Resource: name}); err != nil || len(res.Items) != 0 {
+		if res, err := f.ix.List(context.Background(), Query{Resource: name}); err != nil || len(res.Items) != 0 {
 			t.Errorf("%s: list %v, %d items; want an empty answer", name, err, len(res.Items))
 		}
 	}
@@ -199,7 +199,7 @@ func TestPagingWhileObjectsChange(t *testing.T) {
 	seen := map[string]int{}
 	q := Query{Resource: "pods", Limit: 2}
 	for page := 0; ; page++ {
-		res, err := f.ix.List(q)
+		res, err := f.ix.List(context.Background(), q)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -232,7 +232,7 @@ func TestPagingWhileObjectsChange(t *testing.T) {
 
 func TestContinueTokenErrors(t *testing.T) {
 	f := seedFixture(t)
-	res, err := f.ix.List(Query{Resource: "pods", Limit: 1})
+	res, err := f.ix.List(context.Background(), Query{Resource: "pods", Limit: 1})
 	if err != nil || res.Continue == "" {
 		t.Fatal(err)
 	}
@@ -246,19 +246,19 @@ func TestContinueTokenErrors(t *testing.T) {
 		"garbage":       {Query{Resource: "pods", Continue: "%%%"}, ErrInvalidToken},
 		"another query": {Query{Resource: "pods", Namespace: "web", Continue: res.Continue}, ErrInvalidToken},
 	} {
-		if _, err := f.ix.List(tc.q); !errors.Is(err, tc.want) {
+		if _, err := f.ix.List(context.Background(), tc.q); !errors.Is(err, tc.want) {
 			t.Errorf("%s: got %v, want %v", name, err, tc.want)
 		}
 	}
 	old := encodeContinue(continueToken{Query: (&Query{LabelSelector: labels.Everything(), FieldSelector: fields.Everything()}).hash("pods"), Cluster: "a", Key: "x", Issued: time.Now().Add(-time.Hour).Unix()})
-	if _, err := f.ix.List(Query{Resource: "pods", Continue: old}); !errors.Is(err, ErrExpired) {
+	if _, err := f.ix.List(context.Background(), Query{Resource: "pods", Continue: old}); !errors.Is(err, ErrExpired) {
 		t.Errorf("stale token: got %v, want ErrExpired", err)
 	}
 }
 
 func TestCountGroupBy(t *testing.T) {
 	f := seedFixture(t)
-	res, err := f.ix.Count(Query{Resource: "pods"}, []string{"cluster", "namespace"})
+	res, err := f.ix.Count(context.Background(), Query{Resource: "pods"}, []string{"cluster", "namespace"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -267,14 +267,14 @@ func TestCountGroupBy(t *testing.T) {
 	if got != want || res.Total != 5 {
 		t.Errorf("got %s total %d, want %s total 5", got, res.Total, want)
 	}
-	res, err = f.ix.Count(Query{Resource: "pods", FieldSelector: fields.OneTermEqualSelector("status.phase", "Running")}, []string{"label:app"})
+	res, err = f.ix.Count(context.Background(), Query{Resource: "pods", FieldSelector: fields.OneTermEqualSelector("status.phase", "Running")}, []string{"label:app"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if got := fmt.Sprint(res.Groups); got != "[{[api] 2} {[web] 1}]" {
 		t.Errorf("running pods by app: %s", got)
 	}
-	if _, err := f.ix.Count(Query{Resource: "pods"}, []string{"color"}); err == nil {
+	if _, err := f.ix.Count(context.Background(), Query{Resource: "pods"}, []string{"color"}); err == nil {
 		t.Error("bad groupBy accepted")
 	}
 }
@@ -286,7 +286,7 @@ func TestStopDropsOnlyThatRunsObjects(t *testing.T) {
 	f.ref["a"] = podRef("a", 99)
 	f.add("a", f.pod("api", "a1", "n1", "Running", nil))
 	f.ix.OnStop(old)
-	res, _ := f.ix.List(Query{Resource: "pods", Clusters: "a"})
+	res, _ := f.ix.List(context.Background(), Query{Resource: "pods", Clusters: "a"})
 	if got := fmt.Sprint(names(res.Items)); got != "[a/api/a1]" {
 		t.Errorf("after the old run stopped: %s", got)
 	}
@@ -396,11 +396,11 @@ func TestCountFastPathsAgreeWithScans(t *testing.T) {
 	f := seedFixture(t)
 	everything := mustLabels(t, "nosuchlabel!=x")
 	for _, groupBy := range [][]string{{"cluster", "namespace"}, {"label:app"}, {"cluster", "label:tier"}, {"namespace"}} {
-		fast, err := f.ix.Count(Query{Resource: "pods"}, groupBy)
+		fast, err := f.ix.Count(context.Background(), Query{Resource: "pods"}, groupBy)
 		if err != nil {
 			t.Fatal(err)
 		}
-		slow, err := f.ix.Count(Query{Resource: "pods", LabelSelector: everything}, groupBy)
+		slow, err := f.ix.Count(context.Background(), Query{Resource: "pods", LabelSelector: everything}, groupBy)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -418,14 +418,14 @@ func (onlyCluster) SeesNamespace(string, string) bool { return true }
 func TestScopeLimitsListCountAndWatch(t *testing.T) {
 	f := seedFixture(t)
 	q := Query{Resource: "pods", Scope: onlyCluster("b")}
-	res, _ := f.ix.List(q)
+	res, _ := f.ix.List(context.Background(), q)
 	if got := fmt.Sprint(names(res.Items)); got != "[b/web/b1]" {
 		t.Errorf("list: %s", got)
 	}
-	if _, err := f.ix.List(Query{Resource: "pods", Scope: onlyCluster("b"), Clusters: "a"}); !errors.Is(err, ErrUnknownCluster) {
+	if _, err := f.ix.List(context.Background(), Query{Resource: "pods", Scope: onlyCluster("b"), Clusters: "a"}); !errors.Is(err, ErrUnknownCluster) {
 		t.Errorf("a cluster outside the scope by name: %v", err)
 	}
-	c, _ := f.ix.Count(q, []string{"cluster"})
+	c, _ := f.ix.Count(context.Background(), q, []string{"cluster"})
 	if c.Total != 1 {
 		t.Errorf("count: %d", c.Total)
 	}

@@ -1,6 +1,7 @@
 package aggregator
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
@@ -8,12 +9,11 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/labels"
-	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/selection"
 
 	"github.com/fleetcache/fleetcache/clusters"
@@ -229,11 +229,15 @@ func newMatcher(q Query) matcher {
 }
 
 // entryMatcher is a matcher for one scan over entries: it reads namespaces from keys and
-// labels from their flattened form, so that a non-matching object is never touched.
+// labels from their flattened form, so that a non-matching object is never touched, and
+// fields no index holds through the scan's own field reader. Not safe for concurrent
+// use: each scanning goroutine has its own.
 type entryMatcher struct {
 	m      matcher
 	seesNS func(ns string) bool // the scope in the shard's cluster; nil: no scope
 	lm     labelMatcher
+	fr     clusters.FieldReader
+	of     objectFields
 }
 
 // namespacesIn is a Scope that answers for one cluster at once (auth.User): a scan then
@@ -244,6 +248,7 @@ type namespacesIn interface {
 
 func (m matcher) forScan(cluster string) *entryMatcher {
 	em := &entryMatcher{m: m, lm: labelMatcher{sel: m.labels}}
+	em.of.r = &em.fr
 	switch sc := m.scope.(type) {
 	case nil:
 	case namespacesIn:
@@ -265,7 +270,13 @@ func (em *entryMatcher) matches(e *entry) bool {
 	if m.needsLabels && !em.lm.matches(e.labels) {
 		return false
 	}
-	return !m.needsFields || m.fields.Matches(&objectFields{obj: e.obj})
+	return !m.needsFields || m.fields.Matches(em.fields(e.obj))
+}
+
+// fields is obj's fields as the scan reads them.
+func (em *entryMatcher) fields(obj *clusters.Object) *objectFields {
+	em.of.obj = obj
+	return &em.of
 }
 
 func (m matcher) matches(cluster string, obj *clusters.Object) bool {
@@ -278,55 +289,19 @@ func (m matcher) matches(cluster string, obj *clusters.Object) bool {
 	if !m.labels.Empty() && !m.labels.Matches(labels.Set(obj.Labels)) {
 		return false
 	}
-	if m.needsFields && !m.fields.Matches(&objectFields{obj: obj}) {
-		return false
+	if m.needsFields {
+		r := readers.Get().(*clusters.FieldReader)
+		ok := m.fields.Matches(&objectFields{obj: obj, r: r})
+		readers.Put(r)
+		return ok
 	}
 	return true
 }
 
-// objectFields lets apimachinery's field selectors read any field path of an object:
-// metadata from the decoded part, indexed fields from the index values, anything else
-// by decoding the object (once per object and query).
-type objectFields struct {
-	obj     *clusters.Object
-	decoded map[string]any
-}
-
-func (f *objectFields) Has(string) bool { return true }
-
-func (f *objectFields) Get(path string) string {
-	switch path {
-	case "metadata.name":
-		return f.obj.Name
-	case "metadata.namespace":
-		return f.obj.Namespace
-	}
-	if v, ok := f.obj.Field(path); ok {
-		return v
-	}
-	if f.decoded == nil {
-		f.decoded = map[string]any{}
-		if obj, err := f.obj.Decode(); err == nil {
-			if u, ok := obj.(*unstructured.Unstructured); ok {
-				f.decoded = u.Object
-			} else if m, err := runtime.DefaultUnstructuredConverter.ToUnstructured(obj); err == nil {
-				f.decoded = m
-			}
-		}
-	}
-	v, found, err := unstructured.NestedFieldNoCopy(f.decoded, strings.Split(path, ".")...)
-	if !found || err != nil || v == nil {
-		return ""
-	}
-	switch v.(type) {
-	case map[string]any, []any:
-		return ""
-	}
-	return fmt.Sprint(v)
-}
-
 // candidates returns, when an index narrows the query, the entries it selects (a
-// superset of the matches); ok is false when the query must scan.
+// superset of the matches, in no order: the scan sorts them once the lock is released);
+// ok is false when the query must scan. s.mu is held; what it collects is bounded by a
+// quarter of the shard.
 func (s *shard) candidates(q Query) (out []*entry, ok bool) {
 	var bestUnion []map[*entry]struct{}
 	consider := func(sets []map[*entry]struct{}) {
@@ -388,8 +363,58 @@ func (s *shard) candidates(q Query) (out []*entry, ok bool) {
 			out = append(out, e)
 		}
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].key < out[j].key })
 	return out, true
+}
+
+// ReadsObjects reports whether answering q (with a Count's groupBy) reads a field from
+// every object it selects: a field selector or a field: group-by on a path that is
+// neither metadata.name, metadata.namespace nor one of the resource's indexes. That is
+// microseconds per object, seconds at a million objects: the server admits such a
+// query as it admits a whole list.
+func (ix *Index) ReadsObjects(q Query, groupBy []string) bool {
+	var paths []string
+	if q.FieldSelector != nil {
+		for _, r := range q.FieldSelector.Requirements() {
+			paths = append(paths, r.Field)
+		}
+	}
+	for _, k := range groupBy {
+		if path, ok := strings.CutPrefix(k, "field:"); ok {
+			paths = append(paths, path)
+		}
+	}
+	if len(paths) == 0 {
+		return false
+	}
+	r, ok := ix.lookup(q.Resource)
+	if !ok {
+		return false // the query fails
+	}
+	r.mu.RLock()
+	shards := make([]*shard, 0, len(r.shards))
+	for _, s := range r.shards {
+		shards = append(shards, s)
+	}
+	r.mu.RUnlock()
+	for _, path := range paths {
+		if path == "metadata.name" || path == "metadata.namespace" {
+			continue
+		}
+		indexed := false
+		for _, s := range shards {
+			s.mu.RLock()
+			empty, has := s.tree.Len() == 0, s.hasIndex(path)
+			s.mu.RUnlock()
+			if !empty {
+				indexed = has
+				break
+			}
+		}
+		if !indexed {
+			return true
+		}
+	}
+	return false
 }
 
 // hasIndex reports whether objects of this shard carry the named index. s.mu is held.
@@ -402,47 +427,12 @@ func (s *shard) hasIndex(name string) bool {
 	return found
 }
 
-// scan calls fn for each matching entry of the shard with key > after, in key order,
-// until fn returns false. s.mu is held.
-func (s *shard) scan(q Query, mt matcher, after string, fn func(*entry) bool) {
-	m := mt.forScan(s.cluster)
-	if cands, ok := s.candidates(q); ok {
-		for _, e := range cands {
-			if e.key > after && m.matches(e) && !fn(e) {
-				return
-			}
-		}
-		return
-	}
-	start, end := after, ""
-	if q.Namespace != "" {
-		prefix := q.Namespace + "/"
-		if start < prefix {
-			start = prefix
-		}
-		end = q.Namespace + "0" // '0' follows '/'
-	}
-	visit := func(e *entry) bool {
-		if e.key == after {
-			return true
-		}
-		if m.matches(e) {
-			return fn(e)
-		}
-		return true
-	}
-	if end != "" {
-		s.tree.AscendRange(&entry{key: start}, &entry{key: end}, visit)
-	} else {
-		s.tree.AscendGreaterOrEqual(&entry{key: start}, visit)
-	}
-}
-
 // List returns the objects a query selects, ordered by cluster, namespace and name. With
 // a Limit it returns one page and a continue token; paging resumes after the last key
 // returned, so it stays correct while objects change: an object that exists during the
 // whole paging is returned exactly once, one created or deleted meanwhile at most once.
-func (ix *Index) List(q Query) (*ListResult, error) {
+// A list that scans stops within a chunk of objects once ctx ends, and returns its error.
+func (ix *Index) List(ctx context.Context, q Query) (*ListResult, error) {
 	p, err := ix.plan(q)
 	if err != nil {
 		return nil, err
@@ -466,6 +456,8 @@ func (ix *Index) List(q Query) (*ListResult, error) {
 	res := &ListResult{Resource: p.resource.info(), queryHash: qh}
 	m := newMatcher(q)
 	full := false
+	pace := &pacer{ctx: ctx}
+	defer pace.stop()
 	for _, s := range p.shards {
 		if s.cluster < afterCluster {
 			continue
@@ -474,8 +466,8 @@ func (ix *Index) List(q Query) (*ListResult, error) {
 		if s.cluster == afterCluster {
 			after = afterKey
 		}
-		s.mu.RLock()
-		s.scan(q, m, after, func(e *entry) bool {
+		v := s.read(q)
+		err := v.scan(q, m.forScan(s.cluster), after, pace, func(e *entry) bool {
 			if q.Limit > 0 && len(res.Items) == q.Limit {
 				full = true
 				return false
@@ -483,7 +475,9 @@ func (ix *Index) List(q Query) (*ListResult, error) {
 			res.Items = append(res.Items, Item{Cluster: s.cluster, Resource: p.resource.name, Object: e.obj})
 			return true
 		})
-		s.mu.RUnlock()
+		if err != nil {
+			return nil, err
+		}
 		if full {
 			break
 		}
@@ -576,8 +570,10 @@ func ValidateGroupBy(keys []string) error {
 }
 
 // Count counts the objects a query selects (Limit and Continue are ignored), grouped by
-// the given keys (see ValidateGroupBy).
-func (ix *Index) Count(q Query, groupBy []string) (*CountResult, error) {
+// the given keys (see ValidateGroupBy). A count that visits the objects scans the shards
+// on up to cores.Allowed(ctx) goroutines, each shard on a snapshot and without its lock
+// (scan.go), and stops within a chunk of objects once ctx ends, returning its error.
+func (ix *Index) Count(ctx context.Context, q Query, groupBy []string) (*CountResult, error) {
 	if err := ValidateGroupBy(groupBy); err != nil {
 		return nil, err
 	}
@@ -596,120 +592,26 @@ func (ix *Index) Count(q Query, groupBy []string) (*CountResult, error) {
 		byLabel = byLabel && (k == "cluster" || strings.HasPrefix(k, "label:"))
 	}
 	byLabel = byLabel && !byNamespace && labelKeys(groupBy) == 1
-	m := newMatcher(q)
-	keys := parseGroupBy(groupBy)
-	// Shards are counted in parallel: a scan is bound by memory latency, not CPU.
-	var mu sync.Mutex
-	var wg sync.WaitGroup
-	sem := make(chan struct{}, goruntime.GOMAXPROCS(0))
-	// Counts from maintained counters take microseconds: goroutines would only add
-	// scheduling delay (under load, more than the count itself).
-	inline := byNamespace || byLabel
-	for _, s := range p.shards {
-		count := func() {
-			local := counts // inline: no other goroutine writes counts
-			if !inline {
-				local = map[[maxGroupBy]string]int{}
-			}
-			var values [maxGroupBy]string
+	switch {
+	case byNamespace:
+		// Kept up to date on every change: no need to visit the objects.
+		for _, s := range p.shards {
 			s.mu.RLock()
-			switch {
-			case byNamespace:
-				// Kept up to date on every change: no need to visit the objects.
-				for ns, n := range s.nsCount {
-					if q.Namespace != "" && ns != q.Namespace || q.Scope != nil && !q.Scope.SeesNamespace(s.cluster, ns) {
-						continue
-					}
-					for i, k := range groupBy {
-						if k == "cluster" {
-							values[i] = s.cluster
-						} else {
-							values[i] = ns
-						}
-					}
-					local[values] += n
-				}
-			case byLabel:
-				// The label index already holds each value's objects.
-				key := labelOf(groupBy)
-				labelled := 0
-				fill := func(v string, n int) {
-					for i, k := range groupBy {
-						if k == "cluster" {
-							values[i] = s.cluster
-						} else {
-							values[i] = v
-						}
-					}
-					local[values] += n
-				}
-				for p, sets := range s.byLabel {
-					if p.k == key {
-						n := 0
-						for ls := range sets {
-							n += len(ls.entries)
-						}
-						fill(p.v, n)
-						labelled += n
-					}
-				}
-				if rest := s.tree.Len() - labelled; rest > 0 {
-					fill("", rest)
-				}
-			default:
-				// Objects visited in key order mostly repeat the previous one's group: they
-				// are counted in runs, and the map is touched once per run.
-				var run [maxGroupBy]string
-				n := 0
-				var fl flatLabels
-				s.scan(q, m, "", func(e *entry) bool {
-					for i, k := range keys {
-						switch k.kind {
-						case groupCluster:
-							values[i] = s.cluster
-						case groupNamespace:
-							values[i] = e.namespace()
-						case groupLabel:
-							fl.s = e.labels.Value()
-							values[i] = fl.Get(k.name)
-						default:
-							values[i] = groupValue(k.key, s.cluster, e.obj)
-						}
-					}
-					if n > 0 && values == run {
-						n++
-						return true
-					}
-					if n > 0 {
-						local[run] += n
-					}
-					run, n = values, 1
-					return true
-				})
-				if n > 0 {
-					local[run] += n
-				}
-			}
+			countNamespaces(s, q, groupBy, counts)
 			s.mu.RUnlock()
-			if !inline {
-				mu.Lock()
-				for k, n := range local {
-					counts[k] += n
-				}
-				mu.Unlock()
-			}
 		}
-		if inline {
-			count()
-			continue
+	case byLabel:
+		// The label index already holds each value's objects.
+		for _, s := range p.shards {
+			s.mu.RLock()
+			countLabel(s, groupBy, counts)
+			s.mu.RUnlock()
 		}
-		wg.Go(func() {
-			sem <- struct{}{}
-			defer func() { <-sem }()
-			count()
-		})
+	default:
+		if err := countScans(ctx, p, q, parseGroupBy(groupBy), counts); err != nil {
+			return nil, err
+		}
 	}
-	wg.Wait()
 	// One backing array for every group's values: a count by cluster and namespace has
 	// hundreds of groups.
 	res.Groups = make([]Group, 0, len(counts))
@@ -730,6 +632,142 @@ func (ix *Index) Count(q Query, groupBy []string) (*CountResult, error) {
 	})
 	res.Clusters, res.Partial = ix.freshness(p)
 	return res, nil
+}
+
+// countNamespaces counts a shard's objects per namespace from its maintained counters.
+// s.mu is held.
+func countNamespaces(s *shard, q Query, groupBy []string, counts map[[maxGroupBy]string]int) {
+	var values [maxGroupBy]string
+	for ns, n := range s.nsCount {
+		if q.Namespace != "" && ns != q.Namespace || q.Scope != nil && !q.Scope.SeesNamespace(s.cluster, ns) {
+			continue
+		}
+		for i, k := range groupBy {
+			if k == "cluster" {
+				values[i] = s.cluster
+			} else {
+				values[i] = ns
+			}
+		}
+		counts[values] += n
+	}
+}
+
+// countLabel counts a shard's objects per value of the group-by's one label, from the
+// label index. s.mu is held.
+func countLabel(s *shard, groupBy []string, counts map[[maxGroupBy]string]int) {
+	var values [maxGroupBy]string
+	key := labelOf(groupBy)
+	labelled := 0
+	fill := func(v string, n int) {
+		for i, k := range groupBy {
+			if k == "cluster" {
+				values[i] = s.cluster
+			} else {
+				values[i] = v
+			}
+		}
+		counts[values] += n
+	}
+	for p, sets := range s.byLabel {
+		if p.k == key {
+			n := 0
+			for ls := range sets {
+				n += len(ls.entries)
+			}
+			fill(p.v, n)
+			labelled += n
+		}
+	}
+	if rest := s.tree.Len() - labelled; rest > 0 {
+		fill("", rest)
+	}
+}
+
+// countScans counts by visiting the selected objects: the shards are scanned by up to
+// cores.Allowed(ctx) goroutines (a scan is bound by memory latency and field reads, not
+// by one core), each into counts of its own, merged at the end.
+func countScans(ctx context.Context, p *plan, q Query, keys []groupKey, counts map[[maxGroupBy]string]int) error {
+	m := newMatcher(q)
+	workers := min(goruntime.GOMAXPROCS(0), len(p.shards))
+	var next atomic.Int64
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	var firstErr error
+	for w := range workers {
+		wg.Go(func() {
+			pace := &pacer{ctx: ctx, worker: w}
+			defer pace.stop()
+			local := map[[maxGroupBy]string]int{}
+			var err error
+			for err == nil {
+				i := int(next.Add(1)) - 1
+				if i >= len(p.shards) {
+					break
+				}
+				if w > 0 {
+					err = pace.pause() // a second goroutine only while the request may use a second core
+				}
+				if err == nil {
+					err = countShard(p.shards[i], q, m, keys, pace, local)
+				}
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil && firstErr == nil {
+				firstErr = err
+			}
+			for k, n := range local {
+				counts[k] += n
+			}
+		})
+	}
+	wg.Wait()
+	return firstErr
+}
+
+// countShard counts one shard's selected objects into local. Objects visited in key
+// order mostly repeat the previous one's group: they are counted in runs, and the map is
+// touched once per run.
+func countShard(s *shard, q Query, m matcher, keys []groupKey, pace *pacer, local map[[maxGroupBy]string]int) error {
+	v := s.read(q)
+	em := m.forScan(s.cluster)
+	var values, run [maxGroupBy]string
+	n := 0
+	var fl flatLabels
+	err := v.scan(q, em, "", pace, func(e *entry) bool {
+		for i, k := range keys {
+			switch k.kind {
+			case groupCluster:
+				values[i] = s.cluster
+			case groupNamespace:
+				values[i] = e.namespace()
+			case groupLabel:
+				fl.s = e.labels.Value()
+				values[i] = fl.Get(k.name)
+			default:
+				values[i] = em.fields(e.obj).Get(k.name) // valid until the next object
+			}
+		}
+		if n > 0 && values == run {
+			n++
+			return true
+		}
+		if n > 0 {
+			local[run] += n
+		}
+		run, n = values, 1
+		for i, k := range keys {
+			if k.kind == groupField {
+				run[i] = strings.Clone(run[i]) // kept as a map key
+			}
+		}
+		return true
+	})
+	if n > 0 {
+		local[run] += n
+	}
+	return err
 }
 
 // labelKeys counts the label: keys of a group-by.
@@ -778,22 +816,11 @@ func parseGroupBy(groupBy []string) []groupKey {
 			out[i].kind = groupNamespace
 		case strings.HasPrefix(k, "label:"):
 			out[i].kind, out[i].name = groupLabel, k[len("label:"):]
+		default:
+			out[i].name = k[len("field:"):]
 		}
 	}
 	return out
-}
-
-func groupValue(key, cluster string, obj *clusters.Object) string {
-	switch {
-	case key == "cluster":
-		return cluster
-	case key == "namespace":
-		return obj.Namespace
-	case strings.HasPrefix(key, "label:"):
-		return obj.Labels[key[len("label:"):]]
-	default:
-		return (&objectFields{obj: obj}).Get(key[len("field:"):])
-	}
 }
 
 func (r *resourceIndex) info() ResourceInfo {

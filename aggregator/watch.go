@@ -236,6 +236,8 @@ func (ix *Index) WatchWith(ctx context.Context, q Query, opts WatchOptions) (wat
 	cursor := Cursor{}
 	var replay []Event
 	var initial []Item
+	pace := &pacer{ctx: ctx}
+	defer pace.stop()
 	for _, s := range p.shards {
 		s.mu.RLock()
 		start, ok := from[s.cluster]
@@ -243,19 +245,29 @@ func (ix *Index) WatchWith(ctx context.Context, q Query, opts WatchOptions) (wat
 			start = s.lastRV
 		}
 		events, kept := s.history.since(start)
+		var v shardView
 		if opts.InitialEvents {
-			// Under the same lock as the position: the snapshot is exactly the state at
-			// start, and every later change arrives through the live buffer.
-			s.scan(q, w.m, "", func(e *entry) bool {
-				initial = append(initial, Item{Cluster: s.cluster, Resource: r.name, Object: e.obj})
-				return true
-			})
+			// Under the same lock as the position: the view is exactly the state at start,
+			// and every later change arrives through the live buffer. It is read once the
+			// lock is released.
+			v = s.view(q)
 		}
 		s.mu.RUnlock()
 		if !kept {
 			unregister()
 			cancel()
 			return nil, fmt.Errorf("%w: cursor position %d of cluster %s is older than the retained history; list again and watch from now", ErrExpired, start, s.cluster)
+		}
+		if opts.InitialEvents {
+			err := v.scan(q, w.m.forScan(s.cluster), "", pace, func(e *entry) bool {
+				initial = append(initial, Item{Cluster: s.cluster, Resource: r.name, Object: e.obj})
+				return true
+			})
+			if err != nil {
+				unregister()
+				cancel()
+				return nil, err
+			}
 		}
 		cursor[s.cluster] = start
 		for _, ev := range events {

@@ -30,6 +30,9 @@
 //   - body.go, intern.go: how the stored object stays small: its encoded form compressed
 //     with a dictionary trained per resource, and what objects alike share (namespace,
 //     labels, owners; index values).
+//   - fields.go: reading one field of a stored object (a field selector or group-by no
+//     index answers) from its bytes, without decoding it (FieldReader), with decoding
+//     as the fallback and the reference it is tested against.
 //   - status.go, counters.go: phases, conditions, status types; call counters and
 //     histograms for metrics.
 //   - cells.go: the table cells of built-in kinds, computed once when an object is

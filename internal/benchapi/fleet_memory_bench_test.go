@@ -89,7 +89,7 @@ func BenchmarkSyntheticFleetMemory(b *testing.B) {
 			_ = pprof.WriteHeapProfile(f)
 			f.Close()
 		}
-		cr, err := h.Count(aggregator.Query{Resource: "pods"}, nil)
+		cr, err := h.Count(context.Background(), aggregator.Query{Resource: "pods"}, nil)
 		if err != nil || cr.Total != total {
 			b.Fatalf("index holds %v pods (%v), want %d", cr, err, total)
 		}

@@ -90,7 +90,8 @@ type APIConfig struct {
 	// RequestTimeout bounds a request (watch streams excluded). Default 60s.
 	RequestTimeout metav1.Duration `json:"requestTimeout,omitempty"`
 	// ListSeats is how many list pages are encoded at once (a page over 2,000 objects
-	// takes more than one seat). Default: the cores but one, at least 1. -1: no list
+	// takes more than one seat; a whole list, or a count that reads a field from every
+	// object, every seat). Default: the cores but one, at least 1. -1: no list
 	// admission.
 	ListSeats int `json:"listSeats,omitempty"`
 	// ListQueue is how many lists one client may have waiting for a seat. Default 64.

@@ -6,8 +6,9 @@
 //	parse (the face) → authenticate and scope (auth.User in the context, set by the
 //	server's guard; Scope) → resolve the resource and apply the Secret policy (Resolve,
 //	Visible) → limits (Query: page size, selectors; the response cap) → admission
-//	(fairness.go: list seats, fair queuing per client) → query the index → a result
-//	stream handed to the face's encoder (List, Stream).
+//	(fairness.go: list seats, fair queuing per client; lists, and counts that read every
+//	object) → query the index under the request's context → a result stream handed to
+//	the face's encoder (List, Stream).
 //
 // Parts:
 //   - request.go: Options (every default, with its reason), the Pipeline, Read → Query.
@@ -25,7 +26,8 @@
 //     index a chunk at a time as it is written.
 //   - stream.go: a watch stream's life: every event written within StreamWriteTimeout,
 //     and the one place streams end when the server shuts down (EndStreams).
-//   - fairness.go: list admission after the apiserver's API Priority and Fairness.
+//   - fairness.go: admission of expensive requests (lists, and counts that read a field
+//     from every object) after the apiserver's API Priority and Fairness.
 //
 // Contract: a face never decides a policy. Page sizes (PageSize) are one rule under each
 // API's contract: on /api/v1 a page is 1 to MaxLimit items, DefaultLimit when none is

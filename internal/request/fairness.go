@@ -10,17 +10,19 @@ import (
 	"time"
 
 	"github.com/fleetcache/fleetcache/internal/auth"
-	"github.com/fleetcache/fleetcache/internal/wire"
+	"github.com/fleetcache/fleetcache/internal/cores"
 )
 
 // Cheap answers stay cheap under load, after the apiserver's API Priority and Fairness:
-// requests are classed by their cost before they run. Counts, single objects, discovery
-// and status run at once (bounded only by MaxInFlight). Lists (every page, Table or JSON,
-// of either API) share ListSeats: a list is as wide as the pages it asks for, and lists
-// that find no seat wait in per-client queues served in turn, so one client's pages
-// never starve another's, and a core stays free for the cheap requests. While cheap
-// requests are running, a list encodes on one core; alone, on all of them
-// (wire.WithParallelism).
+// requests are classed by their cost before they run. Single objects, discovery, status
+// and counts answered from indexes and labels run at once (bounded only by MaxInFlight).
+// Lists (every page, Table or JSON, of either API) share ListSeats: a list is as wide as
+// the pages it asks for, and lists that find no seat wait in per-client queues served in
+// turn, so one client's pages never starve another's, and a core stays free for the
+// cheap requests. A count that reads a field from every object it selects (a field
+// selector or group-by no index answers: seconds at a million objects) is as wide as a
+// whole list. While cheap requests are running, an admitted request runs on one core;
+// alone, on all of them (cores.Limit). Its work stops when its client goes.
 
 var (
 	errQueueFull = errors.New("too many of this client's lists are waiting")
@@ -220,19 +222,20 @@ func (p *Pipeline) Enter() (done func()) {
 	return func() { p.adm.running.Add(-1) }
 }
 
-// admit takes a list's seats (waiting its turn among the clients) and returns the
-// context to encode it under and the release of the seats.
-func (a *admission) admit(r *http.Request, limit int) (context.Context, func(), error) {
+// admit takes the seats of a list of limit items, or of another request as expensive
+// (what names it in errors), waiting its turn among the clients, and returns the context
+// to run it under and the release of the seats.
+func (a *admission) admit(r *http.Request, what string, limit int) (context.Context, func(), error) {
 	if a.lists == nil {
 		return r.Context(), func() {}, nil
 	}
 	release, err := a.lists.acquire(r.Context(), flowOf(r), listWidth(limit, a.seats), a.wait)
 	if err != nil {
-		return nil, nil, TooMany{Msg: "list not served: " + err.Error() + "; try again shortly", RetryAfter: 1}
+		return nil, nil, TooMany{Msg: what + " not served: " + err.Error() + "; try again shortly", RetryAfter: 1}
 	}
 	a.admitted.Add(1)
 	var once sync.Once
-	return wire.WithParallelism(r.Context(), a.parallelism), func() {
+	return cores.Limit(r.Context(), a.parallelism), func() {
 		once.Do(func() { a.admitted.Add(-1); release() })
 	}, nil
 }

@@ -3,10 +3,14 @@ package request
 import (
 	"context"
 	"errors"
+	"fmt"
+	"net/http/httptest"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/fleetcache/fleetcache/aggregator"
 	"github.com/fleetcache/fleetcache/internal/testfleet"
 )
 
@@ -90,5 +94,57 @@ func TestListWidth(t *testing.T) {
 		if got := listWidth(tc.limit, 4); got != tc.want {
 			t.Errorf("limit %d: width %d, want %d", tc.limit, got, tc.want)
 		}
+	}
+}
+
+// A count that reads a field from every object (no index answers its field selector) is
+// admitted as a whole list is: it waits for a seat, and gives up when its client goes.
+// Counts that read no object never wait; a count runs under its request's context.
+func TestCountsThatReadObjectsAreAdmitted(t *testing.T) {
+	p := New(testIndex(t, 50), Options{ListSeats: 1})
+	r := httptest.NewRequest("GET", "/api/v1/count", nil)
+	query := func(fields string) aggregator.Query {
+		q, err := p.Query(r, Read{Resource: "pods", FieldSelector: fields})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return q
+	}
+	list, err := p.List(r, query(""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The only seat is taken: a count by cluster answers at once.
+	res, err := p.Count(r, query(""), []string{"cluster"})
+	if err != nil || res.Total != 50 || len(res.Groups) != 2 {
+		t.Fatalf("cheap count: %v %+v", err, res)
+	}
+	// One that reads every pod's scheduler waits for the seat, until its client goes.
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		_, err := p.Count(r.WithContext(ctx), query("spec.schedulerName!=x"), nil)
+		done <- err
+	}()
+	testfleet.Eventually(t, 10*time.Second, "the count queued", func() (bool, string) {
+		return p.adm.lists.waiting.Load() == 1, fmt.Sprintf("%d waiting", p.adm.lists.waiting.Load())
+	})
+	cancel()
+	if err := <-done; !errors.As(err, &TooMany{}) || !strings.Contains(err.Error(), "count not served") {
+		t.Fatalf("count whose client went while it waited: %v", err)
+	}
+	list.Close()
+	res, err = p.Count(r, query("spec.schedulerName!=x"), []string{"field:spec.schedulerName"})
+	if err != nil || res.Total != 50 || len(res.Groups) != 1 || res.Groups[0].Values[0] != "" {
+		t.Fatalf("count once the seat is free: %v %+v", err, res)
+	}
+	if p.adm.lists.used != 0 {
+		t.Errorf("%d seats still used", p.adm.lists.used)
+	}
+	// Under a request whose client has gone, a count that scans stops.
+	gone, cancelGone := context.WithCancel(context.Background())
+	cancelGone()
+	if _, err := p.Count(r.WithContext(gone), query("metadata.name!=x"), nil); !errors.Is(err, context.Canceled) {
+		t.Errorf("count of a client that went: %v, want context.Canceled", err)
 	}
 }

@@ -46,7 +46,7 @@ func (p *Pipeline) StreamList(r *http.Request, q aggregator.Query) (*Answer, err
 }
 
 func (p *Pipeline) list(r *http.Request, q aggregator.Query, chunked bool) (*Answer, error) {
-	ctx, release, err := p.adm.admit(r, q.Limit)
+	ctx, release, err := p.adm.admit(r, "list", q.Limit)
 	if err != nil {
 		return nil, err
 	}
@@ -56,10 +56,10 @@ func (p *Pipeline) list(r *http.Request, q aggregator.Query, chunked bool) (*Ans
 		a.more = func(cont string) (*aggregator.ListResult, error) {
 			next := q
 			next.Continue = cont
-			return p.ix.List(next)
+			return p.ix.List(ctx, next)
 		}
 	}
-	if a.ListResult, err = p.ix.List(q); err != nil {
+	if a.ListResult, err = p.ix.List(ctx, q); err != nil {
 		release()
 		return nil, err
 	}

@@ -240,7 +240,21 @@ func (p *Pipeline) Get(r *http.Request, cluster, resource, namespace, name strin
 	return p.ix.Get(cluster, resource, namespace, name, Scope(r))
 }
 
-// Count counts what a read selects, grouped.
-func (p *Pipeline) Count(q aggregator.Query, groupBy []string) (*aggregator.CountResult, error) {
-	return p.ix.Count(q, groupBy)
+// Count counts what a read selects, grouped, under the request's context (a count that
+// scans stops once its client is gone). A count that reads a field from every object it
+// selects (aggregator.Index.ReadsObjects: a field selector or group-by no index answers)
+// is expensive work: it is admitted as a whole list is (fairness.go: every list seat,
+// waiting its client's turn) and runs on one core while cheaper requests run. Other
+// counts run at once.
+func (p *Pipeline) Count(r *http.Request, q aggregator.Query, groupBy []string) (*aggregator.CountResult, error) {
+	ctx := r.Context()
+	if p.ix.ReadsObjects(q, groupBy) {
+		admitted, release, err := p.adm.admit(r, "count", 0)
+		if err != nil {
+			return nil, err
+		}
+		defer release()
+		ctx = admitted
+	}
+	return p.ix.Count(ctx, q, groupBy)
 }

@@ -2,6 +2,7 @@ package request
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -374,7 +375,7 @@ func TestResponseCapContinues(t *testing.T) {
 // The first item is sent whatever its size: a list always makes progress.
 func TestBudgetFirstItemAlwaysFits(t *testing.T) {
 	ix := testIndex(t, 3)
-	res, err := ix.List(aggregator.Query{Resource: "pods"})
+	res, err := ix.List(context.Background(), aggregator.Query{Resource: "pods"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -382,7 +383,7 @@ func TestBudgetFirstItemAlwaysFits(t *testing.T) {
 	if !b.Fit(0, 100) || b.Fit(1, 1) || b.Continue() == "" {
 		t.Errorf("budget: first item refused, or second sent past the cap")
 	}
-	next, err := ix.List(aggregator.Query{Resource: "pods", Continue: b.Continue()})
+	next, err := ix.List(context.Background(), aggregator.Query{Resource: "pods", Continue: b.Continue()})
 	if err != nil || len(next.Items) != 2 || next.Items[0].Object.Name != res.Items[1].Object.Name {
 		t.Errorf("continue after the first item: %v %v", next, err)
 	}

@@ -2,6 +2,7 @@ package server
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -230,7 +231,7 @@ func (a *api) count(w http.ResponseWriter, r *http.Request) {
 		request.WriteError(w, r, request.BadParam{Name: "groupBy", Msg: err.Error()})
 		return
 	}
-	res, err := a.p.Count(q, groupBy)
+	res, err := a.p.Count(r, q, groupBy)
 	if err != nil {
 		request.WriteError(w, r, err)
 		return
@@ -275,7 +276,7 @@ func (a *api) watch(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	if err := a.onlyHere(q); err != nil {
+	if err := a.onlyHere(r.Context(), q); err != nil {
 		request.WriteError(w, r, err)
 		return
 	}
@@ -335,13 +336,13 @@ func (a *api) watch(w http.ResponseWriter, r *http.Request) {
 // is bad input: 400. One that is configured but not cached or not Synced here yet (it
 // has not started, or another replica owns it), or any before the cluster source has been
 // read, is 503: a router tries again.
-func (a *api) onlyHere(q aggregator.Query) error {
+func (a *api) onlyHere(ctx context.Context, q aggregator.Query) error {
 	if len(q.Only) == 0 {
 		return nil
 	}
 	probe := q
 	probe.Limit = 1
-	res, err := a.ix.List(probe)
+	res, err := a.ix.List(ctx, probe)
 	if err != nil {
 		return err
 	}

@@ -2,6 +2,7 @@ package server
 
 import (
 	"bufio"
+	"context"
 	"fmt"
 	"io"
 	"net"
@@ -77,7 +78,7 @@ func TestStuckWatchClientIsDisconnected(t *testing.T) {
 		t.Errorf("the stream ended without saying why (%d bytes)", len(body))
 	}
 	var pods int
-	if res, err := ix.Count(aggregator.Query{Resource: "pods"}, nil); err == nil {
+	if res, err := ix.Count(context.Background(), aggregator.Query{Resource: "pods"}, nil); err == nil {
 		pods = res.Total
 	}
 	if pods != 5001 {

@@ -5,6 +5,8 @@ import (
 	"runtime"
 	"sync"
 	"time"
+
+	"github.com/fleetcache/fleetcache/internal/cores"
 )
 
 // batchSize is how many items one encoder goroutine takes at a time: large enough that
@@ -22,15 +24,6 @@ type batch struct {
 	ends []int
 	err  error
 	errI int
-}
-
-type parallelismKey struct{}
-
-// WithParallelism returns a context under which Stream encodes on at most n() goroutines,
-// asked again before every batch: the server narrows a list to one core while cheaper
-// requests need the others.
-func WithParallelism(ctx context.Context, n func() int) context.Context {
-	return context.WithValue(ctx, parallelismKey{}, n)
 }
 
 // yield: encoders step aside after every batch (well under a millisecond of work), so
@@ -111,12 +104,13 @@ func Stream(ctx context.Context, n int, enc EncodeFunc, write WriteFunc) error {
 			}
 		}
 	}()
-	allowed, _ := ctx.Value(parallelismKey{}).(func() int)
 	for k := range workers {
 		wg.Go(func() {
 			var park *time.Timer
 			for {
-				if k > 0 && allowed != nil && k >= allowed() {
+				// The server narrows a list to one core while cheaper requests need the
+				// others (cores.Limit): asked before every batch.
+				if k > 0 && k >= cores.Allowed(ctx) {
 					if park == nil {
 						park = time.NewTimer(parkInterval)
 						defer park.Stop()

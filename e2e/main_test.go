@@ -114,17 +114,7 @@ func launch() (*daemon, error) {
 	l.Close()
 	d.url = "http://" + addr
 
-	var cfg strings.Builder
-	fmt.Fprintf(&cfg, "listen: %s\nkubeconfig: [%s]\ncontexts:\n  include: ['*-reader']\n  aliases:\n", addr, fleet.Kubeconfig)
-	for _, c := range fleet.Clusters {
-		fmt.Fprintf(&cfg, "    %s-reader: %s\n", c.Name, c.Name)
-	}
-	cfg.WriteString("resources:\n")
-	for _, r := range e2eResources {
-		fmt.Fprintf(&cfg, "  - name: %s\n", r)
-	}
-	fmt.Fprintf(&cfg, "cluster: {probeInterval: 1s, requestTimeout: 2s, idleProofInterval: 5s, rediscoveryInterval: 1s, initialSyncTimeout: 20s}\napi: {continueTTL: %s}\nreadiness: {policy: atLeast, minClusters: %d}\nlog: {level: debug}\n", continueTTL, len(fleet.Clusters))
-	if err := os.WriteFile(d.config, []byte(cfg.String()), 0o600); err != nil {
+	if err := os.WriteFile(d.config, []byte("listen: "+addr+"\n"+daemonConfig()), 0o600); err != nil {
 		return nil, err
 	}
 	logf, err := os.Create(d.log)
@@ -161,6 +151,36 @@ func waitReady(url, logPath string) error {
 		return fmt.Errorf("fleetcache not ready: %v\n%s", err, logs)
 	}
 	return nil
+}
+
+// daemonConfig is the shared daemon's configuration, without its address: every cluster
+// of the fleet through its reader context, the e2e resources, short intervals.
+func daemonConfig() string {
+	var cfg strings.Builder
+	fmt.Fprintf(&cfg, "kubeconfig: [%s]\ncontexts:\n  include: ['*-reader']\n  aliases:\n", fleet.Kubeconfig)
+	for _, c := range fleet.Clusters {
+		fmt.Fprintf(&cfg, "    %s-reader: %s\n", c.Name, c.Name)
+	}
+	cfg.WriteString("resources:\n")
+	for _, r := range e2eResources {
+		fmt.Fprintf(&cfg, "  - name: %s\n", r)
+	}
+	fmt.Fprintf(&cfg, "cluster: {probeInterval: 1s, requestTimeout: 2s, idleProofInterval: 5s, rediscoveryInterval: 1s, initialSyncTimeout: 20s}\napi: {continueTTL: %s}\nreadiness: {policy: atLeast, minClusters: %d}\nlog: {level: debug}\n", continueTTL, len(fleet.Clusters))
+	return cfg.String()
+}
+
+// startFreshDaemon starts a daemon of its own with the shared daemon's configuration, for
+// a test that reads what happened since a daemon started (its counters, its log), which
+// the shared daemon mixes with the tests before.
+func startFreshDaemon(t testing.TB) *daemon {
+	t.Helper()
+	shared := startDaemon(t) // seeds the fleet and builds the binary
+	config := filepath.Join(t.TempDir(), "config.yaml")
+	if err := os.WriteFile(config, []byte(daemonConfig()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p := startProcess(t, shared.bin, nil, "--config", config)
+	return &daemon{url: p.url, bin: shared.bin, config: config, log: p.log}
 }
 
 // getJSON fetches path?query into v and returns the status code.

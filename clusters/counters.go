@@ -72,6 +72,9 @@ type Counters struct {
 	WatchStarts, WatchErrors uint64 // watch calls that failed, and ERROR events
 	Events                   map[string]uint64
 	ListDuration             Histogram
+	// WatchListFallbacks counts the watch-list streams the apiserver refused (it does not
+	// serve them), after each of which the informer listed instead; not errors.
+	WatchListFallbacks uint64
 	// SyncLag has one observation per freshness probe: the time from sending the probe
 	// until the cache reached the revision it returned.
 	SyncLag             Histogram
@@ -84,7 +87,7 @@ type Counters struct {
 // counters is the mutable form, guarded by resourceCache.mu.
 type counters struct {
 	lists, listErrors, relists, watchStarts, watchErrors uint64
-	successfulLists                                      uint64
+	watchListFallbacks, successfulLists                  uint64
 	events                                               map[string]uint64
 	eventsSnap                                           map[string]uint64 // copy of events until the next one
 	listDuration                                         *histogram
@@ -104,7 +107,7 @@ func newCounters(now time.Time) counters {
 func (c *counters) snapshot(p *proof) Counters {
 	s := Counters{
 		Lists: c.lists, ListErrors: c.listErrors, Relists: c.relists, WatchStarts: c.watchStarts, WatchErrors: c.watchErrors,
-		Events: c.eventsSnapshot(), ListDuration: c.listDuration.snapshot(),
+		WatchListFallbacks: c.watchListFallbacks, Events: c.eventsSnapshot(), ListDuration: c.listDuration.snapshot(),
 		SyncLag: p.syncLag.snapshot(), LastBookmarkTime: timePtr(c.lastBookmark), InitialSyncDuration: c.initialSyncDuration,
 		ResourceVersionLag: p.revisionLag(), Probed: p.probedRV > 0,
 	}

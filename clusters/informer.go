@@ -114,23 +114,40 @@ func (lw *observedLW) WatchWithContext(ctx context.Context, opts metav1.ListOpti
 	timer := time.AfterFunc(o.RequestTimeout, cancel)
 	w, err := lw.inner.WatchWithContext(wctx, opts)
 	timer.Stop()
+	refused := initial && isWatchListRefusal(err)
 	rc.mu.Lock()
-	if initial {
-		rc.cnt.lists++ // a watch-list stream is this informer's list
-	}
 	if err != nil {
+		// No stream: what the informer does next (list, or watch again) is not this one's.
+		st.ended = true
+	}
+	switch {
+	case refused:
+		// Not an error: the apiserver does not serve watch-list streams, and the
+		// reflector lists instead (every start and relist of an informer on it).
+		rc.cnt.watchListFallbacks++
+	case err != nil:
 		rc.cnt.watchErrors++
 		if initial {
+			rc.cnt.lists++ // a watch-list stream is this informer's list
 			rc.cnt.listErrors++
 		}
-	} else {
+	default:
 		rc.cnt.watchStarts++
+		if initial {
+			rc.cnt.lists++
+		}
 	}
 	rc.mu.Unlock()
 	if err != nil {
 		cancel()
 		st.release()
 		rc.update(func(f *resourceFacts) { f.watchConnected = false })
+		if refused {
+			if ce := rc.log.Check(zap.DebugLevel, "watch-list refused; the informer lists instead"); ce != nil {
+				ce.Write(zap.Error(err))
+			}
+			return nil, err
+		}
 		rc.recordError("watch", err)
 		return nil, err
 	}
@@ -306,7 +323,7 @@ func (rc *resourceCache) listed(rv string) {
 		if !start.IsZero() {
 			rc.listDone(start, now, ParseResourceVersion(rv))
 			rc.update(func(f *resourceFacts) {
-				f.lastList = now
+				f.lastList, f.listPath = now, ListPathList
 				rc.clearError(f)
 			})
 		}
@@ -326,7 +343,7 @@ func (rc *resourceCache) listed(rv string) {
 	st.release()
 	rc.listDone(st.start, now, ParseResourceVersion(rv))
 	rc.update(func(f *resourceFacts) {
-		f.lastList, f.lastEv = now, now
+		f.lastList, f.lastEv, f.listPath = now, now, ListPathWatchList
 		rc.clearError(f)
 	})
 }
@@ -427,6 +444,30 @@ func (r *frameReader) Close() error {
 	err := r.ReadCloser.Close()
 	r.st.end()
 	return err
+}
+
+// isWatchListRefusal reports whether err is an apiserver's refusal of a watch-list
+// request (sendInitialEvents) it does not serve: 422 Invalid on the request's
+// ListOptions, naming sendInitialEvents (the WatchList feature gate off, as on 1.27-1.33
+// by default) or resourceVersionMatch (before 1.27, forbidden for any watch). client-go's
+// reflector falls back to a list on any error of a watch-list request but a refused
+// connection, 429 or an expired revision; fleetcache counts only this one as a fallback
+// and not as an error: the other causes (timeouts, 5xx) are failures whatever follows.
+func isWatchListRefusal(err error) bool {
+	var status apierrors.APIStatus
+	if err == nil || !apierrors.IsInvalid(err) || !errors.As(err, &status) {
+		return false
+	}
+	d := status.Status().Details
+	if d == nil || d.Kind != "ListOptions" {
+		return false
+	}
+	for _, c := range d.Causes {
+		if c.Field == "sendInitialEvents" || c.Field == "resourceVersionMatch" {
+			return true
+		}
+	}
+	return false
 }
 
 // IsWatchListSemanticsUnSupported passes the wrapped client's answer on to the reflector,

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"k8s.io/apimachinery/pkg/types"
 	"net/http"
 	"net/http/httptest"
 	"slices"
@@ -13,9 +12,12 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/rest"
@@ -361,5 +363,109 @@ func TestListPathProvesOnceTheStoreHoldsTheList(t *testing.T) {
 	}
 	if provenAt, _ := state(); !provenAt.After(proven) {
 		t.Errorf("after the relist: proven at %v, want later than %v", provenAt, proven)
+	}
+}
+
+// refusingAPI serves configmaps on the list path: it answers every watch-list request
+// with refuse, lists in one page, and holds plain watches open, silent, until the client
+// goes.
+type refusingAPI struct {
+	refuse func(w http.ResponseWriter)
+}
+
+func (s refusingAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	w.Header().Set("Content-Type", "application/json")
+	switch {
+	case q.Get("watch") == "true" && q.Get("sendInitialEvents") == "true":
+		s.refuse(w)
+	case q.Get("watch") == "true":
+		w.WriteHeader(http.StatusOK)
+		w.(http.Flusher).Flush()
+		<-r.Context().Done()
+	default:
+		_ = json.NewEncoder(w).Encode(cmList("10", "a", "b"))
+	}
+}
+
+// refusal answers as a kube-apiserver refuses a watch-list request: 422 Invalid on the
+// request's ListOptions, naming field (v1.32.13 with WatchList=false, the body copied
+// from its answer: sendInitialEvents; before 1.27: resourceVersionMatch).
+func refusal(field, message string) func(http.ResponseWriter) {
+	return func(w http.ResponseWriter) {
+		w.WriteHeader(http.StatusUnprocessableEntity)
+		_ = json.NewEncoder(w).Encode(&metav1.Status{
+			TypeMeta: metav1.TypeMeta{Kind: "Status", APIVersion: "v1"}, Status: metav1.StatusFailure, Code: http.StatusUnprocessableEntity,
+			Reason:  metav1.StatusReasonInvalid,
+			Message: fmt.Sprintf("ListOptions.meta.k8s.io \"\" is invalid: %s: Forbidden: %s", field, message),
+			Details: &metav1.StatusDetails{Group: "meta.k8s.io", Kind: "ListOptions", Causes: []metav1.StatusCause{
+				{Type: metav1.CauseType("FieldValueForbidden"), Message: "Forbidden: " + message, Field: field}}},
+		})
+	}
+}
+
+// failure answers a watch-list request with an error that is not a refusal.
+func failure(code int, reason metav1.StatusReason) func(http.ResponseWriter) {
+	return func(w http.ResponseWriter) {
+		w.WriteHeader(code)
+		_ = json.NewEncoder(w).Encode(&metav1.Status{TypeMeta: metav1.TypeMeta{Kind: "Status", APIVersion: "v1"}, Status: metav1.StatusFailure,
+			Code: int32(code), Reason: reason, Message: "it broke"})
+	}
+}
+
+// TestRefusedWatchListIsAFallbackNotAnError: an apiserver that does not serve watch-list
+// streams refuses each one (422, naming sendInitialEvents); the reflector lists instead.
+// That is how an old cluster is synced, every time, not a failure: the resource never
+// passes through an error reason, no list or watch error is counted, the refusal is
+// counted as a fallback, its status says it came by LIST, and the refused stream does
+// not pass for the list (no bookmark or event recorded: none came). A watch-list stream
+// that fails otherwise is still an error.
+func TestRefusedWatchListIsAFallbackNotAnError(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		refuse   func(http.ResponseWriter)
+		fallback bool
+	}{
+		{"v1.32 WatchList off", refusal("sendInitialEvents", "sendInitialEvents is forbidden for watch unless the WatchList feature gate is enabled"), true},
+		{"before v1.27", refusal("resourceVersionMatch", "resourceVersionMatch is forbidden for watch"), true},
+		{"invalid, another field", refusal("labelSelector", "not a selector"), false},
+		{"500", failure(http.StatusInternalServerError, metav1.StatusReasonInternalError), false},
+		{"400", failure(http.StatusBadRequest, metav1.StatusReasonBadRequest), false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			core, logs := observer.New(zap.InfoLevel)
+			rc := startConfigMapCache(t, refusingAPI{tc.refuse}, Options{Logger: zap.New(core)})
+			err := wait.PollUntilContextTimeout(context.Background(), 10*time.Millisecond, 30*time.Second, true, func(context.Context) (bool, error) {
+				return rc.informer.HasSynced() && rc.objects.Load() == 2, nil
+			})
+			if err != nil {
+				t.Fatal("the list never reached the store")
+			}
+			s := rc.status()
+			k := s.Counters
+			var reasons []string
+			for _, e := range logs.FilterMessage("resource phase changed").All() {
+				reasons = append(reasons, fmt.Sprintf("%v/%v", e.ContextMap()["phase"], e.ContextMap()["reason"]))
+			}
+			if s.ListPath != ListPathList || k.Lists != 1 && tc.fallback {
+				t.Errorf("list path %q, %d lists; want %q, 1 (the LIST; a refused stream is no list)", s.ListPath, k.Lists, ListPathList)
+			}
+			if s.LastEventTime != nil || k.LastBookmarkTime != nil {
+				t.Errorf("last event %v, last bookmark %v: none came (the plain watch is silent)", s.LastEventTime, k.LastBookmarkTime)
+			}
+			if !tc.fallback {
+				if k.WatchListFallbacks != 0 || k.ListErrors < 1 || k.WatchErrors < 1 || !slices.Contains(reasons, "Syncing/Error") {
+					t.Errorf("fallbacks %d, list errors %d, watch errors %d, phases %v: want 0, >= 1, >= 1 and Syncing/Error (a failure, not a refusal)",
+						k.WatchListFallbacks, k.ListErrors, k.WatchErrors, reasons)
+				}
+				return
+			}
+			if k.WatchListFallbacks != 1 || k.ListErrors != 0 || k.WatchErrors != 0 {
+				t.Errorf("fallbacks %d, list errors %d, watch errors %d: want 1, 0, 0", k.WatchListFallbacks, k.ListErrors, k.WatchErrors)
+			}
+			if want := []string{"Syncing/<nil>", "Synced/<nil>"}; !slices.Equal(reasons, want) && !slices.Equal(reasons, want[1:]) {
+				t.Errorf("phases %v, want %v: a refused watch-list is no error", reasons, want)
+			}
+		})
 	}
 }

@@ -63,14 +63,25 @@ type resourceFacts struct {
 	errReason, errMessage         string
 	watchConnected                bool
 	initialSync, lastList, lastEv time.Time
+	// listPath is how the last complete list came (ListPathWatchList, ListPathList).
+	listPath string
 }
+
+// How a resource's last complete list came (ResourceStatus.ListPath).
+const (
+	// ListPathWatchList: a watch-list stream's initial events, then its bookmark.
+	ListPathWatchList = "WatchList"
+	// ListPathList: LIST requests, page by page; the apiserver refused the watch-list
+	// stream (it does not serve them) or the stream failed.
+	ListPathList = "List"
+)
 
 func (rc *resourceCache) status() ResourceStatus {
 	rc.mu.Lock()
 	defer rc.mu.Unlock()
 	s := ResourceStatus{
 		Condition: rc.condNow(), Resource: rc.display, Namespace: rc.namespace, Kind: rc.codec.gvk.Kind,
-		WatchConnected: rc.facts.watchConnected,
+		WatchConnected: rc.facts.watchConnected, ListPath: rc.facts.listPath,
 	}
 	if rc.requested != rc.display {
 		s.Requested = rc.requested

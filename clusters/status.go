@@ -82,6 +82,10 @@ type ResourceStatus struct {
 	LastEventTime *time.Time `json:"lastEventTime,omitempty"`
 	// WatchConnected is true while a watch stream is open.
 	WatchConnected bool `json:"watchConnected"`
+	// ListPath is how the last complete list came: "WatchList" (a watch-list stream) or
+	// "List" (LIST requests: the apiserver refused watch-list, or the stream failed).
+	// Empty until the first list.
+	ListPath string `json:"listPath,omitempty"`
 	// StalenessSeconds bounds how far the cache may be behind the apiserver: the time
 	// since the newest freshness probe whose revision the cache has reached was sent.
 	// Absent until the first such probe.

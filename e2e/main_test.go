@@ -153,7 +153,7 @@ func daemonConfig(kubeconfig string) string {
 	return cfg.String()
 }
 
-// waitReady polls a fleetcache's /readyz for up to a minute; the error carries its log.
+// waitReady polls a fleetcache's /readyz for up to 3 minutes; the error carries its log.
 func waitReady(url, logPath string) error {
 	err := wait.PollUntilContextTimeout(context.Background(), 100*time.Millisecond, 3*time.Minute, true, func(context.Context) (bool, error) {
 		resp, err := http.Get(url + "/readyz")
@@ -168,6 +168,20 @@ func waitReady(url, logPath string) error {
 		return fmt.Errorf("fleetcache not ready: %v\n%s", err, logs)
 	}
 	return nil
+}
+
+// startFreshDaemon starts a daemon of its own with the shared daemon's configuration, for
+// a test that reads what happened since a daemon started (its counters, its log), which
+// the shared daemon mixes with the tests before.
+func startFreshDaemon(t testing.TB) *daemon {
+	t.Helper()
+	shared := startDaemon(t) // seeds the fleet and builds the binary
+	config := filepath.Join(t.TempDir(), "config.yaml")
+	if err := os.WriteFile(config, []byte(daemonConfig(fleet.Kubeconfig)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p := startProcess(t, shared.bin, nil, "--config", config)
+	return &daemon{url: p.url, bin: shared.bin, config: config, log: p.log}
 }
 
 // getJSON fetches path?query into v and returns the status code.

@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"os"
 	"strconv"
 	"strings"
 	"testing"
@@ -163,11 +164,14 @@ func rawGet(t testing.TB, cfg *rest.Config, path string) (int, string) {
 }
 
 // TestOldClusterIsV132WithoutWatchList: the old cluster reports v1.32 and refuses the
-// watch-list stream a current cluster serves, and fleetcache reports that version and took
-// the LIST path there: each resource's refused stream counted as a failed list, and its
-// objects arrived by a list (no ADDED events), not as a stream's initial events.
+// watch-list stream a current cluster serves, and fleetcache, started afresh, reports
+// that version and took the LIST path there without calling it an error: no resource
+// passed through a phase naming the refusal, no list or watch error was counted, each
+// resource's refused stream was counted as a fallback, its status says List, and its
+// objects arrived by a list (no ADDED events), not as a stream's initial events. The
+// other clusters took the watch-list path, with no fallback.
 func TestOldClusterIsV132WithoutWatchList(t *testing.T) {
-	d := startDaemon(t)
+	d := startFreshDaemon(t)
 	old := oldCluster(t)
 	for _, c := range fleet.Clusters {
 		v, err := kubernetes.NewForConfigOrDie(c.ReaderConfig()).Discovery().ServerVersion()
@@ -201,7 +205,8 @@ func TestOldClusterIsV132WithoutWatchList(t *testing.T) {
 		}
 	}
 
-	if v := statuses(t, d)[old.Name].Version; v != testfleet.OldVersion {
+	st := statuses(t, d)
+	if v := st[old.Name].Version; v != testfleet.OldVersion {
 		t.Errorf("fleetcache reports %s at version %q, want %s", old.Name, v, testfleet.OldVersion)
 	}
 	fams := d.scrape(t)
@@ -216,13 +221,34 @@ func TestOldClusterIsV132WithoutWatchList(t *testing.T) {
 		}
 		return v
 	}
-	for _, res := range e2eResources {
-		if res == "widgets.example.com" && !testfleet.HasWidgets(old.Index) {
-			continue
+	for _, c := range fleet.Clusters {
+		for _, res := range e2eResources {
+			if res == "widgets.example.com" && !testfleet.HasWidgets(c.Index) {
+				continue
+			}
+			r, ok := resourceStatus(st[c.Name], res)
+			fallbacks := metric("fleetcache_watch_list_fallbacks_total", c.Name, res)
+			if c != old {
+				if !ok || r.ListPath != clusters.ListPathWatchList || fallbacks != 0 {
+					t.Errorf("%s %s: list path %q, %v watch-list fallbacks; want %s, 0", c.Name, res, r.ListPath, fallbacks, clusters.ListPathWatchList)
+				}
+				continue
+			}
+			lists, listErrors, watchErrors := metric("fleetcache_lists_total", c.Name, res), metric("fleetcache_list_errors_total", c.Name, res), metric("fleetcache_watch_errors_total", c.Name, res)
+			if !ok || r.ListPath != clusters.ListPathList || fallbacks < 1 || lists < 1 || listErrors != 0 || watchErrors != 0 {
+				t.Errorf("%s %s: list path %q, %v watch-list fallbacks, %v lists, %v list errors, %v watch errors; want %s, >= 1, >= 1, 0, 0 (a refused stream is no error)",
+					c.Name, res, r.ListPath, fallbacks, lists, listErrors, watchErrors, clusters.ListPathList)
+			}
 		}
-		lists, failed := metric("fleetcache_lists_total", old.Name, res), metric("fleetcache_list_errors_total", old.Name, res)
-		if failed < 1 || lists < failed+1 {
-			t.Errorf("%s %s: %v lists, %v failed: want the refused watch-list stream and then a list that worked", old.Name, res, lists, failed)
+	}
+	// The refusal never showed as a phase: the daemon logs every phase change.
+	logs, err := os.ReadFile(d.log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(logs), "\n") {
+		if strings.Contains(line, `phase changed"`) && strings.Contains(line, "sendInitialEvents") {
+			t.Errorf("a phase named the refused watch-list stream: %s", line)
 		}
 	}
 	// Nodes are seeded before the daemon starts and never written by a test: on the list

@@ -165,7 +165,7 @@ type ClusterConfig struct {
 
 // MetricsConfig chooses the exported series.
 type MetricsConfig struct {
-	// PerResource exports the per-resource series (about 61 per cluster and resource).
+	// PerResource exports the per-resource series (about 62 per cluster and resource).
 	// Default true; false keeps the cluster-level ones (19 per cluster) for fleets of more
 	// than about 100 clusters.
 	PerResource *bool `json:"perResource,omitempty"`

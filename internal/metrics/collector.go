@@ -22,7 +22,7 @@ type StatusSource interface {
 // Options choose what the collector exports.
 type Options struct {
 	// ClusterSeriesOnly drops every per-resource series: about 19 series per cluster
-	// remain instead of about 60 per cluster and resource (README: Metrics), for fleets
+	// remain instead of about 62 per cluster and resource (README: Metrics), for fleets
 	// of hundreds of clusters whose scrape would otherwise hold a million series.
 	ClusterSeriesOnly bool
 	// Budget, when set, is exported as fleetcache_freshness_interval_scale.
@@ -40,8 +40,8 @@ type Collector struct {
 	clusterObjects, clusterStaleness, intervalScale, discoveryRequests *prometheus.Desc
 
 	resourceSynced, resourcePhase, objects, watchConnected, lastEvent, lastBookmark, lastList,
-	initialSyncDuration, lists, listErrors, relists, watchStarts, watchErrors, events, listDuration,
-	staleness, syncLag, rvLag *prometheus.Desc
+	initialSyncDuration, lists, listErrors, relists, watchStarts, watchErrors, watchListFallbacks, events,
+	listDuration, staleness, syncLag, rvLag *prometheus.Desc
 
 	// phaseLabels and eventLabels are the phase="..." and type="..." label pairs, built
 	// once: a scrape shares them between all series.
@@ -80,11 +80,12 @@ func NewCollector(src StatusSource, opts ...Options) *Collector {
 	c.lastBookmark = d("last_bookmark_timestamp_seconds", "Unix time at which the last watch bookmark for the resource arrived; the apiserver sends one about every minute on an idle watch.", res...)
 	c.lastList = d("last_list_timestamp_seconds", "Unix time at which the last successful list (or watch-list initial stream) of the resource completed.", res...)
 	c.initialSyncDuration = d("initial_sync_duration_seconds", "Seconds from the informer's start to its first complete list; absent until then.", res...)
-	c.lists = d("lists_total", "List calls (and watch-list initial streams) made for the resource, including failed ones.", res...)
+	c.lists = d("lists_total", "List calls (and watch-list initial streams) made for the resource, including failed ones; a watch-list stream the apiserver refuses is counted in watch_list_fallbacks_total instead.", res...)
 	c.listErrors = d("list_errors_total", "List calls for the resource that failed.", res...)
 	c.relists = d("relists_total", "Complete lists (every page, or a watch-list's initial events) after the informer's first one: the informer lost its watch position (410 Gone, errors) and listed everything again.", res...)
 	c.watchStarts = d("watch_starts_total", "Watch streams opened for the resource.", res...)
 	c.watchErrors = d("watch_errors_total", "Watch calls for the resource that failed, plus ERROR events received on open streams.", res...)
+	c.watchListFallbacks = d("watch_list_fallbacks_total", "Watch-list streams (the informer's list as a stream) the apiserver refused because it does not serve them (422 naming sendInitialEvents: the WatchList feature gate is off, or the apiserver predates it), after each of which the informer listed instead. Not errors, and not counted in lists_total or the error counters: an old cluster refuses one at every informer start and relist.", res...)
 	c.events = d("events_total", "Watch events received for the resource, by type (ADDED, MODIFIED, DELETED, BOOKMARK, ERROR); includes the initial events of watch-list streams.", "cluster", "resource", "type")
 	c.listDuration = d("list_duration_seconds", "Duration of successful list calls (and watch-list initial streams) for the resource.", res...)
 	c.staleness = d("staleness_seconds", "Upper bound on how far the resource's cache is behind the apiserver, now: seconds since the newest freshness probe whose revision the cache has reached was sent. Sound whatever the network delays and clocks; a busy resource reads about the probe interval times the number of busy resources of its cluster at most, an idle one up to cluster.idleProofInterval. Absent until the first probe is reached.", res...)
@@ -194,7 +195,7 @@ type aggregate struct {
 	lastEvent, lastBookmark, lastList   float64
 	initialSync, staleness              float64
 	lists, listErrors, relists          uint64
-	watchStarts, watchErrors            uint64
+	watchStarts, watchErrors, fallbacks uint64
 	events                              [5]uint64 // by index in eventTypes
 	listDuration, syncLag               clusters.Histogram
 	informers                           int
@@ -233,6 +234,7 @@ func (a *aggregate) add(r *clusters.ResourceStatus) {
 	a.relists += k.Relists
 	a.watchStarts += k.WatchStarts
 	a.watchErrors += k.WatchErrors
+	a.fallbacks += k.WatchListFallbacks
 	for i, t := range eventTypes {
 		a.events[i] += k.Events[t]
 	}
@@ -326,6 +328,7 @@ func (c *Collector) collectResources(ch chan<- prometheus.Metric, cs clusters.Cl
 		b.counter(c.relists, a.relists, l)
 		b.counter(c.watchStarts, a.watchStarts, l)
 		b.counter(c.watchErrors, a.watchErrors, l)
+		b.counter(c.watchListFallbacks, a.fallbacks, l)
 		for i := range eventTypes {
 			el := rest[0:3:3]
 			el[0], el[1], el[2] = cl, rl, c.eventLabels[i]

@@ -65,7 +65,7 @@ func fleet() fakeSource {
 					Condition: synced, Resource: "configmaps", Namespace: "payments", Kind: "ConfigMap", Objects: 4, WatchConnected: true,
 					LastListTime: at(-50 * time.Second), LastEventTime: at(-3 * time.Second), StalenessSeconds: f64(2),
 					Counters: clusters.Counters{
-						Lists: 1, WatchStarts: 1, Events: map[string]uint64{"ADDED": 4, "DELETED": 1},
+						Lists: 1, WatchStarts: 1, WatchListFallbacks: 1, Events: map[string]uint64{"ADDED": 4, "DELETED": 1},
 						ListDuration:     clusters.Histogram{Buckets: map[float64]uint64{0.1: 1, 1: 1}, Count: 1, Sum: 0.05},
 						SyncLag:          clusters.Histogram{Buckets: map[float64]uint64{0.5: 1, 2: 2}, Count: 2, Sum: 1.2},
 						LastBookmarkTime: at(-10 * time.Second), InitialSyncDuration: 400 * time.Millisecond,
@@ -74,7 +74,7 @@ func fleet() fakeSource {
 				},
 				{
 					Condition: clusters.Condition{Phase: clusters.PhaseSyncing}, Resource: "configmaps", Namespace: "search", Kind: "ConfigMap",
-					Counters: clusters.Counters{Lists: 2, ListErrors: 2, Events: map[string]uint64{}, ListDuration: clusters.Histogram{Buckets: map[float64]uint64{0.1: 0, 1: 0}}},
+					Counters: clusters.Counters{Lists: 2, ListErrors: 2, WatchListFallbacks: 2, Events: map[string]uint64{}, ListDuration: clusters.Histogram{Buckets: map[float64]uint64{0.1: 0, 1: 0}}},
 				},
 				{Condition: clusters.Condition{Phase: clusters.PhaseNotServed, Reason: "NotFound"}, Resource: "widgets.example.com", Kind: "Widget"},
 			},
@@ -201,6 +201,8 @@ func TestCollectorContent(t *testing.T) {
 		`fleetcache_resource_phase{cluster=alpha,phase=Syncing,resource=configmaps}`:  1,
 		`fleetcache_lists_total{cluster=alpha,resource=configmaps}`:                   3,
 		`fleetcache_list_errors_total{cluster=alpha,resource=configmaps}`:             2,
+		`fleetcache_watch_list_fallbacks_total{cluster=alpha,resource=configmaps}`:    3,
+		`fleetcache_watch_list_fallbacks_total{cluster=alpha,resource=pods}`:          0,
 		`fleetcache_events_total{cluster=alpha,resource=configmaps,type=ADDED}`:       4,
 		`fleetcache_list_duration_seconds{cluster=alpha,resource=configmaps}_count`:   1,
 		`fleetcache_resource_version_lag{cluster=alpha,resource=configmaps}`:          3,

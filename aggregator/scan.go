@@ -184,8 +184,10 @@ func (f *objectFields) Get(path string) string {
 	case "metadata.namespace":
 		return f.obj.Namespace
 	}
-	if v, ok := f.obj.Field(path); ok {
-		return v
+	if f.obj.HasIndex(path) {
+		if v, ok := f.obj.Field(path); ok {
+			return v
+		}
 	}
 	if decodeFields {
 		return f.r.ValueDecoded(f.obj, path)

@@ -457,7 +457,6 @@ func (ix *Index) List(ctx context.Context, q Query) (*ListResult, error) {
 	m := newMatcher(q)
 	full := false
 	pace := &pacer{ctx: ctx}
-	defer pace.stop()
 	for _, s := range p.shards {
 		if s.cluster < afterCluster {
 			continue
@@ -686,7 +685,8 @@ func countLabel(s *shard, groupBy []string, counts map[[maxGroupBy]string]int) {
 
 // countScans counts by visiting the selected objects: the shards are scanned by up to
 // cores.Allowed(ctx) goroutines (a scan is bound by memory latency and field reads, not
-// by one core), each into counts of its own, merged at the end.
+// by one core), each into counts of its own, merged at the end. The allowance is asked
+// before each shard: a shard is about a tenth of a second of work at 100,000 objects.
 func countScans(ctx context.Context, p *plan, q Query, keys []groupKey, counts map[[maxGroupBy]string]int) error {
 	m := newMatcher(q)
 	workers := min(goruntime.GOMAXPROCS(0), len(p.shards))
@@ -694,23 +694,26 @@ func countScans(ctx context.Context, p *plan, q Query, keys []groupKey, counts m
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	var firstErr error
+	left := func() bool { return int(next.Load()) < len(p.shards) }
 	for w := range workers {
 		wg.Go(func() {
-			pace := &pacer{ctx: ctx, worker: w}
-			defer pace.stop()
+			pace := &pacer{ctx: ctx}
 			local := map[[maxGroupBy]string]int{}
 			var err error
 			for err == nil {
+				// A second goroutine takes a shard only while the request may use a
+				// second core; once it has one, it scans it to the end.
+				if w > 0 && !awaitCore(ctx, w, left) {
+					break
+				}
 				i := int(next.Add(1)) - 1
 				if i >= len(p.shards) {
 					break
 				}
-				if w > 0 {
-					err = pace.pause() // a second goroutine only while the request may use a second core
-				}
-				if err == nil {
-					err = countShard(p.shards[i], q, m, keys, pace, local)
-				}
+				err = countShard(p.shards[i], q, m, keys, pace, local)
+			}
+			if err == nil {
+				err = ctx.Err()
 			}
 			mu.Lock()
 			defer mu.Unlock()

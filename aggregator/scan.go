@@ -119,44 +119,52 @@ func (v *shardView) scan(q Query, em *entryMatcher, after string, pace *pacer, f
 	return err
 }
 
-// pacer is what a scan does between two chunks: it looks at the request's context,
-// steps aside for other goroutines and, when it is not the request's first goroutine,
-// waits while the request may use fewer cores (cores.Allowed: the server narrows an
-// expensive request to one core while cheaper ones run).
+// pacer is what a scan does between two chunks: it looks at the request's context and
+// steps aside for other goroutines.
 type pacer struct {
-	ctx    context.Context
-	worker int // the scanning goroutine's number in its request, from 0
-	park   *time.Timer
+	ctx context.Context
+}
+
+func (p *pacer) pause() error {
+	if err := p.ctx.Err(); err != nil {
+		return err
+	}
+	runtime.Gosched()
+	return nil
 }
 
 // parkInterval is how long a scanning goroutine that may not run waits before it asks
 // again, as wire's encoders do.
 const parkInterval = 200 * time.Microsecond
 
-func (p *pacer) pause() error {
+// awaitCore returns once the request's goroutine number worker (from 1) may run
+// (cores.Allowed: the server narrows an expensive request to one core while cheaper ones
+// run), with false once there is no work left for it (left) or ctx has ended. It is
+// asked between units of work, never while holding one: the request's first goroutine
+// always runs, and does the work the others may not.
+func awaitCore(ctx context.Context, worker int, left func() bool) bool {
+	var park *time.Timer
+	defer func() {
+		if park != nil {
+			park.Stop()
+		}
+	}()
 	for {
-		if err := p.ctx.Err(); err != nil {
-			return err
+		if ctx.Err() != nil || !left() {
+			return false
 		}
-		if p.worker == 0 || p.worker < cores.Allowed(p.ctx) {
-			runtime.Gosched()
-			return nil
+		if worker < cores.Allowed(ctx) {
+			return true
 		}
-		if p.park == nil {
-			p.park = time.NewTimer(parkInterval)
+		if park == nil {
+			park = time.NewTimer(parkInterval)
 		} else {
-			p.park.Reset(parkInterval)
+			park.Reset(parkInterval)
 		}
 		select {
-		case <-p.ctx.Done():
-		case <-p.park.C:
+		case <-ctx.Done():
+		case <-park.C:
 		}
-	}
-}
-
-func (p *pacer) stop() {
-	if p.park != nil {
-		p.park.Stop()
 	}
 }
 
@@ -184,8 +192,10 @@ func (f *objectFields) Get(path string) string {
 	case "metadata.namespace":
 		return f.obj.Namespace
 	}
-	if v, ok := f.obj.Field(path); ok {
-		return v
+	if f.obj.HasIndex(path) {
+		if v, ok := f.obj.Field(path); ok {
+			return v
+		}
 	}
 	if decodeFields {
 		return f.r.ValueDecoded(f.obj, path)

@@ -15,6 +15,7 @@ import (
 	"k8s.io/utils/ptr"
 
 	"github.com/fleetcache/fleetcache/clusters"
+	"github.com/fleetcache/fleetcache/internal/cores"
 	"github.com/fleetcache/fleetcache/internal/fixtures"
 )
 
@@ -322,5 +323,30 @@ func TestReadsObjects(t *testing.T) {
 		if got := f.ix.ReadsObjects(q, tc.groupBy); got != tc.want {
 			t.Errorf("%q %v: %v, want %v", tc.fields, tc.groupBy, got, tc.want)
 		}
+	}
+}
+
+// A count narrowed to one core (cores.Limit: the server does so while cheaper requests
+// run) still finishes, on one goroutine: a second one never holds a shard it may not scan.
+func TestCountNarrowedToOneCoreFinishes(t *testing.T) {
+	f := newFixture(t, Options{})
+	for _, c := range []string{"a", "b", "c", "d"} {
+		seedPods(f, c, 300)
+	}
+	ctx := cores.Limit(context.Background(), func() int { return 1 })
+	counted := make(chan struct{})
+	var res *CountResult
+	var err error
+	go func() {
+		defer close(counted)
+		res, err = f.ix.Count(ctx, Query{Resource: "pods", FieldSelector: mustFields(t, "spec.schedulerName!=x")}, []string{"cluster"})
+	}()
+	select {
+	case <-counted:
+	case <-time.After(20 * time.Second):
+		t.Fatal("a count narrowed to one core never finished")
+	}
+	if err != nil || res.Total != 1200 || len(res.Groups) != 4 {
+		t.Fatalf("%v %+v", err, res)
 	}
 }

@@ -237,7 +237,6 @@ func (ix *Index) WatchWith(ctx context.Context, q Query, opts WatchOptions) (wat
 	var replay []Event
 	var initial []Item
 	pace := &pacer{ctx: ctx}
-	defer pace.stop()
 	for _, s := range p.shards {
 		s.mu.RLock()
 		start, ok := from[s.cluster]

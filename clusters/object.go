@@ -172,6 +172,21 @@ func (o *Object) DeepCopyObject() runtime.Object {
 	return &c
 }
 
+// HasIndex reports whether the object's resource has an index of that name (IndexSpec):
+// only then may Field find a value. It reads the resource's description, shared by its
+// objects, not the object's own values: a scan asking it of every object stays in cache.
+func (o *Object) HasIndex(name string) bool {
+	if o.codec == nil {
+		return true // not made by a codec: only its fields can tell
+	}
+	for _, ix := range o.codec.indexes {
+		if ix.name == name {
+			return true
+		}
+	}
+	return false
+}
+
 // Field returns the first value of the named index, and whether there was one.
 func (o *Object) Field(name string) (string, bool) {
 	for _, f := range o.Fields {

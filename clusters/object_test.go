@@ -142,3 +142,37 @@ func TestTypedIndexesMatchJSONPath(t *testing.T) {
 		}
 	}
 }
+
+// HasIndex answers from the resource's indexes: true for every index the resource has
+// (so that Field is asked whenever it could find a value), false for any other name.
+func TestHasIndex(t *testing.T) {
+	c, err := NewCompactor(podGVK, "pods", IndexSpec{Name: "team", JSONPath: "{.metadata.labels.team}"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 20 {
+		p := fleetPod(i, 5)
+		if i%2 == 0 {
+			p.Spec.Containers = nil // no images: the index has no value
+		}
+		o, err := c.Compact(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, f := range o.Fields {
+			if !o.HasIndex(f.Name) {
+				t.Errorf("pod %d has a value of index %q, but HasIndex says it has no such index", i, f.Name)
+			}
+		}
+		for _, name := range []string{"spec.nodeName", "status.phase", "images", "team"} {
+			if !o.HasIndex(name) {
+				t.Errorf("HasIndex(%q) = false", name)
+			}
+		}
+		for _, name := range []string{"spec.schedulerName", "metadata.name", "", "image"} {
+			if o.HasIndex(name) {
+				t.Errorf("HasIndex(%q) = true", name)
+			}
+		}
+	}
+}

@@ -21,6 +21,12 @@ run -bench Ingest -benchtime 10x ./internal/benchapi/
 run -bench Scaling -benchtime 1x ./internal/benchapi/
 run -bench 'Get' -benchtime 200000x ./aggregator/
 run -bench 'List|Count' -benchtime 20x ./aggregator/
+# Scans (issue #26): a count with a field selector no index answers over 1M realistic
+# pods, read from the stored bytes and, in the same run, by decoding (the path before);
+# then what ingest and cheap queries wait while 4 goroutines (the index) or 4 clients
+# (the HTTP API, with its admission) run it. Each builds its 1M-pod fleet (1-2 minutes).
+run -bench 'FieldScan|ScanLoad' -benchtime 1x ./aggregator/
+run -bench FieldCountLoad -benchtime 1x ./internal/server/
 run -bench HTTPUnderLoad -benchtime 400x ./internal/server/
 # Serving speed (issue #13): the server's cost per object at 100k pods, a realistic pod's
 # JSON, and cheap requests under a mixed load (with and without list admission).

@@ -134,6 +134,10 @@ func TestCountsThatReadObjectsAreAdmitted(t *testing.T) {
 		t.Fatalf("count whose client went while it waited: %v", err)
 	}
 	list.Close()
+	// With other requests in flight the count runs on one core, and answers.
+	for range 3 {
+		defer p.Enter()()
+	}
 	res, err = p.Count(r, query("spec.schedulerName!=x"), []string{"field:spec.schedulerName"})
 	if err != nil || res.Total != 50 || len(res.Groups) != 1 || res.Groups[0].Values[0] != "" {
 		t.Fatalf("count once the seat is free: %v %+v", err, res)
